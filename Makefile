@@ -1,0 +1,44 @@
+# repobox: the two commands a newcomer needs are `make run` and `make test`.
+# Both set up what is missing first (Docker engine, sandbox image), idempotently.
+
+CARGO ?= cargo
+
+.PHONY: setup engine image run test lint unit e2e bench smoke clean
+
+## setup: a Docker engine and the sandbox image (no-op when both are there)
+setup: image
+
+engine:
+	bash scripts/setup-docker.sh
+
+image: engine
+	bash scripts/build-image.sh
+
+## run: start the service on :8000 (HOST/PORT and every other setting: see example.env)
+run: setup
+	$(CARGO) run --locked --release -- serve
+
+## test: formatting, lints, unit tests and the end-to-end suite against the real engine
+test: setup lint
+	$(CARGO) test --locked --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --locked --lib
+
+e2e: setup
+	$(CARGO) test --locked --test e2e
+
+## bench: repobox against the raw Docker Engine API (prints a table, writes target/bench/latest.json)
+bench: setup
+	$(CARGO) run --locked --release --example bench
+
+## smoke: build and run repobox itself in a container, check it reaches Docker
+smoke: setup
+	bash scripts/smoke-container.sh
+
+clean:
+	$(CARGO) clean

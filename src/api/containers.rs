@@ -1,0 +1,283 @@
+//! Sandboxes: create, list, status, destroy.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{AppState, Json, validate_env};
+use crate::config::Config;
+use crate::docker::{Network, WORKSPACE};
+use crate::error::{Error, ErrorBody, Result};
+use crate::exec::ExecResult;
+use crate::git::{RepoUrl, validate_branch, validate_commit};
+use crate::registry::{Resources, Sandbox};
+use crate::sandbox::{NewSandbox, Status};
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_container, list_containers))
+        .routes(routes!(get_container, destroy_container))
+}
+
+/// Body of `POST /containers`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateContainerRequest {
+    /// `http`/`https` URL of a git repository on an allowed host.
+    #[schema(example = "https://github.com/fastapi/fastapi")]
+    pub repo_url: String,
+    /// Branch to check out; the remote's default branch when omitted.
+    pub branch: Option<String>,
+    /// Commit to check out (full or at least 7 hex digits).
+    pub commit: Option<String>,
+    /// Lifetime in seconds; no expiry when omitted.
+    pub max_runtime_secs: Option<i64>,
+    /// Environment for the container and every command in it.
+    pub environment_vars: Option<BTreeMap<String, String>>,
+    /// Command run once in `/workspace` after the checkout.
+    pub initial_command: Option<String>,
+    /// (ext) Image to use instead of `DOCKER_BASE_IMAGE`.
+    pub image: Option<String>,
+    /// (ext) Resource limits, bounded by the server's maxima.
+    pub resources: Option<ResourcesRequest>,
+    /// (ext) `none` (default) or `bridge` (only when `ALLOW_NETWORK=true`).
+    pub network: Option<Network>,
+}
+
+/// Requested resources; omitted fields take the server's defaults.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct ResourcesRequest {
+    /// CPUs (fractions allowed).
+    pub cpus: Option<f64>,
+    /// Memory limit in MiB.
+    pub memory_mb: Option<u64>,
+    /// Process limit.
+    pub pids: Option<i64>,
+}
+
+/// A sandbox, as every container endpoint returns it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ContainerResponse {
+    /// Our id.
+    pub container_id: String,
+    /// `creating`, `running`, `completed`, `failed`, `timeout` or `destroyed`.
+    pub status: Status,
+    /// Repository URL (credentials removed).
+    pub repo_url: String,
+    /// Branch checked out (null for a detached HEAD).
+    pub branch: Option<String>,
+    /// Commit as requested.
+    pub commit: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it will be destroyed automatically.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Where the checkout is.
+    pub working_directory: String,
+    /// (ext) Full SHA of HEAD.
+    pub resolved_commit: String,
+    /// (ext) Image it runs.
+    pub image: String,
+    /// (ext) Result of `initial_command`.
+    pub initial_command_result: Option<ExecResult>,
+}
+
+impl ContainerResponse {
+    fn new(sandbox: &Sandbox, status: Status) -> Self {
+        Self {
+            container_id: sandbox.id.clone(),
+            status,
+            repo_url: sandbox.repo_url.clone(),
+            branch: sandbox.branch.clone(),
+            commit: sandbox.commit.clone(),
+            created_at: sandbox.created_at,
+            expires_at: sandbox.expires_at,
+            working_directory: WORKSPACE.to_owned(),
+            resolved_commit: sandbox.resolved_commit.clone(),
+            image: sandbox.image.clone(),
+            initial_command_result: sandbox.initial_command_result.clone(),
+        }
+    }
+}
+
+/// Body of `GET /containers`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ContainerListResponse {
+    /// Every sandbox, oldest first.
+    pub containers: Vec<ContainerResponse>,
+    /// How many there are.
+    pub total_count: usize,
+    /// How many are `running`.
+    pub active_count: usize,
+}
+
+impl CreateContainerRequest {
+    fn validate(self, config: &Config) -> Result<NewSandbox> {
+        let repo = RepoUrl::parse(&self.repo_url, config.allowed_git_hosts.items())?;
+        // An empty string is what some clients send for "not given".
+        let branch = self.branch.filter(|branch| !branch.is_empty());
+        if let Some(branch) = &branch {
+            validate_branch(branch)?;
+        }
+        let commit_as_requested = self.commit.filter(|commit| !commit.is_empty());
+        let commit = commit_as_requested
+            .as_deref()
+            .map(validate_commit)
+            .transpose()?;
+        let max_runtime = match self.max_runtime_secs {
+            None => None,
+            Some(secs) if secs <= 0 => {
+                return Err(Error::invalid("max_runtime_secs must be positive"));
+            }
+            Some(secs) if secs.unsigned_abs() > config.max_runtime_secs => {
+                return Err(Error::invalid(format!(
+                    "max_runtime_secs must be at most {}",
+                    config.max_runtime_secs
+                )));
+            }
+            Some(secs) => Some(Duration::from_secs(secs.unsigned_abs())),
+        };
+        let env = self.environment_vars.unwrap_or_default();
+        validate_env("environment_vars", &env)?;
+        if let Some(command) = &self.initial_command
+            && (command.trim().is_empty() || command.contains('\0'))
+        {
+            return Err(Error::invalid(
+                "initial_command must be a non-empty command without NUL bytes",
+            ));
+        }
+        let image = match self.image {
+            None => config.docker_base_image.clone(),
+            Some(image) => {
+                let allowed = config.allowed_images.items();
+                if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(Error::invalid("image must be a non-empty image reference"));
+                }
+                if !allowed.is_empty()
+                    && !allowed.contains(&image)
+                    && image != config.docker_base_image
+                {
+                    return Err(Error::invalid(format!(
+                        "image {image:?} is not in ALLOWED_IMAGES ({})",
+                        allowed.join(", ")
+                    )));
+                }
+                image
+            }
+        };
+        let requested = self.resources.unwrap_or_default();
+        let resources = Resources {
+            cpus: requested.cpus.unwrap_or(config.default_cpus),
+            memory_mb: requested.memory_mb.unwrap_or(config.default_memory_mb),
+            pids: requested.pids.unwrap_or(config.default_pids),
+        };
+        if !(resources.cpus > 0.0 && resources.cpus <= config.max_cpus) {
+            return Err(Error::invalid(format!(
+                "resources.cpus must be in (0, {}]",
+                config.max_cpus
+            )));
+        }
+        if !(6..=config.max_memory_mb).contains(&resources.memory_mb) {
+            return Err(Error::invalid(format!(
+                "resources.memory_mb must be in [6, {}]",
+                config.max_memory_mb
+            )));
+        }
+        if !(16..=config.max_pids).contains(&resources.pids) {
+            return Err(Error::invalid(format!(
+                "resources.pids must be in [16, {}]",
+                config.max_pids
+            )));
+        }
+        let network = self.network.unwrap_or(Network::None);
+        if network == Network::Bridge && !config.allow_network {
+            return Err(Error::invalid(
+                "network \"bridge\" is disabled on this server (ALLOW_NETWORK=false)",
+            ));
+        }
+        Ok(NewSandbox {
+            repo,
+            branch,
+            commit,
+            commit_as_requested,
+            max_runtime,
+            env,
+            initial_command: self.initial_command,
+            image,
+            resources,
+            network,
+        })
+    }
+}
+
+/// Create a sandbox from a git repository; returns once it is usable.
+#[utoipa::path(post, path = "/containers", tag = "containers", request_body = CreateContainerRequest, responses(
+    (status = 201, body = ContainerResponse),
+    (status = 400, body = ErrorBody, description = "Invalid request (URL policy, ref names, limits)"),
+    (status = 422, body = ErrorBody, description = "Repository, branch or commit cannot be checked out"),
+    (status = 429, body = ErrorBody, description = "MAX_CONTAINERS reached"),
+    (status = 503, body = ErrorBody, description = "Docker unreachable"),
+))]
+pub async fn create_container(
+    State(state): State<AppState>,
+    Json(request): Json<CreateContainerRequest>,
+) -> Result<(StatusCode, Json<ContainerResponse>)> {
+    let request = request.validate(&state.config)?;
+    let sandbox = state.sandboxes.create(request).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ContainerResponse::new(&sandbox, Status::Running)),
+    ))
+}
+
+/// List sandboxes (destroyed and expired ones are not listed).
+#[utoipa::path(get, path = "/containers", tag = "containers", responses(
+    (status = 200, body = ContainerListResponse),
+    (status = 503, body = ErrorBody),
+))]
+pub async fn list_containers(State(state): State<AppState>) -> Result<Json<ContainerListResponse>> {
+    let listed = state.sandboxes.list().await?;
+    let containers: Vec<_> = listed
+        .iter()
+        .map(|(sandbox, status)| ContainerResponse::new(sandbox, *status))
+        .collect();
+    let active_count = containers
+        .iter()
+        .filter(|c| c.status == Status::Running)
+        .count();
+    Ok(Json(ContainerListResponse {
+        total_count: containers.len(),
+        active_count,
+        containers,
+    }))
+}
+
+/// A sandbox's status, read from Docker.
+#[utoipa::path(get, path = "/containers/{container_id}", tag = "containers",
+    params(("container_id" = String, Path, description = "Sandbox id")),
+    responses((status = 200, body = ContainerResponse), (status = 404, body = ErrorBody)))]
+pub async fn get_container(
+    State(state): State<AppState>,
+    Path(container_id): Path<String>,
+) -> Result<Json<ContainerResponse>> {
+    let sandbox = state.sandboxes.get(&container_id)?;
+    let status = state.sandboxes.status(&sandbox).await?;
+    Ok(Json(ContainerResponse::new(&sandbox, status)))
+}
+
+/// Destroy a sandbox: its container and everything kept for it.
+#[utoipa::path(delete, path = "/containers/{container_id}", tag = "containers",
+    params(("container_id" = String, Path, description = "Sandbox id")),
+    responses((status = 204, description = "Destroyed"), (status = 404, body = ErrorBody)))]
+pub async fn destroy_container(
+    State(state): State<AppState>,
+    Path(container_id): Path<String>,
+) -> Result<StatusCode> {
+    state.sandboxes.destroy(&container_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,186 @@
+//! Commands: run to completion, or stream live as Server-Sent Events.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{AppState, Json, validate_env};
+use crate::config::Config;
+use crate::docker::WORKSPACE;
+use crate::error::{Error, ErrorBody, Result};
+use crate::exec::{self, Event, ExecResult};
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(execute_command))
+        .routes(routes!(stream_command))
+}
+
+/// Body of `POST /containers/{id}/execute` (and `/execute/stream`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ExecuteCommandRequest {
+    /// Run by `bash -c` (or `sh -c` where the image has no bash).
+    #[schema(example = "python --version")]
+    pub command: String,
+    /// Absolute working directory; `/workspace` by default.
+    pub working_directory: Option<String>,
+    /// Deadline in seconds (1 … `MAX_EXEC_TIMEOUT_SECS`, default 30); the command and
+    /// everything it started are killed at it.
+    pub timeout_secs: Option<i64>,
+    /// (ext) Extra environment for this command only.
+    pub environment: Option<BTreeMap<String, String>>,
+}
+
+impl ExecuteCommandRequest {
+    fn validate(self, config: &Config) -> Result<exec::Command> {
+        if self.command.trim().is_empty() {
+            return Err(Error::invalid("command must not be empty"));
+        }
+        if self.command.contains('\0') {
+            return Err(Error::invalid("command must not contain NUL bytes"));
+        }
+        let working_dir = self
+            .working_directory
+            .unwrap_or_else(|| WORKSPACE.to_owned());
+        if !working_dir.starts_with('/') || working_dir.contains('\0') || working_dir.len() > 4096 {
+            return Err(Error::invalid(format!(
+                "working_directory must be an absolute path, got {working_dir:?}"
+            )));
+        }
+        let timeout = self
+            .timeout_secs
+            .unwrap_or(i64::try_from(config.default_exec_timeout_secs).unwrap_or(30));
+        if timeout < 1 || timeout.unsigned_abs() > config.max_exec_timeout_secs {
+            return Err(Error::invalid(format!(
+                "timeout_secs must be between 1 and {}",
+                config.max_exec_timeout_secs
+            )));
+        }
+        let env = self.environment.unwrap_or_default();
+        validate_env("environment", &env)?;
+        Ok(exec::Command {
+            command: self.command,
+            working_dir,
+            timeout: Duration::from_secs(timeout.unsigned_abs()),
+            env: env
+                .into_iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect(),
+        })
+    }
+}
+
+/// Run a command and return its result when it ends (or is killed at its deadline).
+#[utoipa::path(post, path = "/containers/{container_id}/execute", tag = "commands",
+    params(("container_id" = String, Path, description = "Sandbox id")),
+    request_body = ExecuteCommandRequest,
+    responses(
+        (status = 200, body = ExecResult, description = "The command ran (any exit code)"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    ))]
+pub async fn execute_command(
+    State(state): State<AppState>,
+    Path(container_id): Path<String>,
+    Json(request): Json<ExecuteCommandRequest>,
+) -> Result<Json<ExecResult>> {
+    let sandbox = state.sandboxes.get(&container_id)?;
+    let command = request.validate(&state.config)?;
+    let result = exec::run(
+        state.sandboxes.runtime(),
+        &sandbox.docker_id,
+        &sandbox.shell,
+        command,
+        state.config.max_output_bytes,
+    )
+    .await
+    .map_err(|err| not_running_as(err, &container_id))?;
+    state
+        .metrics
+        .exec_seconds
+        .observe(result.execution_time_secs);
+    crate::metrics::Metrics::count(
+        &state.metrics.execs,
+        if result.timed_out { "timeout" } else { "sync" },
+    );
+    Ok(Json(result))
+}
+
+/// Run a command and stream its output live as Server-Sent Events: `stdout` and
+/// `stderr` events (`{"data": "…"}`), then one `exit` event with the result's other
+/// fields. No output cap. Disconnecting kills the command.
+#[utoipa::path(post, path = "/containers/{container_id}/execute/stream", tag = "commands",
+    params(("container_id" = String, Path, description = "Sandbox id")),
+    request_body = ExecuteCommandRequest,
+    responses(
+        (status = 200, content_type = "text/event-stream", description = "Events: stdout, stderr, exit"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    ))]
+pub async fn stream_command(
+    State(state): State<AppState>,
+    Path(container_id): Path<String>,
+    Json(request): Json<ExecuteCommandRequest>,
+) -> Result<Response> {
+    let sandbox = state.sandboxes.get(&container_id)?;
+    let command = request.validate(&state.config)?;
+    let events = exec::stream(
+        state.sandboxes.runtime(),
+        &sandbox.docker_id,
+        &sandbox.shell,
+        command,
+    )
+    .await
+    .map_err(|err| not_running_as(err, &container_id))?;
+    crate::metrics::Metrics::count(&state.metrics.execs, "stream");
+    let mut response = Sse::new(sse_events(events))
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    response.headers_mut().insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
+    Ok(response)
+}
+
+fn sse_events(
+    mut events: tokio::sync::mpsc::Receiver<Event>,
+) -> impl Stream<Item = std::result::Result<SseEvent, Infallible>> {
+    futures_util::stream::poll_fn(move |cx| events.poll_recv(cx)).map(|event| {
+        let sse = match event {
+            Event::Stdout(data) => SseEvent::default()
+                .event("stdout")
+                .json_data(serde_json::json!({ "data": data })),
+            Event::Stderr(data) => SseEvent::default()
+                .event("stderr")
+                .json_data(serde_json::json!({ "data": data })),
+            Event::Exit(exit) => SseEvent::default().event("exit").json_data(exit),
+            Event::Error(detail) => SseEvent::default()
+                .event("error")
+                .json_data(serde_json::json!({ "detail": detail })),
+        };
+        Ok(sse.unwrap_or_else(|_| {
+            SseEvent::default()
+                .event("error")
+                .data("could not encode event")
+        }))
+    })
+}
+
+use futures_util::StreamExt as _;
+
+/// The engine says "not running" about its own container; the client knows the sandbox.
+fn not_running_as(err: Error, container_id: &str) -> Error {
+    match err {
+        Error::NotRunning(_) => {
+            Error::NotRunning(format!("container {container_id} is not running"))
+        }
+        other => other,
+    }
+}

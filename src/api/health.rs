@@ -1,0 +1,232 @@
+//! Health, readiness, liveness and service information.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{AppState, Json};
+use crate::docker::{KEPT_CAPABILITIES, Network};
+use crate::error::Error;
+use crate::registry::Resources;
+
+/// How long a health probe waits for Docker.
+const PROBE_BOUND: Duration = Duration::from_secs(2);
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health_check))
+        .routes(routes!(readiness_check))
+        .routes(routes!(liveness_check))
+        .routes(routes!(get_info))
+}
+
+/// Health with statistics.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct HealthResponse {
+    /// `healthy` when Docker answers, else `unhealthy`.
+    pub status: String,
+    /// Service version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+    /// Sandboxes that exist.
+    pub active_containers: usize,
+    /// Whether the Docker engine answers.
+    pub docker_available: bool,
+}
+
+/// Readiness.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct ReadyResponse {
+    /// `ready` or `not ready`.
+    pub status: String,
+    /// Why not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Liveness.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct LiveResponse {
+    /// Always `alive`.
+    pub status: String,
+}
+
+/// Service health, with statistics.
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = HealthResponse)))]
+pub async fn health_check(State(state): State<AppState>) -> Json<HealthResponse> {
+    let docker_available = state.sandboxes.runtime().ping(PROBE_BOUND).await.is_ok();
+    state.metrics.docker_up.set(i64::from(docker_available));
+    Json(HealthResponse {
+        status: if docker_available {
+            "healthy"
+        } else {
+            "unhealthy"
+        }
+        .to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_seconds: state.started.elapsed().as_secs_f64(),
+        active_containers: state.sandboxes.count(),
+        docker_available,
+    })
+}
+
+/// Ready for traffic: Docker answers and the base image is present. 503 otherwise.
+#[utoipa::path(get, path = "/health/ready", tag = "health", security(()), responses(
+    (status = 200, body = ReadyResponse),
+    (status = 503, body = ReadyResponse, description = "Docker unreachable or base image missing"),
+))]
+pub async fn readiness_check(State(state): State<AppState>) -> Response {
+    let runtime = state.sandboxes.runtime();
+    let reason = match runtime.ping(PROBE_BOUND).await {
+        Err(err) => Some(err.to_string()),
+        Ok(()) => match tokio::time::timeout(
+            PROBE_BOUND,
+            runtime.image_exists(&state.config.docker_base_image),
+        )
+        .await
+        {
+            Ok(Ok(true)) => None,
+            Ok(Ok(false)) => Some(format!(
+                "base image {} is missing; build it with scripts/build-image.sh",
+                state.config.docker_base_image
+            )),
+            Ok(Err(err)) => Some(err.to_string()),
+            Err(_) => Some("Docker did not answer in time".to_owned()),
+        },
+    };
+    state.metrics.docker_up.set(i64::from(reason.is_none()));
+    match reason {
+        None => Json(ReadyResponse {
+            status: "ready".to_owned(),
+            reason: None,
+        })
+        .into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(ReadyResponse {
+                status: "not ready".to_owned(),
+                reason: Some(reason),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/health/live", tag = "health", security(()), responses((status = 200, body = LiveResponse)))]
+pub async fn liveness_check() -> Json<LiveResponse> {
+    Json(LiveResponse {
+        status: "alive".to_owned(),
+    })
+}
+
+/// Effective configuration and limits.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct InfoResponse {
+    /// `repobox`.
+    pub name: String,
+    /// Service version.
+    pub version: String,
+    /// Image used when a create names none.
+    pub docker_base_image: String,
+    /// OCI runtime for sandboxes (empty: the engine's default).
+    pub docker_runtime: String,
+    /// Hosts repositories may come from.
+    pub allowed_git_hosts: Vec<String>,
+    /// Images a create may name (empty: any).
+    pub allowed_images: Vec<String>,
+    /// Network policy.
+    pub network: NetworkInfo,
+    /// Capabilities a sandbox keeps (all others are dropped).
+    pub capabilities: Vec<String>,
+    /// Whether API keys are required.
+    pub auth_required: bool,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// Network policy.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct NetworkInfo {
+    /// Mode of a sandbox that asks for none.
+    pub default: Network,
+    /// Whether `bridge` may be asked for.
+    pub allow_bridge: bool,
+}
+
+/// Every limit a client can run into.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct Limits {
+    /// Most sandboxes at once.
+    pub max_containers: usize,
+    /// Largest `max_runtime_secs`.
+    pub max_runtime_secs: u64,
+    /// Default `timeout_secs`.
+    pub default_exec_timeout_secs: u64,
+    /// Smallest `timeout_secs`.
+    pub min_exec_timeout_secs: u64,
+    /// Largest `timeout_secs`.
+    pub max_exec_timeout_secs: u64,
+    /// Cap on each output stream of `/execute`.
+    pub max_output_bytes: usize,
+    /// Largest file `/files` returns inline.
+    pub max_file_bytes: u64,
+    /// Largest JSON request body.
+    pub max_request_bytes: usize,
+    /// Largest raw or archive upload.
+    pub max_upload_bytes: u64,
+    /// Resources of a sandbox that asks for none.
+    pub default_resources: Resources,
+    /// Most a sandbox may ask for.
+    pub max_resources: Resources,
+}
+
+/// API configuration and limits.
+#[utoipa::path(get, path = "/info", tag = "health", responses((status = 200, body = InfoResponse)))]
+pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse>, Error> {
+    let config = &state.config;
+    Ok(Json(InfoResponse {
+        name: "repobox".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        docker_base_image: config.docker_base_image.clone(),
+        docker_runtime: config.docker_runtime.clone(),
+        allowed_git_hosts: config.allowed_git_hosts.items().to_vec(),
+        allowed_images: config.allowed_images.items().to_vec(),
+        network: NetworkInfo {
+            default: Network::None,
+            allow_bridge: config.allow_network,
+        },
+        capabilities: KEPT_CAPABILITIES
+            .iter()
+            .map(|&cap| cap.to_owned())
+            .collect(),
+        auth_required: !config.api_keys.is_empty(),
+        limits: Limits {
+            max_containers: config.max_containers,
+            max_runtime_secs: config.max_runtime_secs,
+            default_exec_timeout_secs: config.default_exec_timeout_secs,
+            min_exec_timeout_secs: 1,
+            max_exec_timeout_secs: config.max_exec_timeout_secs,
+            max_output_bytes: config.max_output_bytes,
+            max_file_bytes: config.max_file_bytes,
+            max_request_bytes: config.max_request_bytes,
+            max_upload_bytes: config.max_upload_bytes,
+            default_resources: Resources {
+                cpus: config.default_cpus,
+                memory_mb: config.default_memory_mb,
+                pids: config.default_pids,
+            },
+            max_resources: Resources {
+                cpus: config.max_cpus,
+                memory_mb: config.max_memory_mb,
+                pids: config.max_pids,
+            },
+        },
+    }))
+}

@@ -1,0 +1,298 @@
+//! The HTTP surface: router, shared state, middleware, and the extractors whose
+//! rejections speak the service's error shape.
+//!
+//! Routes live one file per resource; each handler is `<verb>_<resource>` and its
+//! name is also its OpenAPI operation id.
+
+pub mod containers;
+pub mod docs;
+pub mod exec;
+pub mod files;
+pub mod health;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::{HeaderName, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Router, routing::get};
+use subtle::ConstantTimeEq;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::sandbox::Sandboxes;
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Settings.
+    pub config: Arc<Config>,
+    /// The sandboxes (and through them, Docker).
+    pub sandboxes: Arc<Sandboxes>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// When the server started.
+    pub started: Instant,
+}
+
+/// Prefix of every API route.
+pub const API_PREFIX: &str = "/api/v1";
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The API routes with their OpenAPI description.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(docs::base()).nest(
+        API_PREFIX,
+        OpenApiRouter::new()
+            .merge(health::router())
+            .merge(containers::router())
+            .merge(exec::router())
+            .merge(files::router()),
+    )
+}
+
+/// The whole application as a service: API, docs, metrics, and the middleware stack.
+pub fn app(state: AppState) -> Router {
+    let (api, openapi) = api_router().split_for_parts();
+    let router = api
+        .merge(docs::router(openapi))
+        .route("/metrics", get(render_metrics))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), track_metrics))
+        .layer(DefaultBodyLimit::max(state.config.max_request_bytes))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                        let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                        // The path only: queries may carry file names, never secrets, but keep logs lean.
+                        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+        )
+        .with_state(state);
+    // Trailing slashes are optional on API routes. Rewriting happens before routing;
+    // `/docs/` is left alone because Swagger UI lives there.
+    Router::new().fallback_service(
+        ServiceBuilder::new()
+            .map_request(trim_trailing_slash)
+            .service(router),
+    )
+}
+
+fn trim_trailing_slash(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.starts_with(API_PREFIX) && path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let rebuilt = match request.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(uri) = rebuilt.parse::<Uri>() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
+async fn route_not_found(method: Method, uri: Uri) -> Error {
+    Error::RouteNotFound(format!("{method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method) -> Error {
+    Error::MethodNotAllowed(method.to_string())
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Routes that stay open when API keys are configured (probes).
+fn is_open_route(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    path == "/api/v1/health/live" || path == "/api/v1/health/ready"
+}
+
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let keys = state.config.api_keys.items();
+    if keys.is_empty() || is_open_route(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Error::Unauthorized.into_response();
+    };
+    // Compare against every key, without stopping early, in constant time per key.
+    let matched = keys.iter().fold(subtle::Choice::from(0), |found, key| {
+        found | key.as_bytes().ct_eq(presented.as_bytes())
+    });
+    if bool::from(matched) {
+        next.run(request).await
+    } else {
+        Error::Unauthorized.into_response()
+    }
+}
+
+async fn track_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = RequestLabels {
+        method,
+        route,
+        status: response.status().as_u16(),
+    };
+    state
+        .metrics
+        .request_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    state.metrics.requests.get_or_create(&labels).inc();
+    response
+}
+
+/// `axum::Json`, with rejections in the service's error shape.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(Error))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+impl From<JsonRejection> for Error {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType(
+                "expected a JSON body with `Content-Type: application/json`".to_owned(),
+            ),
+            JsonRejection::JsonSyntaxError(err) => {
+                Error::invalid(format!("malformed JSON: {}", err.body_text()))
+            }
+            JsonRejection::JsonDataError(err) => {
+                Error::invalid(format!("invalid request body: {}", err.body_text()))
+            }
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Error::TooLarge(format!("request body too large: {}", other.body_text()))
+            }
+            other => Error::invalid(other.body_text()),
+        }
+    }
+}
+
+/// `axum::extract::Query`, with rejections in the service's error shape.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::extract::Query), rejection(Error))]
+pub struct Query<T>(pub T);
+
+impl From<QueryRejection> for Error {
+    fn from(rejection: QueryRejection) -> Self {
+        Error::invalid(format!("invalid query: {}", rejection.body_text()))
+    }
+}
+
+/// Checks environment variable names and values a client sends.
+pub fn validate_env(
+    field: &str,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<(), Error> {
+    const MAX_VARS: usize = 256;
+    if env.len() > MAX_VARS {
+        return Err(Error::invalid(format!(
+            "{field}: at most {MAX_VARS} variables"
+        )));
+    }
+    for (name, value) in env {
+        let mut chars = name.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(Error::invalid(format!(
+                "{field}: {name:?} is not a valid variable name (letters, digits and '_', not starting with a digit)"
+            )));
+        }
+        if value.contains('\0') {
+            return Err(Error::invalid(format!(
+                "{field}: the value of {name} contains a NUL byte"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn env_names_must_be_shell_names() {
+        let ok = BTreeMap::from([
+            ("A_1".to_owned(), "x y".to_owned()),
+            ("_b".to_owned(), String::new()),
+        ]);
+        assert!(validate_env("environment", &ok).is_ok());
+        for bad in ["1A", "A-B", "", "A=B", "A B"] {
+            let env = BTreeMap::from([(bad.to_owned(), "v".to_owned())]);
+            assert!(validate_env("environment", &env).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn trailing_slashes_are_trimmed_on_api_routes_only() {
+        let request = |uri: &str| {
+            Request::builder()
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        assert_eq!(
+            trim_trailing_slash(request("/api/v1/containers/")).uri(),
+            "/api/v1/containers"
+        );
+        assert_eq!(
+            trim_trailing_slash(request("/api/v1/health/?x=1")).uri(),
+            "/api/v1/health?x=1"
+        );
+        assert_eq!(trim_trailing_slash(request("/docs/")).uri(), "/docs/");
+    }
+
+    #[test]
+    fn probes_are_open() {
+        assert!(is_open_route("/api/v1/health/live/"));
+        assert!(is_open_route("/api/v1/health/ready"));
+        assert!(!is_open_route("/api/v1/health"));
+    }
+}

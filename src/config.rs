@@ -1,0 +1,290 @@
+//! Configuration: read once at start-up from flags, the environment and `.env`.
+//!
+//! Every setting has a flag and an environment variable of the same name (the seed's
+//! `DEBUG`, `HOST`, `PORT` and `DOCKER_BASE_IMAGE` keep theirs). Defaults are named
+//! constants so that `example.env`, `/info` and the code cannot drift apart silently.
+//! Nothing reads the environment after [`Cli::load`] returns.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The default sandbox image, built by `scripts/build-image.sh`.
+pub const DEFAULT_BASE_IMAGE: &str = "repobox/sandbox:bookworm";
+
+/// Command line of the `repobox` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "repobox",
+    version,
+    about = "Git repositories as locked-down Docker sandboxes, over HTTP"
+)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings, shared by every subcommand.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands of the binary.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Command {
+    /// Start the HTTP server (the default).
+    Serve,
+}
+
+impl Cli {
+    /// Parses flags and environment, after loading `.env` from the working directory
+    /// (variables already set in the environment win over `.env`).
+    pub fn load() -> Self {
+        // A missing .env is normal; a malformed one is worth a word but not a refusal.
+        if let Err(err) = dotenvy::dotenv()
+            && !err.not_found()
+        {
+            eprintln!("repobox: ignoring .env: {err}");
+        }
+        Cli::parse()
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The service's settings. Field docs double as `--help` text.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Debug mode: more verbose logs.
+    #[arg(long, env = "DEBUG", default_value_t = false, action = clap::ArgAction::Set)]
+    pub debug: bool,
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Image for sandboxes when a request names none.
+    #[arg(long, env = "DOCKER_BASE_IMAGE", default_value = DEFAULT_BASE_IMAGE)]
+    pub docker_base_image: String,
+    /// Docker Engine address (`unix:///var/run/docker.sock`, `tcp://host:2375`).
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    pub docker_host: String,
+    /// OCI runtime for sandboxes (e.g. `runsc` for gVisor); empty: the engine's default.
+    #[arg(long, env = "DOCKER_RUNTIME", default_value = "")]
+    pub docker_runtime: String,
+    /// Log format: `human` or `json`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax); `debug` when DEBUG is true.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Comma-separated API keys; when set, requests need `Authorization: Bearer <key>`.
+    #[arg(long, env = "API_KEYS", default_value = "", value_parser = parse_list, hide_env_values = true)]
+    pub api_keys: List,
+    /// Comma-separated git hosts (`host` or `host:port`) sandboxes may clone from; `*` for any.
+    #[arg(long, env = "ALLOWED_GIT_HOSTS", default_value = "github.com", value_parser = parse_list)]
+    pub allowed_git_hosts: List,
+    /// Comma-separated images a request may name; empty: any image.
+    #[arg(long, env = "ALLOWED_IMAGES", default_value = "", value_parser = parse_list)]
+    pub allowed_images: List,
+    /// Whether a sandbox may ask for `"network": "bridge"`.
+    #[arg(long, env = "ALLOW_NETWORK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_network: bool,
+    /// Most sandboxes that may exist at once; further creates answer 429.
+    #[arg(long, env = "MAX_CONTAINERS", default_value_t = 50)]
+    pub max_containers: usize,
+    /// Largest `max_runtime_secs` a create may ask for.
+    #[arg(long, env = "MAX_RUNTIME_SECS", default_value_t = 86_400)]
+    pub max_runtime_secs: u64,
+    /// `timeout_secs` of a command that names none.
+    #[arg(long, env = "DEFAULT_EXEC_TIMEOUT_SECS", default_value_t = 30)]
+    pub default_exec_timeout_secs: u64,
+    /// Largest `timeout_secs` a command may ask for.
+    #[arg(long, env = "MAX_EXEC_TIMEOUT_SECS", default_value_t = 3_600)]
+    pub max_exec_timeout_secs: u64,
+    /// Cap on each of stdout and stderr kept by `/execute`.
+    #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_output_bytes: usize,
+    /// Largest file `/files` returns inline; larger ones go through `/files/raw`.
+    #[arg(long, env = "MAX_FILE_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_file_bytes: u64,
+    /// Largest JSON request body.
+    #[arg(long, env = "MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Largest upload through `PUT /files/raw` or `PUT /archive`.
+    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+    /// CPUs for a sandbox that asks for none.
+    #[arg(long, env = "DEFAULT_CPUS", default_value_t = 1.0)]
+    pub default_cpus: f64,
+    /// Most CPUs a sandbox may ask for.
+    #[arg(long, env = "MAX_CPUS", default_value_t = 4.0)]
+    pub max_cpus: f64,
+    /// Memory (MiB) for a sandbox that asks for none.
+    #[arg(long, env = "DEFAULT_MEMORY_MB", default_value_t = 1024)]
+    pub default_memory_mb: u64,
+    /// Most memory (MiB) a sandbox may ask for.
+    #[arg(long, env = "MAX_MEMORY_MB", default_value_t = 8192)]
+    pub max_memory_mb: u64,
+    /// Process limit for a sandbox that asks for none.
+    #[arg(long, env = "DEFAULT_PIDS", default_value_t = 512)]
+    pub default_pids: i64,
+    /// Largest process limit a sandbox may ask for.
+    #[arg(long, env = "MAX_PIDS", default_value_t = 4096)]
+    pub max_pids: i64,
+    /// Where sandbox records live (survives restarts).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Where mirrors of git repositories are cached.
+    #[arg(long, env = "CACHE_DIR", default_value = "cache")]
+    pub cache_dir: PathBuf,
+    /// Bound on each git step (fetch, checkout).
+    #[arg(long, env = "GIT_TIMEOUT_SECS", default_value_t = 300)]
+    pub git_timeout_secs: u64,
+    /// How long a shutdown waits for requests in flight.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// A comma-separated list setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct List(pub Vec<String>);
+
+impl List {
+    /// The items.
+    pub fn items(&self) -> &[String] {
+        &self.0
+    }
+    /// Whether there are no items.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn parse_list(raw: &str) -> Result<List, String> {
+    Ok(List(
+        raw.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    ))
+}
+
+impl Config {
+    /// Settings from the environment and defaults alone, ignoring the command line.
+    pub fn defaults() -> Self {
+        Cli::parse_from(["repobox"]).config
+    }
+
+    /// Checks relations between settings that clap cannot express.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.default_exec_timeout_secs >= 1,
+            "DEFAULT_EXEC_TIMEOUT_SECS must be at least 1"
+        );
+        anyhow::ensure!(
+            self.default_exec_timeout_secs <= self.max_exec_timeout_secs,
+            "DEFAULT_EXEC_TIMEOUT_SECS exceeds MAX_EXEC_TIMEOUT_SECS"
+        );
+        anyhow::ensure!(
+            self.default_cpus > 0.0 && self.default_cpus <= self.max_cpus,
+            "DEFAULT_CPUS must be in (0, MAX_CPUS]"
+        );
+        anyhow::ensure!(
+            self.default_memory_mb >= 6 && self.default_memory_mb <= self.max_memory_mb,
+            "DEFAULT_MEMORY_MB must be in [6, MAX_MEMORY_MB]"
+        );
+        anyhow::ensure!(
+            self.default_pids >= 1 && self.default_pids <= self.max_pids,
+            "DEFAULT_PIDS must be in [1, MAX_PIDS]"
+        );
+        anyhow::ensure!(
+            self.max_runtime_secs >= 1,
+            "MAX_RUNTIME_SECS must be at least 1"
+        );
+        Ok(())
+    }
+
+    /// Effective log filter.
+    pub fn log_filter(&self) -> String {
+        if self.debug && self.log_level == "info" {
+            "debug,hyper=info,bollard=info".to_owned()
+        } else {
+            self.log_level.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_split_on_commas_and_drop_blanks() {
+        assert_eq!(parse_list(" a, b:80 ,,").unwrap().items(), ["a", "b:80"]);
+        assert!(parse_list("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::defaults();
+        config.validate().unwrap();
+        assert_eq!(config.port, 8000);
+        assert_eq!(config.docker_base_image, DEFAULT_BASE_IMAGE);
+        assert_eq!(config.allowed_git_hosts.items(), ["github.com"]);
+    }
+}
+
+#[cfg(test)]
+mod example_env {
+    use clap::CommandFactory;
+
+    /// `example.env` lists every setting, with the default the code has.
+    #[test]
+    fn example_env_lists_every_setting_with_its_default() {
+        let text = include_str!("../example.env");
+        let listed: std::collections::HashMap<&str, &str> = text
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#') && line.contains('='))
+            .filter_map(|line| line.split_once('='))
+            .collect();
+        let command = super::Cli::command();
+        for arg in command.get_arguments() {
+            let Some(env) = arg.get_env() else { continue };
+            let env = env.to_str().unwrap();
+            let value = listed
+                .get(env)
+                .unwrap_or_else(|| panic!("example.env does not list {env}"));
+            let default: Vec<_> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect();
+            let default = default.join(",");
+            let same = default == *value
+                || default
+                    .parse::<f64>()
+                    .ok()
+                    .zip(value.parse::<f64>().ok())
+                    .is_some_and(|(a, b)| a == b);
+            assert!(
+                same,
+                "example.env says {env}={value}, the code's default is {default:?}"
+            );
+        }
+    }
+}

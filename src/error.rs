@@ -1,0 +1,178 @@
+//! The service's one error type and its one JSON shape.
+//!
+//! Every failure a client can see, including axum's own rejections, becomes an
+//! [`Error`], answered as `{"error", "detail", "timestamp", "code"}` with the status
+//! the spec gives. 4xx carry a message a user can act on; an internal error is logged
+//! once with its source chain and answered generically.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Result alias for the service.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or a field is invalid (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No or wrong API key (401).
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    /// No sandbox with this id (404).
+    #[error("no container with id {0}")]
+    ContainerNotFound(String),
+    /// A path inside a sandbox does not exist (404).
+    #[error("no such file or directory: {0}")]
+    PathNotFound(String),
+    /// No such route (404).
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    /// Route exists, method does not (405).
+    #[error("method {0} is not allowed on this route")]
+    MethodNotAllowed(String),
+    /// The sandbox is not running (409).
+    #[error("{0}")]
+    NotRunning(String),
+    /// A body or file is above a limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Wrong or missing content type (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The repository, branch or commit cannot be checked out (422).
+    #[error("{0}")]
+    Checkout(String),
+    /// `MAX_CONTAINERS` reached (429).
+    #[error("the limit of {0} containers is reached; destroy one first")]
+    TooManyContainers(usize),
+    /// The Docker engine cannot be reached (503).
+    #[error("{0}")]
+    DockerUnavailable(String),
+    /// The sandbox image lacks a tool an operation needs (422).
+    #[error("{0}")]
+    MissingTool(String),
+    /// Anything else: a defect or an unexpected answer from a dependency (500).
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Error::Invalid(detail.into())
+    }
+
+    /// Shorthand for [`Error::Internal`] from a message.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Error::Internal(anyhow::anyhow!("{detail}"))
+    }
+
+    /// HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::ContainerNotFound(_) | Error::PathNotFound(_) | Error::RouteNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::NotRunning(_) => StatusCode::CONFLICT,
+            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Checkout(_) | Error::MissingTool(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::TooManyContainers(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::DockerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Short title (`error`) and stable machine code (`code`).
+    fn title_and_code(&self) -> (&'static str, &'static str) {
+        match self {
+            Error::Invalid(_) => ("Invalid request", "invalid_request"),
+            Error::Unauthorized => ("Unauthorized", "unauthorized"),
+            Error::ContainerNotFound(_) => ("Container not found", "container_not_found"),
+            Error::PathNotFound(_) => ("Path not found", "path_not_found"),
+            Error::RouteNotFound(_) => ("Not found", "route_not_found"),
+            Error::MethodNotAllowed(_) => ("Method not allowed", "method_not_allowed"),
+            Error::NotRunning(_) => ("Container not running", "container_not_running"),
+            Error::TooLarge(_) => ("Payload too large", "too_large"),
+            Error::UnsupportedMediaType(_) => ("Unsupported media type", "unsupported_media_type"),
+            Error::Checkout(_) => ("Checkout failed", "checkout_failed"),
+            Error::MissingTool(_) => ("Image lacks a required tool", "missing_tool"),
+            Error::TooManyContainers(_) => ("Too many containers", "too_many_containers"),
+            Error::DockerUnavailable(_) => ("Docker unavailable", "docker_unavailable"),
+            Error::Internal(_) => ("Internal server error", "internal"),
+        }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Short title of the error class.
+    pub error: String,
+    /// What went wrong, precisely enough to act on.
+    pub detail: String,
+    /// When the error was answered (RFC 3339, UTC).
+    pub timestamp: DateTime<Utc>,
+    /// Stable machine-readable code.
+    pub code: String,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (title, code) = self.title_and_code();
+        let detail = match &self {
+            Error::Internal(source) => {
+                // Logged once here, with the chain; the client gets no internals.
+                tracing::error!(error = ?source, "internal error");
+                "the server failed to handle this request; see its logs".to_owned()
+            }
+            Error::DockerUnavailable(reason) => {
+                tracing::warn!(%reason, "docker unavailable");
+                self.to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            error: title.to_owned(),
+            detail,
+            timestamp: Utc::now(),
+            code: code.to_owned(),
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_their_source() {
+        let response = Error::internal("secret path /etc/x").into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn every_client_error_is_4xx() {
+        for error in [
+            Error::invalid("x"),
+            Error::Unauthorized,
+            Error::ContainerNotFound("x".into()),
+            Error::NotRunning("x".into()),
+            Error::TooLarge("x".into()),
+            Error::Checkout("x".into()),
+            Error::TooManyContainers(1),
+        ] {
+            assert!(error.status().is_client_error(), "{error:?}");
+        }
+    }
+}

@@ -1,0 +1,774 @@
+//! Git, done on the server: input policy, the mirror cache, and checkouts.
+//!
+//! A repository is fetched into a bare mirror under `CACHE_DIR/mirrors` (one per URL,
+//! keyed by a hash of it). Creates of the same repository share one fetch: they queue
+//! on the mirror's lock, and whoever gets it after a fetch that *started after they
+//! arrived* reuses that fetch instead of running another. A checkout is a local clone
+//! of the mirror (hard links, no copying of objects) into a private temporary
+//! directory, which is then streamed into the container as a tar and removed.
+//!
+//! Everything a client sends is data: URLs are parsed and matched against
+//! `ALLOWED_GIT_HOSTS`, ref names are validated the way `git check-ref-format` does,
+//! every argument is passed after `--` or in a position git cannot read as an option,
+//! nothing goes through a shell, prompts are disabled, protocols are restricted to
+//! http(s), and every git process has a deadline.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::process::Command;
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// Longest ref name or URL we accept.
+const MAX_NAME_LEN: usize = 255;
+const MAX_URL_LEN: usize = 2048;
+/// Longest piece of git's stderr we put into an error.
+const MAX_GIT_MESSAGE: usize = 1000;
+
+/// A repository URL that passed the policy.
+#[derive(Clone)]
+pub struct RepoUrl {
+    url: Url,
+    redacted: String,
+}
+
+impl std::fmt::Debug for RepoUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl RepoUrl {
+    /// Parses `raw` and checks it against the allowed hosts.
+    pub fn parse(raw: &str, allowed_hosts: &[String]) -> Result<Self> {
+        if raw.len() > MAX_URL_LEN {
+            return Err(Error::invalid(format!(
+                "repo_url is longer than {MAX_URL_LEN} characters"
+            )));
+        }
+        if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Error::invalid(
+                "repo_url must not contain whitespace or control characters",
+            ));
+        }
+        let url = Url::parse(raw).map_err(|err| {
+            Error::invalid(format!("repo_url is not an absolute http(s) URL ({err}); scp-style and local paths are not accepted"))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::invalid(format!(
+                "repo_url scheme {:?} is not allowed; use http or https",
+                url.scheme()
+            )));
+        }
+        let Some(host) = url.host_str() else {
+            return Err(Error::invalid("repo_url has no host"));
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let port = url.port_or_known_default().unwrap_or(0);
+        let redacted = redact(&url);
+        if !host_allowed(&host, port, allowed_hosts) {
+            return Err(Error::invalid(format!(
+                "repo_url host {host:?} is not in ALLOWED_GIT_HOSTS ({})",
+                allowed_hosts.join(", ")
+            )));
+        }
+        Ok(Self { url, redacted })
+    }
+
+    /// The URL without credentials: safe to log, store and return.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// The URL as given (may hold credentials): only ever passed to git.
+    fn secret(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// Cache key: a hash of the full URL, so two credentials never share a mirror.
+    fn key(&self) -> String {
+        let digest = Sha256::digest(self.url.as_str().as_bytes());
+        digest
+            .iter()
+            .take(12)
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+}
+
+fn redact(url: &Url) -> String {
+    let mut clean = url.clone();
+    let _ = clean.set_username("");
+    let _ = clean.set_password(None);
+    clean.to_string()
+}
+
+fn host_allowed(host: &str, port: u16, allowed: &[String]) -> bool {
+    allowed.iter().any(|entry| {
+        let entry = entry.to_ascii_lowercase();
+        if entry == "*" {
+            return true;
+        }
+        // `host`, `host:port`, `[v6]` or `[v6]:port`.
+        let (entry_host, entry_port) = match entry.rsplit_once(':') {
+            Some((h, p))
+                if !h.is_empty()
+                    && p.chars().all(|c| c.is_ascii_digit())
+                    && (!h.contains(':') || h.ends_with(']')) =>
+            {
+                (h, p.parse::<u16>().ok())
+            }
+            _ => (entry.as_str(), None),
+        };
+        let entry_host = entry_host.trim_start_matches('[').trim_end_matches(']');
+        entry_host == host && entry_port.is_none_or(|p| p == port)
+    })
+}
+
+/// Checks a branch name the way `git check-ref-format --branch` would.
+pub fn validate_branch(name: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::invalid(format!(
+            "branch {name:?} is not a valid branch name: {why}"
+        )))
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad("it is too long");
+    }
+    if name.starts_with('-') {
+        return bad("it starts with '-'");
+    }
+    if name == "@" || name == "HEAD" {
+        return bad("it is reserved");
+    }
+    if name.contains("..") || name.contains("@{") || name.contains("//") {
+        return bad("it contains '..', '@{' or '//'");
+    }
+    if name.ends_with('/') || name.ends_with('.') || name.starts_with('/') {
+        return bad("it starts or ends with '/' or ends with '.'");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_ascii_control() || c == '\u{7f}' || " ~^:?*[\\".contains(c))
+    {
+        return bad("it contains a space, a control character or one of ~^:?*[\\");
+    }
+    if name
+        .split('/')
+        .any(|part| part.starts_with('.') || part.ends_with(".lock"))
+    {
+        return bad("a component starts with '.' or ends with '.lock'");
+    }
+    Ok(())
+}
+
+/// Checks a commit: 7 to 64 hex digits. Returns it lowercased.
+pub fn validate_commit(commit: &str) -> Result<String> {
+    if !(7..=64).contains(&commit.len()) || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::invalid(format!(
+            "commit {commit:?} is not a commit SHA: use 7 to 40 hexadecimal digits"
+        )));
+    }
+    Ok(commit.to_ascii_lowercase())
+}
+
+/// A checkout ready to be put into a container.
+#[derive(Debug)]
+pub struct Checkout {
+    /// The working tree (with `.git`), in a temporary directory removed on drop.
+    pub dir: TempDir,
+    /// The branch checked out; `None` for a detached HEAD.
+    pub branch: Option<String>,
+    /// Full SHA of HEAD.
+    pub commit: String,
+    /// Whether the mirror was already there (no full fetch was needed).
+    pub cache_hit: bool,
+}
+
+/// A directory removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(err) = std::fs::remove_dir_all(&self.0)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.0.display(), %err, "could not remove a temporary checkout");
+        }
+    }
+}
+
+/// What one mirror's lock guards.
+#[derive(Default)]
+struct MirrorState {
+    /// When the last successful fetch started.
+    fetched_at: Option<Instant>,
+}
+
+/// The mirror cache under `CACHE_DIR`.
+pub struct GitCache {
+    mirrors: PathBuf,
+    tmp: PathBuf,
+    timeout: Duration,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MirrorState>>>>,
+}
+
+impl GitCache {
+    /// Opens the cache, creating its directories and clearing what an interrupted
+    /// earlier run left: temporary checkouts, half-made mirrors, and git lock files.
+    pub fn open(root: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        let mirrors = root.join("mirrors");
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&mirrors)?;
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        for entry in std::fs::read_dir(&mirrors)? {
+            let path = entry?.path();
+            if path.extension() == Some(OsStr::new("git")) {
+                remove_lock_files(&path);
+            } else {
+                // A mirror whose first fetch never finished.
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+        Ok(Self {
+            mirrors,
+            tmp,
+            timeout,
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Fetches (or reuses) the mirror of `repo` and checks out the requested state
+    /// into a fresh temporary directory named after `label`.
+    pub async fn checkout(
+        &self,
+        repo: &RepoUrl,
+        branch: Option<&str>,
+        commit: Option<&str>,
+        label: &str,
+    ) -> Result<Checkout> {
+        let arrived = Instant::now();
+        let key = repo.key();
+        let mirror = self.mirrors.join(format!("{key}.git"));
+        let lock = {
+            let mut locks = self.locks.lock().expect("git lock table poisoned");
+            locks.entry(key.clone()).or_default().clone()
+        };
+
+        let (cache_hit, default_branch, target) = {
+            let mut state = lock.lock().await;
+            let cache_hit = mirror.exists();
+            // A full SHA already in the mirror names immutable content: no fetch needed,
+            // unless a branch must be checked for it.
+            let known_commit = match (commit, branch, cache_hit) {
+                (Some(sha), None, true) if sha.len() >= 40 => self
+                    .resolve(&mirror, &format!("{sha}^{{commit}}"))
+                    .await
+                    .ok(),
+                _ => None,
+            };
+            let shared = state.fetched_at.is_some_and(|started| started >= arrived);
+            let need_default = branch.is_none();
+            let mut default_branch = None;
+            if known_commit.is_none() && !shared {
+                let started = Instant::now();
+                let (fetched, head) =
+                    tokio::join!(self.fetch(repo, &mirror, &key, cache_hit), async {
+                        if need_default && cache_hit {
+                            Some(self.remote_default_branch(repo).await)
+                        } else {
+                            None
+                        }
+                    });
+                fetched?;
+                if let Some(head) = head {
+                    default_branch = Some(head?);
+                }
+                state.fetched_at = Some(started);
+            }
+            if need_default && default_branch.is_none() {
+                default_branch = Some(self.mirror_head(&mirror).await?);
+            }
+            (cache_hit, default_branch, known_commit)
+        };
+
+        // Decide what to check out. The lock is released: a concurrent fetch only adds
+        // objects and moves refs, and we resolve each ref once.
+        let (checkout_branch, sha) = match (branch, commit) {
+            (Some(branch), None) => (
+                Some(branch.to_owned()),
+                self.branch_head(&mirror, branch).await?,
+            ),
+            (Some(branch), Some(commit)) => {
+                let head = self.branch_head(&mirror, branch).await?;
+                let sha = self.commit(&mirror, commit).await?;
+                if !self.is_ancestor(&mirror, &sha, &head).await? {
+                    return Err(Error::Checkout(format!(
+                        "commit {commit} is not on branch {branch:?} (not reachable from its head {head})"
+                    )));
+                }
+                (Some(branch.to_owned()), sha)
+            }
+            (None, Some(commit)) => {
+                let sha = match target {
+                    Some(sha) => sha,
+                    None => self.commit(&mirror, commit).await?,
+                };
+                // The seed's "default branch, specific commit": check out the default
+                // branch at that commit when it is on it, else a detached HEAD.
+                let default = match default_branch {
+                    Some(name) => name,
+                    None => self.mirror_head(&mirror).await?,
+                };
+                let on_default = match self.branch_head(&mirror, &default).await {
+                    Ok(head) => self.is_ancestor(&mirror, &sha, &head).await?,
+                    Err(_) => false,
+                };
+                (on_default.then_some(default), sha)
+            }
+            (None, None) => {
+                let default = default_branch.unwrap_or_default();
+                (
+                    Some(default.clone()),
+                    self.branch_head(&mirror, &default).await?,
+                )
+            }
+        };
+
+        let dir = TempDir(self.tmp.join(label));
+        let path = dir
+            .path()
+            .to_str()
+            .ok_or_else(|| Error::internal("non-UTF-8 cache path"))?
+            .to_owned();
+        let mirror_path = mirror
+            .to_str()
+            .ok_or_else(|| Error::internal("non-UTF-8 cache path"))?;
+        self.git(
+            None,
+            &[
+                "clone",
+                "--quiet",
+                "--local",
+                "--no-checkout",
+                "--",
+                mirror_path,
+                &path,
+            ],
+            None,
+        )
+        .await?;
+        match &checkout_branch {
+            Some(name) => {
+                self.git(
+                    Some(dir.path()),
+                    &["checkout", "--quiet", "-B", name, &sha, "--"],
+                    None,
+                )
+                .await?
+            }
+            None => {
+                self.git(
+                    Some(dir.path()),
+                    &["checkout", "--quiet", "--detach", &sha, "--"],
+                    None,
+                )
+                .await?
+            }
+        };
+        // Point origin at the real repository (never at our cache, never with credentials).
+        self.git(
+            Some(dir.path()),
+            &["remote", "set-url", "origin", repo.redacted()],
+            None,
+        )
+        .await?;
+        if let Some(name) = &checkout_branch {
+            let upstream = format!("origin/{name}");
+            self.git(
+                Some(dir.path()),
+                &["branch", "--quiet", "--set-upstream-to", &upstream, name],
+                None,
+            )
+            .await?;
+        }
+        Ok(Checkout {
+            dir,
+            branch: checkout_branch,
+            commit: sha,
+            cache_hit,
+        })
+    }
+
+    async fn fetch(&self, repo: &RepoUrl, mirror: &Path, key: &str, exists: bool) -> Result<()> {
+        let refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+        if exists {
+            let mut args = vec![
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--no-write-fetch-head",
+                "--",
+                repo.secret(),
+            ];
+            args.extend(refspecs);
+            self.git(Some(mirror), &args, Some(repo)).await.map(drop)
+        } else {
+            // Build the mirror beside its final place and rename it in: a mirror either
+            // exists whole or not at all.
+            let building = self.mirrors.join(format!("{key}.building"));
+            let _ = tokio::fs::remove_dir_all(&building).await;
+            let building_str = building
+                .to_str()
+                .ok_or_else(|| Error::internal("non-UTF-8 cache path"))?;
+            let result = async {
+                self.git(
+                    None,
+                    &[
+                        "clone",
+                        "--quiet",
+                        "--mirror",
+                        "--",
+                        repo.secret(),
+                        building_str,
+                    ],
+                    Some(repo),
+                )
+                .await?;
+                // The origin URL may hold credentials; later fetches name the URL explicitly.
+                self.git(Some(&building), &["remote", "remove", "origin"], None)
+                    .await?;
+                tokio::fs::rename(&building, mirror)
+                    .await
+                    .map_err(|err| Error::internal(format!("installing mirror: {err}")))
+            }
+            .await;
+            if result.is_err() {
+                let _ = tokio::fs::remove_dir_all(&building).await;
+            }
+            result
+        }
+    }
+
+    /// The remote's default branch, from its `HEAD` symref.
+    async fn remote_default_branch(&self, repo: &RepoUrl) -> Result<String> {
+        let out = self
+            .git(
+                None,
+                &["ls-remote", "--symref", "--", repo.secret(), "HEAD"],
+                Some(repo),
+            )
+            .await?;
+        out.lines()
+            .find_map(|line| {
+                line.strip_prefix("ref: refs/heads/")?
+                    .split('\t')
+                    .next()
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| {
+                Error::Checkout(
+                    "the repository has no default branch (its HEAD names no branch)".to_owned(),
+                )
+            })
+    }
+
+    /// The mirror's `HEAD`, as set from the remote when it was first cloned.
+    async fn mirror_head(&self, mirror: &Path) -> Result<String> {
+        let out = self
+            .git(Some(mirror), &["symbolic-ref", "--quiet", "HEAD"], None)
+            .await?;
+        out.trim()
+            .strip_prefix("refs/heads/")
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Checkout("the repository has no default branch".to_owned()))
+    }
+
+    async fn branch_head(&self, mirror: &Path, branch: &str) -> Result<String> {
+        let spec = format!("refs/heads/{branch}^{{commit}}");
+        self.resolve(mirror, &spec).await.map_err(|_| {
+            Error::Checkout(format!(
+                "branch {branch:?} does not exist in the repository"
+            ))
+        })
+    }
+
+    async fn commit(&self, mirror: &Path, commit: &str) -> Result<String> {
+        let spec = format!("{commit}^{{commit}}");
+        self.resolve(mirror, &spec).await.map_err(|err| match err {
+            Error::Checkout(message) if message.contains("ambiguous") => {
+                Error::Checkout(format!("commit {commit} is ambiguous: give more digits"))
+            }
+            _ => Error::Checkout(format!("commit {commit} does not exist in the repository")),
+        })
+    }
+
+    async fn resolve(&self, mirror: &Path, spec: &str) -> Result<String> {
+        let out = self
+            .git(
+                Some(mirror),
+                &["rev-parse", "--verify", "--quiet", "--end-of-options", spec],
+                None,
+            )
+            .await?;
+        Ok(out.trim().to_owned())
+    }
+
+    async fn is_ancestor(&self, mirror: &Path, ancestor: &str, head: &str) -> Result<bool> {
+        match self
+            .git(
+                Some(mirror),
+                &["merge-base", "--is-ancestor", ancestor, head],
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(Error::Checkout(_)) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Runs git with a deadline. `remote` marks a network step: only http(s) is
+    /// allowed, redirects are not followed, and messages are scrubbed of credentials.
+    async fn git(
+        &self,
+        cwd: Option<&Path>,
+        args: &[&str],
+        remote: Option<&RepoUrl>,
+    ) -> Result<String> {
+        let mut command = Command::new("git");
+        command
+            .args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "-c",
+                "advice.detachedHead=false",
+                "-c",
+                "credential.helper=",
+            ])
+            .args(["-c", "gc.auto=0", "-c", "maintenance.auto=false"])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ASKPASS", "true")
+            .env("SSH_ASKPASS", "true")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if remote.is_some() {
+            command
+                .args([
+                    "-c",
+                    "http.followRedirects=false",
+                    "-c",
+                    "protocol.version=2",
+                ])
+                .env("GIT_ALLOW_PROTOCOL", "http:https")
+                .env("GIT_PROTOCOL_FROM_USER", "0");
+        }
+        if let Some(dir) = cwd {
+            command.current_dir(dir);
+        }
+        command.args(args);
+        let child = command
+            .spawn()
+            .map_err(|err| Error::internal(format!("cannot run git: {err}")))?;
+        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(result) => {
+                result.map_err(|err| Error::internal(format!("git failed to run: {err}")))?
+            }
+            Err(_) => {
+                return Err(Error::Checkout(format!(
+                    "git {} did not finish within {} s",
+                    args.first().unwrap_or(&""),
+                    self.timeout.as_secs()
+                )));
+            }
+        };
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        let mut message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if let Some(repo) = remote {
+            message = message.replace(repo.secret(), repo.redacted());
+            if let Some(password) = repo.url.password() {
+                message = message.replace(password, "***");
+            }
+        }
+        if message.len() > MAX_GIT_MESSAGE {
+            let mut end = MAX_GIT_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        if remote.is_some() {
+            Err(Error::Checkout(format!(
+                "cannot fetch {}: {}",
+                remote.map(RepoUrl::redacted).unwrap_or_default(),
+                if message.is_empty() {
+                    "git failed without a message"
+                } else {
+                    &message
+                }
+            )))
+        } else {
+            Err(Error::Checkout(message))
+        }
+    }
+}
+
+fn remove_lock_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => remove_lock_files(&path),
+            Ok(_) if path.extension() == Some(OsStr::new("lock")) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|&h| h.to_owned()).collect()
+    }
+
+    #[test]
+    fn only_http_urls_on_allowed_hosts() {
+        let allowed = hosts(&["github.com", "127.0.0.1:9000"]);
+        assert!(RepoUrl::parse("https://github.com/a/b", &allowed).is_ok());
+        assert!(RepoUrl::parse("https://GitHub.com:443/a/b.git", &allowed).is_ok());
+        assert!(RepoUrl::parse("http://127.0.0.1:9000/r.git", &allowed).is_ok());
+        for bad in [
+            "http://127.0.0.1:9001/r.git",
+            "https://gitlab.com/a/b",
+            "file:///etc",
+            "ssh://github.com/a/b",
+            "git://github.com/a/b",
+            "ext::sh -c id",
+            "git@github.com:a/b.git",
+            "/srv/repo",
+            "https://github.com/a b",
+            "https://evil.com\n@github.com/",
+            "--upload-pack=touch /tmp/x",
+        ] {
+            assert!(
+                matches!(RepoUrl::parse(bad, &allowed), Err(Error::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn star_and_bare_hosts_match_any_port() {
+        assert!(host_allowed("example.org", 8080, &hosts(&["*"])));
+        assert!(host_allowed("127.0.0.1", 8080, &hosts(&["127.0.0.1"])));
+        assert!(host_allowed("::1", 80, &hosts(&["[::1]:80"])));
+        assert!(!host_allowed("::1", 81, &hosts(&["[::1]:80"])));
+        assert!(!host_allowed(
+            "github.com.evil.org",
+            443,
+            &hosts(&["github.com"])
+        ));
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        let url = RepoUrl::parse(
+            "https://user:hunter2@github.com/a/b",
+            &hosts(&["github.com"]),
+        )
+        .unwrap();
+        assert_eq!(url.redacted(), "https://github.com/a/b");
+        assert!(!format!("{url:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn branch_names_follow_git_rules() {
+        // `$(id)` is a valid (if odd) name: it is refused later as a branch that does not exist.
+        for good in [
+            "main",
+            "feature/x",
+            "release-1.2",
+            "ünïcode",
+            "a@b",
+            "$(id)",
+        ] {
+            assert!(validate_branch(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-x",
+            "--upload-pack=x",
+            "a..b",
+            "a b",
+            "a~1",
+            "a^",
+            "a:b",
+            "a?",
+            "a*",
+            "a[",
+            "a\\b",
+            "a/",
+            "/a",
+            "a.",
+            "a//b",
+            ".a",
+            "a/.b",
+            "x.lock",
+            "@",
+            "a@{1}",
+            "main; rm -rf /",
+            "a\nb",
+        ] {
+            assert!(validate_branch(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn commits_are_hex_of_sensible_length() {
+        assert_eq!(validate_commit("ABCDEF1").unwrap(), "abcdef1");
+        assert!(validate_commit(&"a".repeat(40)).is_ok());
+        for bad in ["abc", "zzzzzzz", "--upload-pack", &"a".repeat(65), "HEAD~1"] {
+            assert!(validate_commit(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Prometheus metrics: one registry, typed handles, and the text encoder behind `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route template (`/api/v1/containers/{container_id}`), never the raw path.
+    pub route: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Labels carrying one `kind` word (outcome, reason, result).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The outcome, reason or result.
+    pub kind: &'static str,
+}
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by method, route and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request latency by method and route.
+    pub request_seconds: Family<RequestLabels, Histogram>,
+    /// 1 while the Docker engine answers, else 0.
+    pub docker_up: Gauge,
+    /// Sandboxes currently running.
+    pub sandboxes_active: Gauge,
+    /// Sandbox creates by outcome (`ok`, `failed`).
+    pub creates: Family<KindLabels, Counter>,
+    /// Sandbox destroys by reason (`api`, `expired`, `reconcile`).
+    pub destroys: Family<KindLabels, Counter>,
+    /// Commands run, by kind (`sync`, `stream`, `timeout`).
+    pub execs: Family<KindLabels, Counter>,
+    /// Command duration.
+    pub exec_seconds: Histogram,
+    /// Time to fetch and check out a repository.
+    pub clone_seconds: Histogram,
+    /// Mirror cache lookups by result (`hit`, `miss`).
+    pub cache: Family<KindLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("repobox");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds = Family::<RequestLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let docker_up = Gauge::default();
+        let sandboxes_active = Gauge::default();
+        let creates = Family::<KindLabels, Counter>::default();
+        let destroys = Family::<KindLabels, Counter>::default();
+        let execs = Family::<KindLabels, Counter>::default();
+        let exec_seconds = latency_histogram();
+        let clone_seconds = latency_histogram();
+        let cache = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "docker_up",
+            "Whether the Docker engine answered the last check",
+            docker_up.clone(),
+        );
+        registry.register(
+            "sandboxes_active",
+            "Sandboxes currently running",
+            sandboxes_active.clone(),
+        );
+        registry.register(
+            "sandbox_creates",
+            "Sandbox creates by outcome",
+            creates.clone(),
+        );
+        registry.register(
+            "sandbox_destroys",
+            "Sandbox destroys by reason",
+            destroys.clone(),
+        );
+        registry.register("execs", "Commands run, by kind", execs.clone());
+        registry.register(
+            "exec_duration_seconds",
+            "Command duration",
+            exec_seconds.clone(),
+        );
+        registry.register(
+            "clone_duration_seconds",
+            "Time to fetch and check out a repository",
+            clone_seconds.clone(),
+        );
+        registry.register(
+            "git_cache_lookups",
+            "Mirror cache lookups by result",
+            cache.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            docker_up,
+            sandboxes_active,
+            creates,
+            destroys,
+            execs,
+            exec_seconds,
+            clone_seconds,
+            cache,
+        }
+    }
+
+    /// Counts one event of a [`KindLabels`] family.
+    pub fn count(family: &Family<KindLabels, Counter>, kind: &'static str) {
+        family.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        encode(&mut out, &self.registry).expect("encoding metrics into a String");
+        out
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}

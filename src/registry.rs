@@ -1,0 +1,279 @@
+//! The sandbox registry: records in memory, persisted one JSON file per sandbox under
+//! `DATA_DIR/sandboxes`, and ids that are never reused.
+//!
+//! A record is written (atomically: temp file + rename) only once its sandbox is
+//! usable, so a record on disk is the commit point of a create: a labelled container
+//! without one is the leftover of an interrupted create. The in-memory map sits behind a
+//! std `RwLock` that is never held across an `.await`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::docker::Network;
+use crate::error::{Error, Result};
+use crate::exec::ExecResult;
+
+/// Resources granted to a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Resources {
+    /// CPUs (fractions allowed).
+    pub cpus: f64,
+    /// Memory limit in MiB.
+    pub memory_mb: u64,
+    /// Process limit.
+    pub pids: i64,
+}
+
+/// What the server keeps about one sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sandbox {
+    /// Our id (also the container's name).
+    pub id: String,
+    /// Docker's id.
+    pub docker_id: String,
+    /// Repository URL, without credentials.
+    pub repo_url: String,
+    /// Branch checked out (`None`: detached HEAD).
+    pub branch: Option<String>,
+    /// Commit as requested.
+    pub commit: Option<String>,
+    /// Full SHA of HEAD after checkout.
+    pub resolved_commit: String,
+    /// When the create was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When the sandbox is destroyed automatically.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Image it runs.
+    pub image: String,
+    /// Shell that runs commands (`/bin/bash`, or `/bin/sh` when the image has no bash).
+    pub shell: String,
+    /// Network mode.
+    pub network: Network,
+    /// Resource limits.
+    pub resources: Resources,
+    /// Result of the initial command, if one was given.
+    pub initial_command_result: Option<ExecResult>,
+}
+
+/// Ids are `repo-container-<unix seconds>-<sequence>`; the sequence never repeats,
+/// across restarts too, because blocks of it are reserved on disk before use.
+const ID_BLOCK: u64 = 1000;
+
+struct IdSequence {
+    next: u64,
+    reserved_until: u64,
+}
+
+/// All live sandboxes.
+pub struct Registry {
+    dir: PathBuf,
+    seq_file: PathBuf,
+    sandboxes: RwLock<HashMap<String, Arc<Sandbox>>>,
+    ids: Mutex<IdSequence>,
+    pending: AtomicUsize,
+}
+
+impl Registry {
+    /// Opens the store under `data_dir`, loading every record. Unreadable records are
+    /// set aside (renamed `*.corrupt`), never silently deleted.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        let dir = data_dir.join("sandboxes");
+        std::fs::create_dir_all(&dir)?;
+        let seq_file = data_dir.join("id-sequence");
+        let start = match std::fs::read_to_string(&seq_file) {
+            Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(err) => return Err(err.into()),
+        };
+        let mut sandboxes = HashMap::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            match path.extension().and_then(|ext| ext.to_str()) {
+                Some("json") => {}
+                Some("tmp") => {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                _ => continue,
+            }
+            match std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| Ok(serde_json::from_slice::<Sandbox>(&bytes)?))
+            {
+                Ok(sandbox) => {
+                    sandboxes.insert(sandbox.id.clone(), Arc::new(sandbox));
+                }
+                Err(err) => {
+                    tracing::error!(path = %path.display(), %err, "unreadable sandbox record set aside");
+                    let _ = std::fs::rename(&path, path.with_extension("corrupt"));
+                }
+            }
+        }
+        let registry = Self {
+            dir,
+            seq_file,
+            sandboxes: RwLock::new(sandboxes),
+            ids: Mutex::new(IdSequence {
+                next: start,
+                reserved_until: start,
+            }),
+            pending: AtomicUsize::new(0),
+        };
+        Ok(registry)
+    }
+
+    /// A new id, unique forever.
+    pub fn next_id(&self, now: DateTime<Utc>) -> Result<String> {
+        let mut ids = self.ids.lock().expect("id sequence poisoned");
+        if ids.next >= ids.reserved_until {
+            let until = ids.next + ID_BLOCK;
+            write_atomically(&self.seq_file, until.to_string().as_bytes())
+                .map_err(|err| Error::internal(format!("reserving ids: {err}")))?;
+            ids.reserved_until = until;
+        }
+        let seq = ids.next;
+        ids.next += 1;
+        Ok(format!("repo-container-{}-{seq}", now.timestamp()))
+    }
+
+    /// Reserves room for one more sandbox, or answers 429. The slot is freed when
+    /// the returned guard is dropped (a create that fails) or turns into a record.
+    pub fn reserve(&self, max: usize) -> Result<Slot<'_>> {
+        let live = self.len();
+        let pending = self.pending.fetch_add(1, Ordering::SeqCst);
+        if live + pending >= max {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::TooManyContainers(max));
+        }
+        Ok(Slot { registry: self })
+    }
+
+    /// Number of live sandboxes.
+    pub fn len(&self) -> usize {
+        self.sandboxes.read().expect("registry poisoned").len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One sandbox.
+    pub fn get(&self, id: &str) -> Option<Arc<Sandbox>> {
+        self.sandboxes
+            .read()
+            .expect("registry poisoned")
+            .get(id)
+            .cloned()
+    }
+
+    /// Every sandbox, oldest first.
+    pub fn all(&self) -> Vec<Arc<Sandbox>> {
+        let mut all: Vec<_> = self
+            .sandboxes
+            .read()
+            .expect("registry poisoned")
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        all
+    }
+
+    /// Persists and registers a sandbox whose create has finished.
+    pub async fn insert(&self, sandbox: Sandbox, slot: Slot<'_>) -> Result<Arc<Sandbox>> {
+        let path = self.record_path(&sandbox.id);
+        let bytes = serde_json::to_vec_pretty(&sandbox)
+            .map_err(|err| Error::internal(format!("encoding record: {err}")))?;
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|err| Error::internal(format!("record writer: {err}")))?
+            .map_err(|err| Error::internal(format!("writing sandbox record: {err}")))?;
+        let sandbox = Arc::new(sandbox);
+        self.sandboxes
+            .write()
+            .expect("registry poisoned")
+            .insert(sandbox.id.clone(), sandbox.clone());
+        drop(slot);
+        Ok(sandbox)
+    }
+
+    /// Forgets a sandbox and deletes its record; returns it if it was there.
+    pub fn remove(&self, id: &str) -> Option<Arc<Sandbox>> {
+        // Only ids we registered name files: a client's id never becomes a path.
+        let removed = self
+            .sandboxes
+            .write()
+            .expect("registry poisoned")
+            .remove(id)?;
+        if let Err(err) = std::fs::remove_file(self.record_path(&removed.id))
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%id, %err, "could not delete sandbox record");
+        }
+        Some(removed)
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+}
+
+/// A reserved place for a sandbox being created.
+pub struct Slot<'a> {
+    registry: &'a Registry,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.registry.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_never_repeat_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let first: Vec<String> = {
+            let registry = Registry::open(dir.path()).unwrap();
+            (0..3).map(|_| registry.next_id(now).unwrap()).collect()
+        };
+        let registry = Registry::open(dir.path()).unwrap();
+        let second = registry.next_id(now).unwrap();
+        assert!(!first.contains(&second), "{second} reused");
+        assert!(second.starts_with(&format!("repo-container-{}-", now.timestamp())));
+    }
+
+    #[test]
+    fn slots_enforce_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let a = registry.reserve(2).unwrap();
+        let _b = registry.reserve(2).unwrap();
+        assert!(matches!(
+            registry.reserve(2),
+            Err(Error::TooManyContainers(2))
+        ));
+        drop(a);
+        assert!(registry.reserve(2).is_ok());
+    }
+}

@@ -1,0 +1,123 @@
+//! Wiring: build the state, start the background tasks, serve until a shutdown
+//! signal, then stop within a bound. Shutting down never destroys a sandbox: they
+//! outlive the process and are adopted by the next one.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::docker::Runtime;
+use crate::metrics::Metrics;
+use crate::reaper;
+use crate::sandbox::Sandboxes;
+
+/// How often the Docker watcher checks the engine.
+const DOCKER_CHECK_PERIOD: Duration = Duration::from_secs(5);
+
+/// Binds `HOST:PORT` and serves until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind((config.host, config.port)).await?;
+    run(listener, config, shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let runtime = Runtime::connect(&config.docker_host)?;
+    let sandboxes = Arc::new(Sandboxes::open(config.clone(), runtime, metrics.clone())?);
+    let stop = CancellationToken::new();
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(reaper::run(sandboxes.clone(), stop.clone()));
+    tasks.spawn(watch_docker(
+        sandboxes.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+
+    let state = AppState {
+        config: config.clone(),
+        sandboxes,
+        metrics,
+        started: Instant::now(),
+    };
+    tracing::info!(address = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "repobox listening");
+
+    let signalled = CancellationToken::new();
+    let server =
+        axum::serve(listener, api::app(state).into_make_service()).with_graceful_shutdown({
+            let signalled = signalled.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing requests in flight");
+                signalled.cancel();
+            }
+        });
+    let bound = Duration::from_secs(config.shutdown_timeout_secs);
+    tokio::select! {
+        result = server => result?,
+        () = async { signalled.cancelled().await; tokio::time::sleep(bound).await } => {
+            tracing::warn!(?bound, "requests still in flight at the shutdown bound; dropping them");
+        }
+    }
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Keeps the `docker_up` gauge current and reconciles with Docker as soon as the
+/// engine is reachable (at start, or later if it was down then).
+async fn watch_docker(sandboxes: Arc<Sandboxes>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    loop {
+        let up = sandboxes
+            .runtime()
+            .ping(Duration::from_secs(2))
+            .await
+            .is_ok();
+        metrics.docker_up.set(i64::from(up));
+        if up && !sandboxes.is_reconciled() {
+            match sandboxes.reconcile().await {
+                Ok(()) => tracing::info!(sandboxes = sandboxes.count(), "reconciled with Docker"),
+                Err(err) => tracing::warn!(%err, "reconciling with Docker failed; will retry"),
+            }
+        } else if !up {
+            tracing::warn!("Docker engine unreachable");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(DOCKER_CHECK_PERIOD) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,545 @@
+//! Sandboxes: create from git, checkout rules, hostile input, limits, expiry, restarts.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{containers_with_label, scratch, spawn_app, test_config, unique, world};
+
+/// `git` facts from inside a sandbox: (branch --show-current, rev-parse HEAD).
+async fn git_state(id: &str) -> (String, String) {
+    let app = &world().app;
+    let result = app
+        .exec(
+            id,
+            "git branch --show-current; git rev-parse HEAD; git status --porcelain | wc -l",
+        )
+        .await;
+    assert_eq!(result["exit_code"], 0, "{result}");
+    let out = result["stdout"].as_str().unwrap().to_owned();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[2], "0", "working tree is not clean: {result}");
+    (lines[0].to_owned(), lines[1].to_owned())
+}
+
+#[tokio::test]
+async fn default_branch_is_the_remotes_head() {
+    let world = world();
+    let url = world.git.url(&unique("default"), "simple");
+    let (body, sandbox) = world.app.sandbox(json!({ "repo_url": url })).await;
+    assert_eq!(body["status"], "running");
+    assert_eq!(body["repo_url"], url);
+    assert_eq!(body["branch"], "trunk");
+    assert_eq!(body["commit"], Value::Null);
+    assert_eq!(body["resolved_commit"], world.simple.trunk_head);
+    assert_eq!(body["working_directory"], "/workspace");
+    assert_eq!(body["expires_at"], Value::Null);
+    assert_eq!(body["image"], repobox::config::DEFAULT_BASE_IMAGE);
+    assert_eq!(body["initial_command_result"], Value::Null);
+    assert!(
+        body["container_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("repo-container-")
+    );
+    assert_eq!(
+        git_state(&sandbox.id).await,
+        ("trunk".to_owned(), world.simple.trunk_head.clone())
+    );
+
+    let log = world
+        .app
+        .exec(
+            &sandbox.id,
+            "git log --oneline | wc -l; cat README.md; git remote get-url origin",
+        )
+        .await;
+    assert_eq!(
+        log["stdout"].as_str().unwrap(),
+        format!("2\n# simple\n\nA fixture repository.\n{url}\n")
+    );
+
+    let (status, got) = world
+        .app
+        .get(&format!("/api/v1/containers/{}", sandbox.id))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["status"], "running");
+    assert_eq!(got["resolved_commit"], world.simple.trunk_head);
+
+    let (status, list) = world.app.get("/api/v1/containers/").await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = list["containers"].as_array().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|c| c["container_id"] == sandbox.id.as_str()),
+        "{list}"
+    );
+    assert_eq!(list["total_count"].as_u64().unwrap() as usize, listed.len());
+    assert!(list["active_count"].as_u64().unwrap() >= 1);
+
+    assert_eq!(world.app.destroy(&sandbox.id).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        world
+            .app
+            .get(&format!("/api/v1/containers/{}", sandbox.id))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(world.app.destroy(&sandbox.id).await, StatusCode::NOT_FOUND);
+    assert!(
+        containers_with_label("repobox.id", &sandbox.id).is_empty(),
+        "container survived its destroy"
+    );
+    let (_, list) = world.app.get("/api/v1/containers").await;
+    assert!(
+        !list["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["container_id"] == sandbox.id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn branch_and_commit_matrix() {
+    let world = world();
+    let simple = &world.simple;
+    let url = world.git.url(&unique("matrix"), "simple");
+    let cases = [
+        (
+            json!({"branch": "feature"}),
+            Some("feature"),
+            simple.feature_head.as_str(),
+        ),
+        (
+            json!({"commit": simple.first}),
+            Some("trunk"),
+            simple.first.as_str(),
+        ),
+        (
+            json!({"commit": &simple.first[..7]}),
+            Some("trunk"),
+            simple.first.as_str(),
+        ),
+        (
+            json!({"commit": simple.feature_head.to_uppercase()}),
+            None,
+            simple.feature_head.as_str(),
+        ),
+        (
+            json!({"branch": "feature", "commit": &simple.first[..10]}),
+            Some("feature"),
+            simple.first.as_str(),
+        ),
+        (
+            json!({"branch": "trunk", "commit": simple.trunk_head}),
+            Some("trunk"),
+            simple.trunk_head.as_str(),
+        ),
+    ];
+    for (mut request, branch, head) in cases {
+        request["repo_url"] = json!(url);
+        let (body, sandbox) = world.app.sandbox(request.clone()).await;
+        assert_eq!(body["branch"], json!(branch), "{request}");
+        assert_eq!(body["resolved_commit"], head, "{request}");
+        assert_eq!(
+            body["commit"],
+            request.get("commit").cloned().unwrap_or(Value::Null),
+            "{request}"
+        );
+        let (current, actual) = git_state(&sandbox.id).await;
+        assert_eq!(current, branch.unwrap_or(""), "{request}");
+        assert_eq!(actual, head, "{request}");
+    }
+}
+
+#[tokio::test]
+async fn checkout_failures_are_clean_4xx_and_leave_nothing() {
+    let world = world();
+    let dir = scratch();
+    let server = spawn_app(test_config(dir.path())).await;
+    let app = &server.app;
+    let prefix = unique("hostile");
+    let url = world.git.url(&prefix, "simple");
+    let missing = world.git.url(&prefix, "missing");
+    let cases = [
+        (
+            json!({"repo_url": url, "branch": "nope"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "branch",
+        ),
+        (
+            json!({"repo_url": url, "commit": "0123456789abcdef0123456789abcdef01234567"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "commit",
+        ),
+        (
+            json!({"repo_url": url, "commit": "abcdef1"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "commit",
+        ),
+        (
+            json!({"repo_url": url, "branch": "trunk", "commit": world.simple.feature_head}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not on branch",
+        ),
+        (
+            json!({"repo_url": missing}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing",
+        ),
+        (
+            json!({"repo_url": "https://example.com/a/b.git"}),
+            StatusCode::BAD_REQUEST,
+            "ALLOWED_GIT_HOSTS",
+        ),
+        (
+            json!({"repo_url": "file:///etc"}),
+            StatusCode::BAD_REQUEST,
+            "scheme",
+        ),
+        (
+            json!({"repo_url": "ssh://127.0.0.1/x.git"}),
+            StatusCode::BAD_REQUEST,
+            "scheme",
+        ),
+        (
+            json!({"repo_url": "git://127.0.0.1/x.git"}),
+            StatusCode::BAD_REQUEST,
+            "scheme",
+        ),
+        (
+            json!({"repo_url": "ext::sh -c touch% /tmp/pwned"}),
+            StatusCode::BAD_REQUEST,
+            "repo_url",
+        ),
+        (
+            json!({"repo_url": "git@127.0.0.1:x.git"}),
+            StatusCode::BAD_REQUEST,
+            "repo_url",
+        ),
+        (
+            json!({"repo_url": "--upload-pack=touch /tmp/pwned"}),
+            StatusCode::BAD_REQUEST,
+            "repo_url",
+        ),
+        (
+            json!({"repo_url": url, "branch": "--upload-pack=touch /tmp/pwned"}),
+            StatusCode::BAD_REQUEST,
+            "branch",
+        ),
+        (
+            json!({"repo_url": url, "branch": "main; rm -rf /"}),
+            StatusCode::BAD_REQUEST,
+            "branch",
+        ),
+        (
+            json!({"repo_url": url, "branch": "$(id)"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "does not exist",
+        ),
+        (
+            json!({"repo_url": url, "branch": "-c core.sshCommand=touch"}),
+            StatusCode::BAD_REQUEST,
+            "branch",
+        ),
+        (
+            json!({"repo_url": url, "commit": "--upload-pack=x"}),
+            StatusCode::BAD_REQUEST,
+            "commit",
+        ),
+        (
+            json!({"repo_url": url, "commit": "$(id)"}),
+            StatusCode::BAD_REQUEST,
+            "commit",
+        ),
+        (
+            json!({"repo_url": url, "max_runtime_secs": 0}),
+            StatusCode::BAD_REQUEST,
+            "max_runtime_secs",
+        ),
+        (
+            json!({"repo_url": url, "max_runtime_secs": -5}),
+            StatusCode::BAD_REQUEST,
+            "max_runtime_secs",
+        ),
+        (
+            json!({"repo_url": url, "max_runtime_secs": 10_000_000}),
+            StatusCode::BAD_REQUEST,
+            "max_runtime_secs",
+        ),
+        (
+            json!({"repo_url": url, "environment_vars": {"1BAD": "x"}}),
+            StatusCode::BAD_REQUEST,
+            "environment_vars",
+        ),
+        (
+            json!({"repo_url": url, "network": "bridge"}),
+            StatusCode::BAD_REQUEST,
+            "ALLOW_NETWORK",
+        ),
+        (
+            json!({"repo_url": url, "network": "host"}),
+            StatusCode::BAD_REQUEST,
+            "network",
+        ),
+        (
+            json!({"repo_url": url, "resources": {"memory_mb": 1_000_000}}),
+            StatusCode::BAD_REQUEST,
+            "memory_mb",
+        ),
+        (
+            json!({"repo_url": url, "image": "no-such-image:never"}),
+            StatusCode::BAD_REQUEST,
+            "image",
+        ),
+    ];
+    for (request, expected, needle) in cases {
+        let started = Instant::now();
+        let (status, body) = app.post("/api/v1/containers", &request).await;
+        assert_eq!(status, expected, "{request} -> {body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(needle),
+            "{request}: detail {detail:?} should mention {needle:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{request} took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        !std::path::Path::new("/tmp/pwned").exists(),
+        "an injected command ran"
+    );
+    for repo in [&url, &missing] {
+        assert!(
+            containers_with_label("repobox.repo_url", repo).is_empty(),
+            "containers left for {repo}"
+        );
+    }
+    let (_, list) = app.get("/api/v1/containers").await;
+    assert_eq!(list["total_count"], 0, "{list}");
+    let tmp: Vec<_> = std::fs::read_dir(dir.path().join("cache/tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "temporary checkouts left: {tmp:?}");
+    let records: Vec<_> = std::fs::read_dir(dir.path().join("data/sandboxes"))
+        .unwrap()
+        .collect();
+    assert!(records.is_empty(), "records left: {records:?}");
+    let locks = std::process::Command::new("find")
+        .arg(dir.path().join("cache"))
+        .args(["-name", "*.lock"])
+        .output()
+        .unwrap();
+    assert!(
+        locks.stdout.is_empty(),
+        "git locks left: {}",
+        String::from_utf8_lossy(&locks.stdout)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_in_urls_are_never_returned() {
+    let world = world();
+    let url = world
+        .git
+        .url(&unique("creds"), "simple")
+        .replace("http://", "http://user:s3cret@");
+    let (body, sandbox) = world.app.sandbox(json!({ "repo_url": url })).await;
+    assert!(!body.to_string().contains("s3cret"), "{body}");
+    let origin = world
+        .app
+        .exec(&sandbox.id, "git remote get-url origin; cat .git/config")
+        .await;
+    assert!(
+        !origin["stdout"].as_str().unwrap().contains("s3cret"),
+        "{origin}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_repository_are_all_correct() {
+    let world = world();
+    let url = world.git.url(&unique("concurrent"), "simple");
+    let creates = (0..10).map(|i| {
+        let branch = if i % 2 == 0 { "trunk" } else { "feature" };
+        let app = world.app.clone();
+        let url = url.clone();
+        async move {
+            (
+                branch,
+                app.create(json!({ "repo_url": url, "branch": branch }))
+                    .await,
+            )
+        }
+    });
+    let results = futures_util::future::join_all(creates).await;
+    let mut ids = std::collections::HashSet::new();
+    let mut guards = Vec::new();
+    for (branch, (status, body, guard)) in results {
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let expected = if branch == "trunk" {
+            &world.simple.trunk_head
+        } else {
+            &world.simple.feature_head
+        };
+        assert_eq!(&body["resolved_commit"], expected);
+        let guard = guard.unwrap();
+        assert_eq!(
+            git_state(&guard.id).await,
+            (branch.to_owned(), expected.clone())
+        );
+        assert!(ids.insert(guard.id.clone()), "duplicate id {}", guard.id);
+        guards.push(guard);
+    }
+}
+
+#[tokio::test]
+async fn a_cached_repository_is_faster_than_its_first_fetch() {
+    let world = world();
+    let url = world.git.url(&unique("cache"), "simple");
+    let started = Instant::now();
+    let (_, first) = world.app.sandbox(json!({ "repo_url": url })).await;
+    let cold = started.elapsed();
+    let started = Instant::now();
+    let (_, second) = world.app.sandbox(json!({ "repo_url": url })).await;
+    let warm = started.elapsed();
+    assert_eq!(git_state(&second.id).await.1, world.simple.trunk_head);
+    // Not a timing test: the figures are for the log; the benchmark measures speed.
+    eprintln!("create cold {cold:?}, warm {warm:?}");
+    drop(first);
+}
+
+#[tokio::test]
+async fn sandboxes_expire_on_time() {
+    let world = world();
+    let url = world.git.url(&unique("expiry"), "simple");
+    let (body, sandbox) = world
+        .app
+        .sandbox(json!({ "repo_url": url, "max_runtime_secs": 3 }))
+        .await;
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(body["expires_at"].as_str().unwrap()).unwrap();
+    let created_at =
+        chrono::DateTime::parse_from_rfc3339(body["created_at"].as_str().unwrap()).unwrap();
+    assert_eq!((expires_at - created_at).num_seconds(), 3);
+    let path = format!("/api/v1/containers/{}", sandbox.id);
+    loop {
+        let (status, _) = world.app.get(&path).await;
+        let now = chrono::Utc::now();
+        if status == StatusCode::NOT_FOUND {
+            let late = now.signed_duration_since(expires_at);
+            assert!(
+                late < chrono::Duration::milliseconds(1500),
+                "destroyed {late} after expires_at"
+            );
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            now < expires_at + chrono::Duration::seconds(5),
+            "still there long after expiry"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        containers_with_label("repobox.id", &sandbox.id).is_empty(),
+        "expired container still exists"
+    );
+    let (_, list) = world.app.get("/api/v1/containers").await;
+    assert!(!list.to_string().contains(&sandbox.id));
+}
+
+#[tokio::test]
+async fn the_container_cap_answers_429() {
+    let world = world();
+    let dir = scratch();
+    let mut config = test_config(dir.path());
+    config.max_containers = 1;
+    let server = spawn_app(config).await;
+    let url = world.git.url(&unique("cap"), "simple");
+    let (_, first) = server.app.sandbox(json!({ "repo_url": url })).await;
+    let (status, body, _) = server.app.create(json!({ "repo_url": url })).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(containers_with_label("repobox.repo_url", &url).len(), 1);
+    assert_eq!(server.app.destroy(&first.id).await, StatusCode::NO_CONTENT);
+    let (status, _, _second) = server.app.create(json!({ "repo_url": url })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn hardening_is_visible_from_inside() {
+    let world = world();
+    let url = world.git.url(&unique("hardening"), "simple");
+    let (_, sandbox) = world
+        .app
+        .sandbox(
+            json!({ "repo_url": url, "resources": {"memory_mb": 300, "pids": 100, "cpus": 0.5} }),
+        )
+        .await;
+    let probe = world
+        .app
+        .exec(
+            &sandbox.id,
+            r#"grep CapEff /proc/self/status | awk '{print $2}'
+ls /sys/class/net | tr '\n' ' '; echo
+cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max
+cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes
+grep NoNewPrivs /proc/self/status | awk '{print $2}'
+ps -o comm= -p 1
+test -S /var/run/docker.sock && echo socket || echo no-socket"#,
+        )
+        .await;
+    let out = probe["stdout"].as_str().unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 7, "{probe}");
+    let cap_eff = u64::from_str_radix(lines[0], 16).unwrap();
+    // CHOWN 0, DAC_OVERRIDE 1, FOWNER 3, FSETID 4, KILL 5, SETGID 6, SETUID 7.
+    assert_eq!(cap_eff, 0b1111_1011, "CapEff {}", lines[0]);
+    assert_eq!(lines[1].trim(), "lo", "network interfaces: {}", lines[1]);
+    assert_eq!(lines[2], "100");
+    assert_eq!(lines[3], (300u64 * 1024 * 1024).to_string());
+    assert_eq!(lines[4], "1", "no_new_privs");
+    assert_ne!(
+        lines[5], "sleep",
+        "PID 1 should be an init, not the keep-alive"
+    );
+    assert_eq!(lines[6], "no-socket");
+}
+
+#[tokio::test]
+async fn a_stopped_container_reads_completed_and_refuses_commands() {
+    let world = world();
+    let url = world.git.url(&unique("stopped"), "simple");
+    let (_, sandbox) = world.app.sandbox(json!({ "repo_url": url })).await;
+    let out = std::process::Command::new("docker")
+        .args(["stop", "-t", "0", &sandbox.id])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (status, body) = world
+        .app
+        .get(&format!("/api/v1/containers/{}", sandbox.id))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "completed");
+    let (status, body) = world
+        .app
+        .post(
+            &format!("/api/v1/containers/{}/execute", sandbox.id),
+            &json!({"command": "true"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(world.app.destroy(&sandbox.id).await, StatusCode::NO_CONTENT);
+}

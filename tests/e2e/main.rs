@@ -1,0 +1,8 @@
+//! End-to-end tests: the real server, a real Docker engine, real git over HTTP.
+//!
+//! Run with `cargo test` (one process: the servers are shared between tests).
+
+mod containers;
+mod exec;
+mod health;
+mod support;

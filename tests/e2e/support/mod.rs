@@ -1,0 +1,313 @@
+//! The end-to-end harness: one shared repobox server and git server for the whole
+//! test binary (started once, on a runtime of their own), plus `spawn_app` for tests
+//! that need a server configured their own way.
+
+pub mod fixtures;
+pub mod git_server;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use repobox::config::Config;
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use self::fixtures::Simple;
+use self::git_server::GitServer;
+
+/// Things shared by every test: the git server and its fixtures.
+pub struct World {
+    /// The git server.
+    pub git: GitServer,
+    /// Commits of the `simple` fixture.
+    pub simple: Simple,
+    /// The shared repobox server.
+    pub app: TestApp,
+    _dirs: tempfile::TempDir,
+}
+
+static WORLD: OnceLock<World> = OnceLock::new();
+static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+
+/// The runtime that owns the shared servers (tests' own runtimes come and go).
+fn background() -> &'static tokio::runtime::Runtime {
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// The shared world, started on first use.
+pub fn world() -> &'static World {
+    // Built on a thread of its own: tests call this from inside their runtimes.
+    WORLD.get_or_init(|| {
+        std::thread::spawn(build_world)
+            .join()
+            .expect("starting the test world")
+    })
+}
+
+fn build_world() -> World {
+    {
+        let dirs = tempfile::tempdir().unwrap();
+        let repos = dirs.path().join("repos");
+        std::fs::create_dir_all(&repos).unwrap();
+        let simple = fixtures::simple(&repos);
+        let git = background().block_on(GitServer::start(repos));
+        let root = dirs.path().to_owned();
+        let app = background().block_on(start_app(test_config(&root.join("shared")), None));
+        World {
+            git,
+            simple,
+            app: app.0,
+            _dirs: dirs,
+        }
+    }
+}
+
+/// Settings for a test server: loopback git allowed, private data and cache dirs.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::defaults();
+    config.host = "127.0.0.1".parse().unwrap();
+    config.port = 0;
+    config.allowed_git_hosts = repobox::config::List(vec!["127.0.0.1".to_owned()]);
+    config.data_dir = dir.join("data");
+    config.cache_dir = dir.join("cache");
+    config.shutdown_timeout_secs = 5;
+    config
+}
+
+async fn start_app(
+    config: Config,
+    stop: Option<oneshot::Receiver<()>>,
+) -> (TestApp, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let handle = background().spawn(async move {
+        let shutdown = async move {
+            match stop {
+                Some(stop) => {
+                    let _ = stop.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        repobox::server::run(listener, config, shutdown)
+            .await
+            .expect("server failed");
+    });
+    (TestApp::new(base), handle)
+}
+
+/// A server of a test's own, stopped (gracefully) when dropped or by [`Self::stop`].
+pub struct OwnedApp {
+    /// Its client.
+    pub app: TestApp,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl OwnedApp {
+    /// Stops the server and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for OwnedApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts a server with `config` (see [`test_config`]).
+pub async fn spawn_app(config: Config) -> OwnedApp {
+    let (tx, rx) = oneshot::channel();
+    let (app, handle) = start_app(config, Some(rx)).await;
+    app.wait_live().await;
+    OwnedApp {
+        app,
+        stop: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+/// A client of one repobox server.
+#[derive(Clone)]
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// HTTP client.
+    pub client: Client,
+    /// Bearer key to send, if any.
+    pub key: Option<String>,
+}
+
+impl TestApp {
+    fn new(base: String) -> Self {
+        // No pooling: tests run on runtimes of their own, and a pooled connection dies with
+        // the runtime that opened it.
+        let client = Client::builder()
+            .timeout(Duration::from_secs(300))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        Self {
+            base,
+            client,
+            key: None,
+        }
+    }
+
+    /// Waits until the server answers.
+    pub async fn wait_live(&self) {
+        for _ in 0..200 {
+            if let Ok(response) = self
+                .client
+                .get(format!("{}/api/v1/health/live", self.base))
+                .send()
+                .await
+                && response.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server at {} never came up", self.base);
+    }
+
+    /// A request builder for `path` (absolute, e.g. `/api/v1/info`).
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.client.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(key) => builder.bearer_auth(key),
+            None => builder,
+        }
+    }
+
+    /// GET `path`, returning status and JSON body (`Null` when not JSON).
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.request(Method::GET, path).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST JSON to `path`.
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .request(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST /containers with `body`; on 201 the sandbox is removed when the guard drops.
+    pub async fn create(&self, body: Value) -> (StatusCode, Value, Option<SandboxGuard>) {
+        let (status, value) = self.post("/api/v1/containers", &body).await;
+        let guard = (status == StatusCode::CREATED).then(|| SandboxGuard {
+            id: value["container_id"].as_str().unwrap().to_owned(),
+        });
+        (status, value, guard)
+    }
+
+    /// Creates a sandbox that must succeed.
+    pub async fn sandbox(&self, body: Value) -> (Value, SandboxGuard) {
+        let (status, value, guard) = self.create(body).await;
+        assert_eq!(status, StatusCode::CREATED, "create failed: {value}");
+        (value, guard.unwrap())
+    }
+
+    /// Runs `command` in sandbox `id` (status must be 200); returns the ExecResult.
+    pub async fn exec(&self, id: &str, command: &str) -> Value {
+        self.exec_with(id, json!({ "command": command })).await
+    }
+
+    /// Runs a full execute request body; status must be 200.
+    pub async fn exec_with(&self, id: &str, body: Value) -> Value {
+        let (status, value) = self
+            .post(&format!("/api/v1/containers/{id}/execute"), &body)
+            .await;
+        assert_eq!(status, StatusCode::OK, "execute failed: {value}");
+        value
+    }
+
+    /// DELETE a sandbox; returns the status.
+    pub async fn destroy(&self, id: &str) -> StatusCode {
+        self.request(Method::DELETE, &format!("/api/v1/containers/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+}
+
+/// Removes a sandbox's container when dropped, whatever the test's outcome (the
+/// container's name is the sandbox id). The server forgets it once it is gone.
+pub struct SandboxGuard {
+    /// Sandbox id.
+    pub id: String,
+}
+
+impl Drop for SandboxGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.id])
+            .output();
+    }
+}
+
+/// Names of containers (running or not) carrying repobox's labels and `label=value`.
+pub fn containers_with_label(label: &str, value: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            "label=repobox.managed=true",
+        ])
+        .args(["--filter", &format!("label={label}={value}")])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A fresh directory for a test's own server.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// A unique name for this test's URLs.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Root of the repository under test (for scripts and the binary).
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
