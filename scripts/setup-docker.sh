@@ -285,10 +285,10 @@ stop_dockerd() {  # only ever the dockerd this run started
   DOCKERD_PID=
 }
 
-running=$(live_pids dockerd | tr '\n' ' ')
-if [[ -n $running ]]; then
+others=$(live_pids dockerd | tr '\n' ' ')
+if [[ -n $others ]]; then
   # An engine is running (perhaps still starting): wait for it, don't start a second one.
-  say "a dockerd is already running (pid ${running% }); waiting for it to answer"
+  say "a dockerd is already running (pid ${others% }); waiting for it to answer"
   wait_engine || die "the running dockerd does not answer at ${DOCKER_HOST:-unix://$DEFAULT_SOCK}; see $DOCKERD_LOG or stop it and re-run $0"
   say "engine answers: $(engine_summary)"
 else

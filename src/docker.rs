@@ -30,6 +30,9 @@ use crate::error::{Error, Result};
 
 /// Label set on every container repobox owns.
 pub const LABEL_MANAGED: &str = "repobox.managed";
+/// Label naming the repobox instance (one `DATA_DIR`) that owns the container, so
+/// that several instances can share one engine without touching each other's.
+pub const LABEL_INSTANCE: &str = "repobox.instance";
 /// Label holding the sandbox id.
 pub const LABEL_ID: &str = "repobox.id";
 /// Label prefix for sandbox metadata that must survive a restart.
@@ -77,8 +80,12 @@ impl Network {
 /// Everything needed to create one sandbox container.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
-    /// Container name (the sandbox id).
+    /// The sandbox id (labelled on the container).
+    pub id: String,
+    /// Container name: unique on the engine, also across repobox instances.
     pub name: String,
+    /// The repobox instance that owns it (see [`LABEL_INSTANCE`]).
+    pub instance: String,
     /// Image reference.
     pub image: String,
     /// `NAME=value` pairs for the container and every command in it.
@@ -102,7 +109,8 @@ pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
     let memory = i64::try_from(spec.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
     let mut labels = spec.labels.clone();
     labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
-    labels.insert(LABEL_ID.to_owned(), spec.name.clone());
+    labels.insert(LABEL_ID.to_owned(), spec.id.clone());
+    labels.insert(LABEL_INSTANCE.to_owned(), spec.instance.clone());
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         // Keeps the container alive; the init (below) is PID 1 and reaps zombies.
@@ -368,9 +376,15 @@ impl Runtime {
         }
     }
 
-    /// Every container (running or not) carrying repobox's label.
-    pub async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
-        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_MANAGED}=true")])]);
+    /// Every container (running or not) of repobox instance `instance`.
+    pub async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_INSTANCE}={instance}"),
+            ],
+        )]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -469,6 +483,13 @@ impl Runtime {
                 status_code: 409,
                 message,
             }) => Err(Error::NotRunning(message)),
+            // The engine answers a path it cannot resolve inside the container (a
+            // component that is a file, a symlink loop) with a bare 500.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 500, ..
+            }) => Err(Error::invalid(format!(
+                "cannot resolve {path:?} inside the container (a component is not a directory, or symlinks loop)"
+            ))),
             Err(err) => Err(unavailable_or_internal(err)),
         }
     }
@@ -612,7 +633,9 @@ mod tests {
 
     fn spec() -> SandboxSpec {
         SandboxSpec {
-            name: "repo-container-1-0".into(),
+            id: "repo-container-1-0".into(),
+            name: "repo-container-1-0.abc".into(),
+            instance: "abc".into(),
             image: "img".into(),
             env: vec!["A=b".into()],
             cpus: 1.5,
@@ -646,10 +669,12 @@ mod tests {
         assert_eq!(host.pids_limit, Some(128));
         assert_eq!(host.init, Some(true));
         assert!(host.binds.is_none() && host.mounts.is_none());
+        let labels = config.labels.unwrap();
         assert_eq!(
-            config.labels.unwrap().get(LABEL_ID).map(String::as_str),
+            labels.get(LABEL_ID).map(String::as_str),
             Some("repo-container-1-0")
         );
+        assert_eq!(labels.get(LABEL_INSTANCE).map(String::as_str), Some("abc"));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`archive`]: tar streams between the server and sandboxes.
 //! - [`docker`]: the Docker boundary (every engine call) and container hardening.
 //! - [`exec`]: running commands: timeouts that kill, capped and streamed output.
+//! - [`files`]: a sandbox's files: listing, reading, writing, archives.
 //! - [`reaper`]: the expiry task.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wiring, background tasks and graceful shutdown.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod docker;
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod git;
 pub mod metrics;
 pub mod reaper;

@@ -71,6 +71,7 @@ struct IdSequence {
 
 /// All live sandboxes.
 pub struct Registry {
+    instance: String,
     dir: PathBuf,
     seq_file: PathBuf,
     sandboxes: RwLock<HashMap<String, Arc<Sandbox>>>,
@@ -114,7 +115,9 @@ impl Registry {
                 }
             }
         }
+        let instance = instance_id(data_dir)?;
         let registry = Self {
+            instance,
             dir,
             seq_file,
             sandboxes: RwLock::new(sandboxes),
@@ -125,6 +128,12 @@ impl Registry {
             pending: AtomicUsize::new(0),
         };
         Ok(registry)
+    }
+
+    /// This instance's id: made once, kept in `DATA_DIR/instance-id`, and put on every
+    /// container as a label so that reconciliation only ever touches our own.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// A new id, unique forever.
@@ -239,6 +248,32 @@ impl Drop for Slot<'_> {
     }
 }
 
+fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("instance-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err.into()),
+    }
+    // Unique enough without a random source: where, who and when.
+    use sha2::Digest;
+    let seed = format!(
+        "{}:{}:{:?}",
+        std::fs::canonicalize(data_dir)?.display(),
+        std::process::id(),
+        std::time::SystemTime::now()
+    );
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    let id: String = digest
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    write_atomically(&path, id.as_bytes())?;
+    Ok(id)
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
@@ -261,6 +296,12 @@ mod tests {
         let second = registry.next_id(now).unwrap();
         assert!(!first.contains(&second), "{second} reused");
         assert!(second.starts_with(&format!("repo-container-{}-", now.timestamp())));
+        assert_eq!(registry.instance().len(), 16);
+        assert_eq!(
+            Registry::open(dir.path()).unwrap().instance(),
+            registry.instance(),
+            "instance id is stable"
+        );
     }
 
     #[test]

@@ -286,7 +286,9 @@ impl Sandboxes {
             labels.insert(format!("{LABEL_PREFIX}expires_at"), at.to_rfc3339());
         }
         SandboxSpec {
-            name: id.to_owned(),
+            id: id.to_owned(),
+            name: format!("{id}.{}", self.registry.instance()),
+            instance: self.registry.instance().to_owned(),
             image: request.image.clone(),
             env: request
                 .env
@@ -327,7 +329,7 @@ impl Sandboxes {
     pub async fn list(&self) -> Result<Vec<(Arc<Sandbox>, Status)>> {
         let states: HashMap<String, ContainerState> = self
             .runtime
-            .list_managed()
+            .list_managed(self.registry.instance())
             .await?
             .into_iter()
             .map(|c| (c.docker_id, c.state))
@@ -390,7 +392,7 @@ impl Sandboxes {
     /// containers without a record (interrupted creates), forgets records whose
     /// container vanished.
     pub async fn reconcile(&self) -> Result<()> {
-        let containers = self.runtime.list_managed().await?;
+        let containers = self.runtime.list_managed(self.registry.instance()).await?;
         let now = Utc::now();
         let mut seen = std::collections::HashSet::new();
         for container in containers {

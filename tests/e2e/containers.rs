@@ -13,7 +13,7 @@ async fn git_state(id: &str) -> (String, String) {
     let result = app
         .exec(
             id,
-            "git branch --show-current; git rev-parse HEAD; git status --porcelain | wc -l",
+            "echo \"$(git branch --show-current)\"; git rev-parse HEAD; git status --porcelain | wc -l",
         )
         .await;
     assert_eq!(result["exit_code"], 0, "{result}");
@@ -523,7 +523,7 @@ async fn a_stopped_container_reads_completed_and_refuses_commands() {
     let url = world.git.url(&unique("stopped"), "simple");
     let (_, sandbox) = world.app.sandbox(json!({ "repo_url": url })).await;
     let out = std::process::Command::new("docker")
-        .args(["stop", "-t", "0", &sandbox.id])
+        .args(["stop", "-t", "0", &sandbox.docker_name()])
         .output()
         .unwrap();
     assert!(out.status.success());

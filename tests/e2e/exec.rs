@@ -213,7 +213,7 @@ async fn a_hundred_megabytes_stream_complete_and_in_order() {
             Method::POST,
             &format!("/api/v1/containers/{}/execute/stream", sandbox.id),
         )
-        .json(&json!({"command": "seq 1 12000000; echo finished >&2", "timeout_secs": 600}))
+        .json(&json!({"command": "seq 1 13000000; echo finished >&2", "timeout_secs": 600}))
         .send()
         .await
         .unwrap();
@@ -243,7 +243,7 @@ async fn a_hundred_megabytes_stream_complete_and_in_order() {
         other => panic!("unexpected event {other}: {data}"),
     })
     .await;
-    assert_eq!(next, 12_000_001, "lines missing");
+    assert_eq!(next, 13_000_001, "lines missing");
     assert!(bytes > 100_000_000, "{bytes} bytes");
     assert_eq!(stderr, "finished\n");
     let exit = exit.expect("exit event");

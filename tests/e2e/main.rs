@@ -4,5 +4,7 @@
 
 mod containers;
 mod exec;
+mod files;
 mod health;
+mod restart;
 mod support;

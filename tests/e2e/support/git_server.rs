@@ -20,6 +20,10 @@ pub struct GitServer {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// Where the bare repositories live.
+    #[allow(
+        dead_code,
+        reason = "used by the benchmark (examples/bench.rs), not by the tests"
+    )]
     pub root: PathBuf,
 }
 

@@ -5,7 +5,6 @@
 pub mod fixtures;
 pub mod git_server;
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -156,6 +155,11 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// A client of the server at `base`.
+    pub fn at(base: String) -> Self {
+        Self::new(base)
+    }
+
     fn new(base: String) -> Self {
         // No pooling: tests run on runtimes of their own, and a pooled connection dies with
         // the runtime that opened it.
@@ -256,18 +260,29 @@ impl TestApp {
     }
 }
 
-/// Removes a sandbox's container when dropped, whatever the test's outcome (the
-/// container's name is the sandbox id). The server forgets it once it is gone.
+/// Removes a sandbox's container when dropped, whatever the test's outcome. The
+/// server forgets it once it is gone.
 pub struct SandboxGuard {
     /// Sandbox id.
     pub id: String,
 }
 
+impl SandboxGuard {
+    /// The Docker name of the sandbox's container.
+    pub fn docker_name(&self) -> String {
+        containers_with_label("repobox.id", &self.id)
+            .pop()
+            .expect("the sandbox's container")
+    }
+}
+
 impl Drop for SandboxGuard {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", &self.id])
-            .output();
+        for name in containers_with_label("repobox.id", &self.id) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &name])
+                .output();
+        }
     }
 }
 
@@ -293,7 +308,11 @@ pub fn containers_with_label(label: &str, value: &str) -> Vec<String> {
 
 /// A fresh directory for a test's own server.
 pub fn scratch() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("repobox-test-")
+        .disable_cleanup(std::env::var_os("KEEP_SCRATCH").is_some())
+        .tempdir()
+        .unwrap()
 }
 
 /// A unique name for this test's URLs.
@@ -305,9 +324,4 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// Root of the repository under test (for scripts and the binary).
-pub fn project_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

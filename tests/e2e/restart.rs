@@ -1,0 +1,184 @@
+//! Restarts: `kill -9` of the real binary at any moment loses no sandbox and leaks no
+//! container; the next process adopts what exists and keeps its deadlines.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{TestApp, containers_with_label, scratch, unique, world};
+
+/// A server process, killed when dropped (also when the test fails).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `repobox` binary, started with the settings of a test server.
+fn start_binary(dir: &std::path::Path, port: u16) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_repobox"))
+        .arg("serve")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATA_DIR", dir.join("data"))
+        .env("CACHE_DIR", dir.join("cache"))
+        .env("ALLOWED_GIT_HOSTS", "127.0.0.1")
+        .env("LOG_LEVEL", "info")
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdout(log(dir))
+        .stderr(log(dir))
+        .spawn()
+        .expect("start repobox");
+    Server(child)
+}
+
+/// The servers' logs go to `server.log` in the test's directory (`KEEP_SCRATCH=1`
+/// keeps it).
+fn log(dir: &std::path::Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap()
+        .into()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn kill_9(server: &mut Server) {
+    server.0.kill().unwrap(); // SIGKILL
+    server.0.wait().unwrap();
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_sandbox_and_leaks_no_container() {
+    let world = world();
+    let dir = scratch();
+    let port = free_port();
+    let app = TestApp::at(format!("http://127.0.0.1:{port}"));
+    let url = world.git.url(&unique("restart"), "simple");
+
+    let mut server = start_binary(dir.path(), port);
+    app.wait_live().await;
+    let (created, sandbox) = app
+        .sandbox(json!({ "repo_url": url, "max_runtime_secs": 15 }))
+        .await;
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(created["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        app.exec(&sandbox.id, "echo before > /tmp/state").await["exit_code"],
+        0
+    );
+
+    // A create that is still running (its initial command sleeps) when the server dies.
+    let interrupted = {
+        let app = app.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            app.create(json!({ "repo_url": url, "initial_command": "sleep 30" }))
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while containers_with_label("repobox.repo_url", &url).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second create never made its container"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kill_9(&mut server);
+    let _ = interrupted.await;
+
+    let mut server = start_binary(dir.path(), port);
+    app.wait_live().await;
+    // Reconciliation runs as soon as the engine answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while containers_with_label("repobox.repo_url", &url).len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the interrupted create's container was not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, list) = app.get("/api/v1/containers").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["total_count"], 1, "{list}");
+    assert_eq!(list["containers"][0]["container_id"], sandbox.id.as_str());
+    assert_eq!(list["containers"][0]["status"], "running");
+    let result = app
+        .exec(&sandbox.id, "cat /tmp/state; git rev-parse HEAD")
+        .await;
+    assert_eq!(
+        result["stdout"],
+        format!("before\n{}\n", world.simple.trunk_head),
+        "the adopted sandbox is usable"
+    );
+
+    // Its deadline survived the restart.
+    let path = format!("/api/v1/containers/{}", sandbox.id);
+    loop {
+        let (status, _) = app.get(&path).await;
+        let now = chrono::Utc::now();
+        if status == StatusCode::NOT_FOUND {
+            assert!(now.signed_duration_since(expires_at) < chrono::Duration::milliseconds(1500));
+            break;
+        }
+        assert!(
+            now < expires_at + chrono::Duration::seconds(5),
+            "adopted sandbox did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(containers_with_label("repobox.repo_url", &url).is_empty());
+    kill_9(&mut server);
+    let tmp: Vec<_> = std::fs::read_dir(dir.path().join("cache/tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "temporary checkouts left: {tmp:?}");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_keeps_sandboxes() {
+    let world = world();
+    let dir = scratch();
+    let port = free_port();
+    let app = TestApp::at(format!("http://127.0.0.1:{port}"));
+    let url = world.git.url(&unique("graceful"), "simple");
+    let mut server = start_binary(dir.path(), port);
+    app.wait_live().await;
+    let (_, sandbox) = app.sandbox(json!({ "repo_url": url })).await;
+    let started = Instant::now();
+    // SIGTERM: the process ends on its own, promptly, and leaves the sandbox running.
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &server.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        containers_with_label("repobox.id", &sandbox.id).len(),
+        1,
+        "shutdown destroyed a sandbox"
+    );
+    let mut server = start_binary(dir.path(), port);
+    app.wait_live().await;
+    assert_eq!(app.exec(&sandbox.id, "true").await["exit_code"], 0);
+    kill_9(&mut server);
+}
