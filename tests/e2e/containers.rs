@@ -543,3 +543,62 @@ async fn a_stopped_container_reads_completed_and_refuses_commands() {
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(world.app.destroy(&sandbox.id).await, StatusCode::NO_CONTENT);
 }
+
+/// Whether the engine has the gVisor runtime registered (`scripts/setup-docker.sh`
+/// registers it where Debian's `runsc` works).
+fn runsc_registered() -> bool {
+    let out = std::process::Command::new("docker")
+        .args(["info", "--format", "{{json .Runtimes}}"])
+        .output()
+        .expect("docker info");
+    String::from_utf8_lossy(&out.stdout).contains("\"runsc\"")
+}
+
+#[tokio::test]
+async fn sandboxes_run_under_gvisor_with_docker_runtime_runsc() {
+    if !runsc_registered() {
+        eprintln!(
+            "skipped: the engine has no runsc runtime (scripts/setup-docker.sh registers it)"
+        );
+        return;
+    }
+    let world = world();
+    let dir = scratch();
+    let mut config = test_config(dir.path());
+    config.docker_runtime = "runsc".to_owned();
+    let server = spawn_app(config).await;
+    let url = world.git.url(&unique("gvisor"), "simple");
+    let (_, sandbox) = server.app.sandbox(json!({ "repo_url": url })).await;
+    let result = server
+        .app
+        .exec(
+            &sandbox.id,
+            "dmesg | head -1; git rev-parse HEAD; cat README.md | head -1",
+        )
+        .await;
+    assert_eq!(
+        result["stdout"],
+        format!(
+            "[    0.000000] Starting gVisor...\n{}\n# simple\n",
+            world.simple.trunk_head
+        ),
+        "{result}"
+    );
+    let started = Instant::now();
+    let result = server
+        .app
+        .exec_with(
+            &sandbox.id,
+            json!({"command": "sleep 300 & sleep 30", "timeout_secs": 1}),
+        )
+        .await;
+    assert_eq!(result["timed_out"], true);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let left = server
+        .app
+        .exec(&sandbox.id, "ps -eo args | grep -c '^sleep 30' || true")
+        .await;
+    assert_eq!(left["stdout"], "0\n", "{left}");
+    drop(sandbox);
+    server.stop().await;
+}
