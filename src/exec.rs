@@ -160,8 +160,13 @@ pub async fn run(
     }
     let exit_code = if timed_out {
         TIMEOUT_EXIT_CODE
+    } else if let Some(code) = wait_exit_code(runtime, &exec_id, deadline).await? {
+        code
     } else {
-        exit_code(runtime, &exec_id).await?
+        // The output ended early but the command ran past its deadline.
+        timed_out = true;
+        kill(runtime, container, &tag).await;
+        TIMEOUT_EXIT_CODE
     };
     if !timed_out {
         check_started(runtime, container, &command, exit_code, stdout.bytes()).await?;
@@ -239,7 +244,15 @@ pub async fn stream(
         let exit_code = if timed_out {
             Ok(TIMEOUT_EXIT_CODE)
         } else {
-            exit_code(&runtime, &exec_id).await
+            match wait_exit_code(&runtime, &exec_id, deadline).await {
+                Ok(Some(code)) => Ok(code),
+                Ok(None) => {
+                    timed_out = true;
+                    kill(&runtime, &container, &tag).await;
+                    Ok(TIMEOUT_EXIT_CODE)
+                }
+                Err(error) => Err(error),
+            }
         };
         let event = match exit_code {
             Ok(exit_code) => Event::Exit(ExitEvent {
@@ -307,20 +320,23 @@ async fn check_started(
     Ok(())
 }
 
-/// The exit code, once Docker has recorded it (the output can end a moment before).
-async fn exit_code(runtime: &Runtime, exec_id: &str) -> Result<i64> {
-    let give_up = Instant::now() + Duration::from_secs(5);
+/// The exit code, once the engine has recorded it: the output can end a moment
+/// before, and it ends early for a command that closed its stdout and stderr and
+/// carries on. `None` when `deadline` passes first.
+pub(crate) async fn wait_exit_code(
+    runtime: &Runtime,
+    exec_id: &str,
+    deadline: Instant,
+) -> Result<Option<i64>> {
     let mut pause = Duration::from_millis(1);
     loop {
         if let Some(code) = runtime.exec_exit_code(exec_id).await? {
-            return Ok(code);
+            return Ok(Some(code));
         }
-        if Instant::now() >= give_up {
-            return Err(Error::internal(
-                "Docker did not report the command's exit code",
-            ));
+        if Instant::now() >= deadline {
+            return Ok(None);
         }
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(pause.min(deadline - Instant::now())).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
 }

@@ -844,21 +844,15 @@ async fn run_tool(
             None => break,
         }
     }
-    // The output can end a moment before the engine records the exit code.
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(code) = runtime.exec_exit_code(&exec_id).await? {
+    match crate::exec::wait_exit_code(runtime, &exec_id, deadline.into()).await? {
+        Some(code) => {
             result.exit_code = code;
-            return Ok(result);
+            Ok(result)
         }
-        if Instant::now() >= deadline {
-            return Err(Error::internal(format!(
-                "the engine did not report the exit code of {}",
-                argv[0]
-            )));
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
+        None => Err(Error::internal(format!(
+            "the engine did not report the exit code of {}",
+            argv[0]
+        ))),
     }
 }
 

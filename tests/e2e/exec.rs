@@ -366,3 +366,29 @@ async fn the_initial_command_result_is_kept_and_failure_keeps_the_sandbox() {
         "hello from /workspace\n"
     );
 }
+
+#[tokio::test]
+async fn a_command_that_closes_its_output_is_still_timed() {
+    let app = &world().app;
+    let sandbox = sandbox(app, json!({})).await;
+    let started = Instant::now();
+    let result = app
+        .exec_with(
+            &sandbox.id,
+            json!({"command": "echo bye; exec >&- 2>&-; sleep 40", "timeout_secs": 2}),
+        )
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert_eq!(result["timed_out"], true, "{result}");
+    assert_eq!(result["exit_code"], 124);
+    assert_eq!(result["stdout"], "bye\n");
+    assert!(
+        stray_processes(app, &sandbox.id, "sleep 40")
+            .await
+            .is_empty()
+    );
+    let result = app
+        .exec(&sandbox.id, "exec >&- 2>&-; sleep 1; exit 7")
+        .await;
+    assert_eq!(result["exit_code"], 7, "{result}");
+}
