@@ -18,9 +18,11 @@ image: engine
 run: setup
 	$(CARGO) run --locked --release -- serve
 
-## test: formatting, lints, unit tests and the end-to-end suite against the real engine
+## test: formatting, lints, unit tests, the end-to-end suite against the real engine,
+## and the container smoke test (repobox itself in a container)
 test: setup lint
 	$(CARGO) test --locked --all-targets
+	bash scripts/smoke-container.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -33,8 +35,10 @@ e2e: setup
 	$(CARGO) test --locked --test e2e
 
 ## bench: repobox against the raw Docker Engine API (prints a table, writes target/bench/latest.json)
+## BENCH_ARGS=--quick: a few samples of every figure (checks the benchmark, measures nothing)
 bench: setup
-	$(CARGO) run --locked --release --example bench
+	$(CARGO) build --locked --release --bins --examples
+	target/release/examples/bench $(BENCH_ARGS)
 
 ## smoke: build and run repobox itself in a container, check it reaches Docker
 smoke: setup

@@ -28,7 +28,8 @@ trap cleanup EXIT
 say "building the release binary"
 cargo build --quiet --release --locked --bin repobox
 say "building $IMAGE"
-DOCKER_BUILDKIT=0 docker build --quiet --network none -f deploy/Dockerfile -t "$IMAGE" . >/dev/null
+DOCKER_BUILDKIT=0 docker build --quiet --network none -f deploy/Dockerfile -t "$IMAGE" . >"$work/build.log" 2>&1 \
+  || die "docker build failed: $(tail -5 "$work/build.log")"
 
 say "serving a fixture repository on 127.0.0.1:$GIT_PORT"
 git init -q -b trunk "$work/src"
@@ -44,7 +45,8 @@ git_pid=$!
 say "starting $NAME"
 # Host networking so the server reaches the fixture on the host's loopback; the
 # sandboxes it makes still have no network at all.
-docker run -d --name "$NAME" --network host \
+# The image's health check runs every 10 s; check more often here.
+docker run -d --name "$NAME" --network host --health-interval 1s \
   -v /var/run/docker.sock:/var/run/docker.sock \
   -e PORT="$PORT" -e ALLOWED_GIT_HOSTS=127.0.0.1 "$IMAGE" >/dev/null
 
