@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{containers_with_label, scratch, spawn_app, test_config, unique, world};
+use crate::support::{
+    TestApp, containers_with_label, scratch, spawn_app, test_config, unique, world,
+};
 
 /// `git` facts from inside a sandbox: (branch --show-current, rev-parse HEAD).
-async fn git_state(id: &str) -> (String, String) {
-    let app = &world().app;
+async fn git_state(app: &TestApp, id: &str) -> (String, String) {
     let result = app
         .exec(
             id,
@@ -45,7 +46,7 @@ async fn default_branch_is_the_remotes_head() {
             .starts_with("repo-container-")
     );
     assert_eq!(
-        git_state(&sandbox.id).await,
+        git_state(&world.app, &sandbox.id).await,
         ("trunk".to_owned(), world.simple.trunk_head.clone())
     );
 
@@ -92,7 +93,7 @@ async fn default_branch_is_the_remotes_head() {
     );
     assert_eq!(world.app.destroy(&sandbox.id).await, StatusCode::NOT_FOUND);
     assert!(
-        containers_with_label("repobox.id", &sandbox.id).is_empty(),
+        sandbox.containers().is_empty(),
         "container survived its destroy"
     );
     let (_, list) = world.app.get("/api/v1/containers").await;
@@ -152,7 +153,7 @@ async fn branch_and_commit_matrix() {
             request.get("commit").cloned().unwrap_or(Value::Null),
             "{request}"
         );
-        let (current, actual) = git_state(&sandbox.id).await;
+        let (current, actual) = git_state(&world.app, &sandbox.id).await;
         assert_eq!(current, branch.unwrap_or(""), "{request}");
         assert_eq!(actual, head, "{request}");
     }
@@ -395,7 +396,7 @@ async fn concurrent_creates_of_one_repository_are_all_correct() {
         assert_eq!(&body["resolved_commit"], expected);
         let guard = guard.unwrap();
         assert_eq!(
-            git_state(&guard.id).await,
+            git_state(&world.app, &guard.id).await,
             (branch.to_owned(), expected.clone())
         );
         assert!(ids.insert(guard.id.clone()), "duplicate id {}", guard.id);
@@ -404,19 +405,48 @@ async fn concurrent_creates_of_one_repository_are_all_correct() {
 }
 
 #[tokio::test]
-async fn a_cached_repository_is_faster_than_its_first_fetch() {
+async fn a_second_create_reuses_the_mirror() {
+    let dir = scratch();
+    let server = spawn_app(test_config(dir.path())).await;
     let world = world();
     let url = world.git.url(&unique("cache"), "simple");
+    let lookups = |kind: &'static str| {
+        let app = server.app.clone();
+        async move {
+            let text = app
+                .request(reqwest::Method::GET, "/metrics")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let line = format!("repobox_git_cache_lookups_total{{kind=\"{kind}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .map_or(0, |n| n.parse::<u64>().unwrap())
+        }
+    };
     let started = Instant::now();
-    let (_, first) = world.app.sandbox(json!({ "repo_url": url })).await;
+    let (_, first) = server.app.sandbox(json!({ "repo_url": url })).await;
     let cold = started.elapsed();
+    assert_eq!((lookups("miss").await, lookups("hit").await), (1, 0));
     let started = Instant::now();
-    let (_, second) = world.app.sandbox(json!({ "repo_url": url })).await;
+    let (_, second) = server.app.sandbox(json!({ "repo_url": url })).await;
     let warm = started.elapsed();
-    assert_eq!(git_state(&second.id).await.1, world.simple.trunk_head);
-    // Not a timing test: the figures are for the log; the benchmark measures speed.
+    assert_eq!(
+        (lookups("miss").await, lookups("hit").await),
+        (1, 1),
+        "the second create fetched from scratch"
+    );
+    assert_eq!(
+        git_state(&server.app, &second.id).await.1,
+        world.simple.trunk_head
+    );
+    // Not a timing assertion: the benchmark measures speed; these are for the log.
     eprintln!("create cold {cold:?}, warm {warm:?}");
-    drop(first);
+    drop((first, second));
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -452,7 +482,7 @@ async fn sandboxes_expire_on_time() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        containers_with_label("repobox.id", &sandbox.id).is_empty(),
+        sandbox.containers().is_empty(),
         "expired container still exists"
     );
     let (_, list) = world.app.get("/api/v1/containers").await;

@@ -173,7 +173,7 @@ async fn graceful_shutdown_keeps_sandboxes() {
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(
-        containers_with_label("repobox.id", &sandbox.id).len(),
+        sandbox.containers().len(),
         1,
         "shutdown destroyed a sandbox"
     );

@@ -223,9 +223,7 @@ impl TestApp {
     /// POST /containers with `body`; on 201 the sandbox is removed when the guard drops.
     pub async fn create(&self, body: Value) -> (StatusCode, Value, Option<SandboxGuard>) {
         let (status, value) = self.post("/api/v1/containers", &body).await;
-        let guard = (status == StatusCode::CREATED).then(|| SandboxGuard {
-            id: value["container_id"].as_str().unwrap().to_owned(),
-        });
+        let guard = (status == StatusCode::CREATED).then(|| SandboxGuard::of(&value));
         (status, value, guard)
     }
 
@@ -265,20 +263,37 @@ impl TestApp {
 pub struct SandboxGuard {
     /// Sandbox id.
     pub id: String,
+    /// Its repository URL: with the id, it tells the sandbox's container apart from
+    /// those of other test servers (ids are unique per server, not per engine).
+    pub repo_url: String,
 }
 
 impl SandboxGuard {
+    /// Guards the sandbox a create answered with.
+    pub fn of(created: &Value) -> Self {
+        Self {
+            id: created["container_id"].as_str().unwrap().to_owned(),
+            repo_url: created["repo_url"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Docker names of the sandbox's container (none once it is gone).
+    pub fn containers(&self) -> Vec<String> {
+        containers_with_labels(&[
+            ("repobox.id", &self.id),
+            ("repobox.repo_url", &self.repo_url),
+        ])
+    }
+
     /// The Docker name of the sandbox's container.
     pub fn docker_name(&self) -> String {
-        containers_with_label("repobox.id", &self.id)
-            .pop()
-            .expect("the sandbox's container")
+        self.containers().pop().expect("the sandbox's container")
     }
 }
 
 impl Drop for SandboxGuard {
     fn drop(&mut self) {
-        for name in containers_with_label("repobox.id", &self.id) {
+        for name in self.containers() {
             let _ = std::process::Command::new("docker")
                 .args(["rm", "-f", &name])
                 .output();
@@ -288,18 +303,24 @@ impl Drop for SandboxGuard {
 
 /// Names of containers (running or not) carrying repobox's labels and `label=value`.
 pub fn containers_with_label(label: &str, value: &str) -> Vec<String> {
-    let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "--format",
-            "{{.Names}}",
-            "--filter",
-            "label=repobox.managed=true",
-        ])
-        .args(["--filter", &format!("label={label}={value}")])
-        .output()
-        .expect("docker ps");
+    containers_with_labels(&[(label, value)])
+}
+
+/// Names of repobox's containers carrying every `label=value` given.
+pub fn containers_with_labels(labels: &[(&str, &str)]) -> Vec<String> {
+    let mut command = std::process::Command::new("docker");
+    command.args([
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        "label=repobox.managed=true",
+    ]);
+    for (label, value) in labels {
+        command.args(["--filter", &format!("label={label}={value}")]);
+    }
+    let out = command.output().expect("docker ps");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_owned)
