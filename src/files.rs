@@ -844,7 +844,7 @@ async fn run_tool(
             None => break,
         }
     }
-    match crate::exec::wait_exit_code(runtime, &exec_id, deadline.into()).await? {
+    match crate::exec::wait_exit_code(runtime, &exec_id, deadline).await? {
         Some(code) => {
             result.exit_code = code;
             Ok(result)
