@@ -590,6 +590,12 @@ impl GitCache {
                     "http.followRedirects=false",
                     "-c",
                     "protocol.version=2",
+                    // A server that stalls (under 1 KiB/s for 20 s) fails the
+                    // fetch long before GIT_TIMEOUT_SECS.
+                    "-c",
+                    "http.lowSpeedLimit=1024",
+                    "-c",
+                    "http.lowSpeedTime=20",
                 ])
                 .env("GIT_ALLOW_PROTOCOL", "http:https")
                 .env("GIT_PROTOCOL_FROM_USER", "0");

@@ -632,3 +632,39 @@ async fn sandboxes_run_under_gvisor_with_docker_runtime_runsc() {
     drop(sandbox);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_git_server_that_hangs_fails_the_create_in_bounded_time() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/stuck.git", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let dir = scratch();
+    let mut config = test_config(dir.path());
+    config.git_timeout_secs = 2;
+    let server = spawn_app(config).await;
+    let started = Instant::now();
+    let (status, body, _) = server.app.create(json!({ "repo_url": url })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("did not finish"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(containers_with_label("repobox.repo_url", &url).is_empty());
+    let tmp: Vec<_> = std::fs::read_dir(dir.path().join("cache/tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    held.abort();
+    server.stop().await;
+}
