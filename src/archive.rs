@@ -26,23 +26,52 @@ const PIPE_BYTES: usize = 256 * 1024;
 /// packing error ends the stream with an error, which makes the engine reject the
 /// upload.
 pub fn pack_dir(dir: PathBuf, name: &str) -> BodyStream {
+    pack_dir_with(dir, name, None, |_| {})
+}
+
+/// [`pack_dir`], also writing the tar to `copy` as it goes, and calling `done` on the
+/// packing thread with the outcome once everything is written (or has failed,
+/// including because the reader went away). `done` owns whatever must live until
+/// then (e.g. the directory being packed) and may do blocking work.
+pub fn pack_dir_with(
+    dir: PathBuf,
+    name: &str,
+    copy: Option<std::fs::File>,
+    done: impl FnOnce(std::io::Result<()>) + Send + 'static,
+) -> BodyStream {
     let name = PathBuf::from(name);
     let (reader, writer) = tokio::io::duplex(PIPE_BYTES);
     let handle = tokio::runtime::Handle::current();
     let (error_tx, error_rx) = tokio::sync::oneshot::channel::<std::io::Error>();
     handle.spawn_blocking(move || {
-        let bridge = SyncIoBridge::new(writer);
-        let mut builder = tar::Builder::new(bridge);
+        use std::io::Write;
+        let tee = Tee {
+            pipe: SyncIoBridge::new(writer),
+            copy: copy.map(|file| std::io::BufWriter::with_capacity(PIPE_BYTES, file)),
+        };
+        let mut builder = tar::Builder::new(tee);
         let result = append_tree(&mut builder, &dir, &name)
             .and_then(|()| builder.into_inner())
-            .and_then(|mut bridge| {
-                use std::io::Write;
-                bridge.flush()?;
-                bridge.shutdown()
+            .and_then(|mut tee| {
+                tee.flush()?;
+                // The upload completes first; the copy is made durable after.
+                tee.pipe.shutdown()?;
+                match tee.copy.take() {
+                    Some(copy) => copy
+                        .into_inner()
+                        .map_err(std::io::IntoInnerError::into_error)?
+                        .sync_data(),
+                    None => Ok(()),
+                }
             });
+        let reported = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|err| std::io::Error::new(err.kind(), err.to_string()));
         if let Err(err) = result {
             let _ = error_tx.send(err);
         }
+        done(reported);
     });
     let data = ReaderStream::with_capacity(reader, 64 * 1024);
     // After the data, surface a packing error (if any) as the stream's last item.
@@ -54,6 +83,41 @@ pub fn pack_dir(dir: PathBuf, name: &str) -> BodyStream {
     })
     .filter_map(|item| async move { item });
     Box::pin(data.chain(tail))
+}
+
+/// Streams a file (a cached tar) as an upload body.
+pub fn stream_file(path: PathBuf) -> BodyStream {
+    use futures_util::TryStreamExt;
+    let opened = futures_util::stream::once(tokio::fs::File::open(path));
+    Box::pin(
+        opened
+            .map_ok(|file| ReaderStream::with_capacity(file, 64 * 1024))
+            .try_flatten(),
+    )
+}
+
+/// Writes to the upload pipe and, when there is one, to a copy.
+struct Tee<W: std::io::Write> {
+    pipe: W,
+    copy: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl<W: std::io::Write> std::io::Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.pipe.write(buf)?;
+        if let Some(copy) = &mut self.copy {
+            copy.write_all(&buf[..written])?;
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.pipe.flush()?;
+        if let Some(copy) = &mut self.copy {
+            copy.flush()?;
+        }
+        Ok(())
+    }
 }
 
 /// Appends `dir` (as `name`) and everything under it, in name order. Entries are

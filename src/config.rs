@@ -151,6 +151,10 @@ pub struct Config {
     /// Where mirrors of git repositories are cached.
     #[arg(long, env = "CACHE_DIR", default_value = "cache")]
     pub cache_dir: PathBuf,
+    /// Disk budget (MiB) of the checkout cache: tars of recent checkouts, so that a
+    /// create of an unchanged repository streams one instead of checking out again.
+    #[arg(long, env = "TREE_CACHE_MB", default_value_t = 2048)]
+    pub tree_cache_mb: u64,
     /// Bound on each git step (fetch, checkout).
     #[arg(long, env = "GIT_TIMEOUT_SECS", default_value_t = 300)]
     pub git_timeout_secs: u64,

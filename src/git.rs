@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::process::Command;
 use url::Url;
 
+use crate::archive;
 use crate::error::{Error, Result};
 
 /// Longest ref name or URL we accept.
@@ -188,14 +189,30 @@ pub fn validate_commit(commit: &str) -> Result<String> {
 /// A checkout ready to be put into a container.
 #[derive(Debug)]
 pub struct Checkout {
-    /// The working tree (with `.git`), in a temporary directory removed on drop.
-    pub dir: TempDir,
+    /// Where its tree is.
+    pub tree: Tree,
     /// The branch checked out; `None` for a detached HEAD.
     pub branch: Option<String>,
     /// Full SHA of HEAD.
     pub commit: String,
     /// Whether the mirror was already there (no full fetch was needed).
     pub cache_hit: bool,
+}
+
+/// Where a checkout's tree (working tree with `.git`) is.
+#[derive(Debug)]
+pub enum Tree {
+    /// Already packed: a tar in the tree cache, from an earlier create of the same
+    /// repository state.
+    Cached(PathBuf),
+    /// Freshly checked out into a temporary directory (removed on drop); packing it
+    /// also stores the tar at `cache_as` for the next create.
+    Fresh {
+        /// The working tree.
+        dir: TempDir,
+        /// Where its tar goes in the tree cache.
+        cache_as: PathBuf,
+    },
 }
 
 /// A directory removed when dropped.
@@ -229,6 +246,8 @@ struct MirrorState {
 /// The mirror cache under `CACHE_DIR`.
 pub struct GitCache {
     mirrors: PathBuf,
+    trees: PathBuf,
+    tree_cache_bytes: u64,
     tmp: PathBuf,
     timeout: Duration,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MirrorState>>>>,
@@ -237,10 +256,12 @@ pub struct GitCache {
 impl GitCache {
     /// Opens the cache, creating its directories and clearing what an interrupted
     /// earlier run left: temporary checkouts, half-made mirrors, and git lock files.
-    pub fn open(root: &Path, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn open(root: &Path, timeout: Duration, tree_cache_bytes: u64) -> anyhow::Result<Self> {
         let mirrors = root.join("mirrors");
+        let trees = root.join("trees");
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&mirrors)?;
+        std::fs::create_dir_all(&trees)?;
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
@@ -256,6 +277,8 @@ impl GitCache {
         }
         Ok(Self {
             mirrors,
+            trees,
+            tree_cache_bytes,
             tmp,
             timeout,
             locks: Mutex::new(HashMap::new()),
@@ -359,6 +382,48 @@ impl GitCache {
             }
         };
 
+        // The tree cache is keyed by everything that goes into the tar: the mirror
+        // (URL), what is checked out, and every ref the clone copies into `.git`.
+        let refs = self
+            .git(
+                Some(&mirror),
+                &["for-each-ref", "--format=%(objectname) %(refname)"],
+                None,
+            )
+            .await?;
+        let tree_key = {
+            let mut hasher = Sha256::new();
+            for part in [
+                key.as_str(),
+                checkout_branch.as_deref().unwrap_or(""),
+                &sha,
+                repo.redacted(),
+                &refs,
+            ] {
+                hasher.update(part.as_bytes());
+                hasher.update([0]);
+            }
+            hasher
+                .finalize()
+                .iter()
+                .take(16)
+                .map(|byte| format!("{byte:02x}"))
+                .collect::<String>()
+        };
+        let cache_as = self.trees.join(format!("{tree_key}.tar"));
+        if cache_as.is_file() {
+            // Recently used trees are the last to be evicted.
+            if let Ok(file) = std::fs::File::options().append(true).open(&cache_as) {
+                let _ = file.set_modified(std::time::SystemTime::now());
+            }
+            return Ok(Checkout {
+                tree: Tree::Cached(cache_as),
+                branch: checkout_branch,
+                commit: sha,
+                cache_hit,
+            });
+        }
+
         let dir = TempDir(self.tmp.join(label));
         let path = dir
             .path()
@@ -417,11 +482,46 @@ impl GitCache {
             .await?;
         }
         Ok(Checkout {
-            dir,
+            tree: Tree::Fresh { dir, cache_as },
             branch: checkout_branch,
             commit: sha,
             cache_hit,
         })
+    }
+
+    /// The checkout as a tar stream whose entries are named `name/…`. A fresh tree is
+    /// packed while it uploads, and its tar kept for the next create of the same
+    /// state (only once complete: an upload that fails leaves nothing).
+    pub fn tar(&self, tree: Tree, name: &str) -> crate::docker::BodyStream {
+        match tree {
+            Tree::Cached(path) => archive::stream_file(path),
+            Tree::Fresh { dir, cache_as } => {
+                let partial = self.tmp.join(format!(
+                    "{}.partial",
+                    cache_as
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("tree")
+                ));
+                let copy = std::fs::File::create(&partial)
+                    .map_err(|err| tracing::warn!(%err, "not caching a checkout"))
+                    .ok();
+                let (trees, budget) = (self.trees.clone(), self.tree_cache_bytes);
+                let keep = copy.is_some();
+                archive::pack_dir_with(dir.path().to_owned(), name, copy, move |packed| {
+                    drop(dir);
+                    if !keep {
+                        return;
+                    }
+                    match packed.and_then(|()| std::fs::rename(&partial, &cache_as)) {
+                        Ok(()) => evict(&trees, budget),
+                        Err(_) => {
+                            let _ = std::fs::remove_file(&partial);
+                        }
+                    }
+                })
+            }
+        }
     }
 
     async fn fetch(&self, repo: &RepoUrl, mirror: &Path, key: &str, exists: bool) -> Result<()> {
@@ -653,6 +753,31 @@ impl GitCache {
     }
 }
 
+/// Removes the least recently used tars until the tree cache fits in `budget` bytes.
+/// A tar being read while it is removed stays readable to its reader.
+fn evict(trees: &Path, budget: u64) {
+    let Ok(entries) = std::fs::read_dir(trees) else {
+        return;
+    };
+    let mut tars: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), entry.path()))
+        })
+        .collect();
+    let mut total: u64 = tars.iter().map(|(_, len, _)| len).sum();
+    tars.sort();
+    for (_, len, path) in tars {
+        if total <= budget {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= len;
+        }
+    }
+}
+
 fn remove_lock_files(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -776,5 +901,29 @@ mod tests {
         for bad in ["abc", "zzzzzzz", "--upload-pack", &"a".repeat(65), "HEAD~1"] {
             assert!(validate_commit(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tree_cache {
+    use super::*;
+
+    #[test]
+    fn eviction_keeps_the_most_recently_used_within_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now();
+        for (name, age) in [("old", 30), ("mid", 20), ("new", 10)] {
+            let path = dir.path().join(format!("{name}.tar"));
+            std::fs::write(&path, vec![0u8; 100]).unwrap();
+            let file = std::fs::File::options().append(true).open(&path).unwrap();
+            file.set_modified(now - Duration::from_secs(age)).unwrap();
+        }
+        evict(dir.path(), 250);
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["mid.tar", "new.tar"]);
     }
 }

@@ -47,7 +47,8 @@ pub struct Metrics {
     pub exec_seconds: Histogram,
     /// Time to fetch and check out a repository.
     pub clone_seconds: Histogram,
-    /// Mirror cache lookups by result (`hit`, `miss`).
+    /// Cache lookups by result: the mirror (`hit`, `miss`) and the checkout tars
+    /// (`tree_hit`, `tree_miss`).
     pub cache: Family<KindLabels, Counter>,
 }
 

@@ -15,14 +15,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::archive;
 use crate::config::Config;
 use crate::docker::{
     ContainerState, LABEL_ID, LABEL_PREFIX, Network, PathKind, Runtime, SandboxSpec, WORKSPACE,
 };
 use crate::error::{Error, Result};
 use crate::exec;
-use crate::git::{GitCache, RepoUrl};
+use crate::git::{Checkout, GitCache, RepoUrl, Tree};
 use crate::metrics::Metrics;
 use crate::reaper::Expiries;
 use crate::registry::{Registry, Resources, Sandbox};
@@ -92,6 +91,7 @@ impl Sandboxes {
         let git = GitCache::open(
             &config.cache_dir,
             Duration::from_secs(config.git_timeout_secs),
+            config.tree_cache_mb.saturating_mul(1024 * 1024),
         )?;
         let expiries = Expiries::default();
         for sandbox in registry.all() {
@@ -197,16 +197,22 @@ impl Sandboxes {
                 return Err(err);
             }
         };
-        let tar = archive::pack_dir(
-            checkout.dir.path().to_owned(),
-            WORKSPACE.trim_start_matches('/'),
+        let Checkout {
+            tree,
+            branch,
+            commit: resolved_commit,
+            ..
+        } = checkout;
+        let reused = matches!(tree, Tree::Cached(_));
+        Metrics::count(
+            &self.metrics.cache,
+            if reused { "tree_hit" } else { "tree_miss" },
         );
+        let tar = self.git.tar(tree, WORKSPACE.trim_start_matches('/'));
         if let Err(err) = self.runtime.put_archive(&guard.docker_id, "/", tar).await {
             guard.remove().await;
             return Err(err);
         }
-        let (branch, resolved_commit) = (checkout.branch.clone(), checkout.commit.clone());
-        tokio::task::spawn_blocking(move || drop(checkout));
 
         let initial_command_result = match &request.initial_command {
             Some(command) => {

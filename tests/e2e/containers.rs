@@ -431,6 +431,16 @@ async fn a_second_create_reuses_the_mirror() {
     let (_, first) = server.app.sandbox(json!({ "repo_url": url })).await;
     let cold = started.elapsed();
     assert_eq!((lookups("miss").await, lookups("hit").await), (1, 0));
+    assert_eq!(
+        (lookups("tree_miss").await, lookups("tree_hit").await),
+        (1, 0)
+    );
+    let trees = || {
+        std::fs::read_dir(dir.path().join("cache/trees"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(trees(), 1, "the checkout's tar is kept for the next create");
     let started = Instant::now();
     let (_, second) = server.app.sandbox(json!({ "repo_url": url })).await;
     let warm = started.elapsed();
@@ -438,6 +448,11 @@ async fn a_second_create_reuses_the_mirror() {
         (lookups("miss").await, lookups("hit").await),
         (1, 1),
         "the second create fetched from scratch"
+    );
+    assert_eq!(
+        (lookups("tree_miss").await, lookups("tree_hit").await),
+        (1, 1),
+        "the second create checked out again"
     );
     assert_eq!(
         git_state(&server.app, &second.id).await.1,
@@ -667,4 +682,55 @@ async fn a_git_server_that_hangs_fails_the_create_in_bounded_time() {
     assert!(tmp.is_empty(), "{tmp:?}");
     held.abort();
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_commit_upstream_is_seen_by_the_next_create() {
+    let world = world();
+    let name = unique("moving");
+    let bare = world.git.root.join(format!("{name}.git"));
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(world.git.root.join("simple.git"))
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let url = world.git.url("x", &name);
+    let (first, _a) = world.app.sandbox(json!({ "repo_url": url })).await;
+    assert_eq!(first["resolved_commit"], world.simple.trunk_head);
+
+    // A new commit on trunk, made in the bare repository itself.
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&bare)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let tree = git(&["rev-parse", "trunk^{tree}"]);
+    let new = git(&["commit-tree", &tree, "-p", "trunk", "-m", "upstream moved"]);
+    git(&["update-ref", "refs/heads/trunk", &new]);
+
+    let (second, b) = world.app.sandbox(json!({ "repo_url": url })).await;
+    assert_eq!(second["resolved_commit"], new.as_str());
+    assert_eq!(
+        git_state(&world.app, &b.id).await,
+        ("trunk".to_owned(), new.clone())
+    );
+    let log = world
+        .app
+        .exec(&b.id, "git log -1 --format=%s; git rev-parse origin/trunk")
+        .await;
+    assert_eq!(log["stdout"], format!("upstream moved\n{new}\n"));
 }

@@ -20,10 +20,7 @@ pub struct GitServer {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// Where the bare repositories live.
-    #[allow(
-        dead_code,
-        reason = "used by the benchmark (examples/bench.rs), not by the tests"
-    )]
+    #[allow(dead_code, reason = "read by the tests, not by the benchmark")]
     pub root: PathBuf,
 }
 
