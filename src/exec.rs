@@ -11,9 +11,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -30,6 +29,22 @@ const TAG_VAR: &str = "REPOBOX_EXEC_ID";
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 /// Bound on the kill itself.
 const KILL_BOUND: Duration = Duration::from_secs(10);
+
+/// Most output bytes gathered into one streamed event.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Output that was ready at once, by stream.
+#[derive(Default)]
+struct Batch {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.stdout.len() + self.stderr.len()
+    }
+}
 
 /// Kills every process whose environment holds `REPOBOX_EXEC_ID=$1`. Runs a few passes
 /// so that a process forked while the first pass ran is caught by the next one. Uses
@@ -176,8 +191,8 @@ pub async fn run(
         exit_code,
         stdout_truncated: stdout.truncated,
         stderr_truncated: stderr.truncated,
-        stdout: String::from_utf8_lossy(&stdout.buf).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr.buf).into_owned(),
+        stdout: into_text(stdout.buf),
+        stderr: into_text(stderr.buf),
         execution_time_secs: started.elapsed().as_secs_f64(),
         timestamp: started_at,
         timed_out,
@@ -206,18 +221,10 @@ pub async fn stream(
         let mut out = Utf8Carry::default();
         let mut err = Utf8Carry::default();
         let mut timed_out = false;
-        loop {
-            let event = tokio::select! {
-                item = output.next() => match item {
-                    Some(Ok(Output::Stdout(bytes))) => Event::Stdout(out.decode(&bytes)),
-                    Some(Ok(Output::Stderr(bytes))) => Event::Stderr(err.decode(&bytes)),
-                    Some(Err(error)) => {
-                        kill(&runtime, &container, &tag).await;
-                        let _ = tx.send(Event::Error(error.to_string())).await;
-                        return;
-                    }
-                    None => break,
-                },
+        let mut ended = false;
+        while !ended {
+            let first = tokio::select! {
+                item = output.next() => item,
                 () = tokio::time::sleep_until(deadline) => {
                     timed_out = true;
                     kill(&runtime, &container, &tag).await;
@@ -228,9 +235,43 @@ pub async fn stream(
                     return;
                 }
             };
-            if tx.send(event).await.is_err() {
-                kill(&runtime, &container, &tag).await;
-                return;
+            // Take whatever else is already there too (up to a bound), so a command
+            // that prints fast makes few large events rather than many small ones.
+            let mut batch = Batch::default();
+            let mut item = first;
+            loop {
+                match item {
+                    Some(Ok(Output::Stdout(bytes))) => batch.stdout.extend_from_slice(&bytes),
+                    Some(Ok(Output::Stderr(bytes))) => batch.stderr.extend_from_slice(&bytes),
+                    Some(Err(error)) => {
+                        kill(&runtime, &container, &tag).await;
+                        let _ = tx.send(Event::Error(error.to_string())).await;
+                        return;
+                    }
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
+                if batch.len() >= BATCH_BYTES {
+                    break;
+                }
+                match output.next().now_or_never() {
+                    Some(next) => item = next,
+                    None => break,
+                }
+            }
+            for event in [
+                (!batch.stdout.is_empty()).then(|| Event::Stdout(out.decode(&batch.stdout))),
+                (!batch.stderr.is_empty()).then(|| Event::Stderr(err.decode(&batch.stderr))),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if tx.send(event).await.is_err() {
+                    kill(&runtime, &container, &tag).await;
+                    return;
+                }
             }
         }
         for (rest, make) in [
@@ -378,6 +419,13 @@ fn new_tag() -> String {
     format!("{}-{nanos:x}-{n}", std::process::id())
 }
 
+/// Text of the bytes, without a copy when they are valid UTF-8 (the common case, and
+/// the output can be `MAX_OUTPUT_BYTES` large).
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
+}
+
 /// A buffer that keeps the first `cap` bytes and counts the rest away.
 struct Capped {
     buf: Vec<u8>,
@@ -415,7 +463,7 @@ struct Utf8Carry {
 }
 
 impl Utf8Carry {
-    fn decode(&mut self, bytes: &Bytes) -> String {
+    fn decode(&mut self, bytes: &[u8]) -> String {
         self.pending.extend_from_slice(bytes);
         // At most 3 bytes of a 4-byte character can be incomplete at the end.
         let keep = incomplete_suffix(&self.pending);
@@ -453,6 +501,7 @@ fn incomplete_suffix(bytes: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn capped_keeps_the_head_and_flags_the_rest() {

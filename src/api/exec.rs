@@ -149,6 +149,12 @@ pub async fn stream_command(
     Ok(response)
 }
 
+/// Data of a `stdout` or `stderr` event, serialized without an intermediate value.
+#[derive(serde::Serialize)]
+struct Chunk<'a> {
+    data: &'a str,
+}
+
 fn sse_events(
     mut events: tokio::sync::mpsc::Receiver<Event>,
 ) -> impl Stream<Item = std::result::Result<SseEvent, Infallible>> {
@@ -156,10 +162,10 @@ fn sse_events(
         let sse = match event {
             Event::Stdout(data) => SseEvent::default()
                 .event("stdout")
-                .json_data(serde_json::json!({ "data": data })),
+                .json_data(Chunk { data: &data }),
             Event::Stderr(data) => SseEvent::default()
                 .event("stderr")
-                .json_data(serde_json::json!({ "data": data })),
+                .json_data(Chunk { data: &data }),
             Event::Exit(exit) => SseEvent::default().event("exit").json_data(exit),
             Event::Error(detail) => SseEvent::default()
                 .event("error")
