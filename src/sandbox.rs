@@ -153,7 +153,15 @@ impl Sandboxes {
         let spec = self.spec(&id, &request, created_at, expires_at);
 
         let clone_started = Instant::now();
-        let (checkout, container) = tokio::join!(
+        // `join!` polls in order: the container's request goes out first, before the
+        // git processes are spawned (spawning holds the thread for a moment).
+        let (container, checkout) = tokio::join!(
+            async {
+                let docker_id = self.runtime.create(&spec).await?;
+                let guard = ContainerGuard::new(self.runtime.clone(), docker_id);
+                let shell = self.shell(&guard.docker_id).await;
+                Ok::<_, Error>((guard, shell))
+            },
             async {
                 let checkout = self
                     .git
@@ -168,12 +176,6 @@ impl Sandboxes {
                     .clone_seconds
                     .observe(clone_started.elapsed().as_secs_f64());
                 checkout
-            },
-            async {
-                let docker_id = self.runtime.create(&spec).await?;
-                let guard = ContainerGuard::new(self.runtime.clone(), docker_id);
-                let shell = self.shell(&guard.docker_id).await;
-                Ok::<_, Error>((guard, shell))
             }
         );
         // On any error below, `checkout` (a temp dir) and `guard` (the container) are

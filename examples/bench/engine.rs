@@ -1,0 +1,450 @@
+//! The floor: the same work done straight against the Docker Engine API with bollard,
+//! over the same socket and with the same image, as a client that did without
+//! repobox would do it.
+//!
+//! Floor containers get the same hardened configuration as repobox's sandboxes
+//! (`container_body` mirrors `repobox::docker::container_config`; [`Engine::drift`]
+//! compares the two on the engine so a change on either side shows up in the
+//! report), but not repobox's labels: they carry [`LABEL_RUN`] and [`LABEL_PID`]
+//! instead, so that this run, or a later one, can find and remove them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+/// Label on every floor container: the run token of the benchmark that made it.
+pub const LABEL_RUN: &str = "repobox.bench.run";
+/// Label on every floor container: the pid of the benchmark that made it (a later run
+/// removes containers whose benchmark is gone).
+pub const LABEL_PID: &str = "repobox.bench.pid";
+/// repobox's own labels, used to find its sandboxes.
+const LABEL_MANAGED: &str = "repobox.managed";
+const LABEL_INSTANCE: &str = "repobox.instance";
+const LABEL_ID: &str = "repobox.id";
+const LABEL_REPO_URL: &str = "repobox.repo_url";
+
+/// Bytes of stdout an [`Engine::exec`] keeps (the rest is only counted).
+const KEPT_STDOUT: usize = 64 * 1024;
+
+/// Sandbox resources and image, as repobox would give them.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Image.
+    pub image: String,
+    /// CPUs.
+    pub cpus: f64,
+    /// Memory in MiB.
+    pub memory_mb: u64,
+    /// Process limit.
+    pub pids: i64,
+    /// OCI runtime; empty: the engine's default.
+    pub runtime: String,
+}
+
+/// What a process run with [`Engine::exec`] did.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// Exit code.
+    pub exit_code: i64,
+    /// Bytes written to stdout.
+    pub stdout_bytes: u64,
+    /// The first [`KEPT_STDOUT`] bytes of stdout.
+    pub stdout: Vec<u8>,
+}
+
+/// The engine, driven directly.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    limits: Arc<Limits>,
+    run: Arc<str>,
+    seq: Arc<AtomicUsize>,
+}
+
+impl Engine {
+    /// Connects to `host` (`unix://…`, a socket path, or `tcp://…`) and settles the API
+    /// version with the engine.
+    pub async fn connect(host: &str, limits: Limits, run: &str) -> Result<Self> {
+        let docker = if let Some(path) = host.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, 600, bollard::API_DEFAULT_VERSION)
+        } else if host.starts_with('/') {
+            Docker::connect_with_unix(host, 600, bollard::API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_http(host, 600, bollard::API_DEFAULT_VERSION)
+        }
+        .with_context(|| format!("connecting to the Docker engine at {host}"))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .with_context(|| format!("no Docker engine answers at {host}"))?;
+        Ok(Self {
+            docker,
+            limits: Arc::new(limits),
+            run: run.into(),
+            seq: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// The engine's version and API version.
+    pub async fn version(&self) -> Result<String> {
+        let version = self.docker.version().await?;
+        Ok(format!(
+            "{} (API {})",
+            version.version.unwrap_or_default(),
+            version.api_version.unwrap_or_default()
+        ))
+    }
+
+    /// The configuration of a floor container: repobox's hardening, the bench's labels.
+    fn container_body(&self) -> ContainerCreateBody {
+        let limits = &self.limits;
+        let memory =
+            i64::try_from(limits.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+        let labels = HashMap::from([
+            (LABEL_RUN.to_owned(), self.run.to_string()),
+            (LABEL_PID.to_owned(), std::process::id().to_string()),
+        ]);
+        ContainerCreateBody {
+            image: Some(limits.image.clone()),
+            entrypoint: Some(vec!["sleep".to_owned()]),
+            cmd: Some(vec!["infinity".to_owned()]),
+            working_dir: Some(repobox::docker::WORKSPACE.to_owned()),
+            labels: Some(labels),
+            hostname: Some("sandbox".to_owned()),
+            network_disabled: Some(true),
+            stop_signal: Some("SIGKILL".to_owned()),
+            host_config: Some(HostConfig {
+                init: Some(true),
+                network_mode: Some("none".to_owned()),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                cap_add: Some(
+                    repobox::docker::KEPT_CAPABILITIES
+                        .iter()
+                        .map(|&cap| cap.to_owned())
+                        .collect(),
+                ),
+                security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+                privileged: Some(false),
+                memory: Some(memory),
+                memory_swap: Some(memory),
+                nano_cpus: Some((limits.cpus * 1e9) as i64),
+                pids_limit: Some(limits.pids),
+                readonly_rootfs: Some(false),
+                ipc_mode: Some("private".to_owned()),
+                runtime: (!limits.runtime.is_empty()).then(|| limits.runtime.clone()),
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("none".to_owned()),
+                    config: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Creates and starts a floor container; returns its id.
+    pub async fn create_started(&self) -> Result<String> {
+        let name = format!(
+            "rbbench-floor-{}-{}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), self.container_body())
+            .await
+            .context("creating a floor container")?;
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .context("starting a floor container")?;
+        Ok(created.id)
+    }
+
+    /// Unpacks `tar` at `/`, as repobox does with a checkout.
+    pub async fn upload(&self, id: &str, tar: Bytes) -> Result<()> {
+        let options = UploadToContainerOptionsBuilder::default()
+            .path("/")
+            .no_overwrite_dir_non_dir("true")
+            .build();
+        self.docker
+            .upload_to_container(id, Some(options), bollard::body_full(tar))
+            .await
+            .context("uploading a checkout into a floor container")
+    }
+
+    /// Runs `argv` to its end: exec create, start (attached, output drained), then
+    /// inspect until the engine has the exit code — what repobox does for a command.
+    pub async fn exec(
+        &self,
+        id: &str,
+        argv: &[&str],
+        env: &[&str],
+        working_dir: &str,
+    ) -> Result<Ran> {
+        let options = CreateExecOptions {
+            cmd: Some(argv.iter().map(|&arg| arg.to_owned()).collect()),
+            env: Some(env.iter().map(|&var| var.to_owned()).collect()),
+            working_dir: Some(working_dir.to_owned()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            attach_stdin: Some(false),
+            tty: Some(false),
+            ..Default::default()
+        };
+        let created = self.docker.create_exec(id, options).await?;
+        let started = self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    // The same read buffer repobox asks for.
+                    output_capacity: Some(64 * 1024),
+                }),
+            )
+            .await?;
+        let StartExecResults::Attached { mut output, .. } = started else {
+            anyhow::bail!("exec started detached");
+        };
+        let mut ran = Ran {
+            exit_code: -1,
+            stdout_bytes: 0,
+            stdout: Vec::new(),
+        };
+        while let Some(item) = output.next().await {
+            if let LogOutput::StdOut { message } | LogOutput::Console { message } = item? {
+                ran.stdout_bytes += message.len() as u64;
+                let room = KEPT_STDOUT.saturating_sub(ran.stdout.len());
+                ran.stdout
+                    .extend_from_slice(&message[..message.len().min(room)]);
+            }
+        }
+        // The stream can end a moment before the engine records the exit code; poll
+        // the way repobox does (1 ms, doubling, at most 50 ms).
+        let mut pause = Duration::from_millis(1);
+        for _ in 0..200 {
+            let inspect = self.docker.inspect_exec(&created.id).await?;
+            if inspect.running != Some(true)
+                && let Some(code) = inspect.exit_code
+            {
+                ran.exit_code = code;
+                return Ok(ran);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        anyhow::bail!("the engine never reported the exit code of {argv:?}")
+    }
+
+    /// Downloads `path` as a tar (the archive GET) and returns how many bytes came.
+    pub async fn archive(&self, id: &str, path: &str) -> Result<u64> {
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(id, Some(options));
+        let mut bytes = 0;
+        while let Some(chunk) = stream.next().await {
+            bytes += chunk?.len() as u64;
+        }
+        Ok(bytes)
+    }
+
+    /// Removes a container, killing it (`docker rm -f`, with its anonymous volumes).
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        self.docker
+            .remove_container(id, Some(options))
+            .await
+            .context("removing a container")
+    }
+
+    /// Docker's id of repobox sandbox `sandbox` (its container carries the sandbox id
+    /// as a label; the container name may hold more).
+    async fn sandbox_container(&self, sandbox: &str) -> Result<String> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_ID}={sandbox}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(options))
+            .await?
+            .into_iter()
+            // Ids are per instance: make sure it is one of this run's.
+            .filter(|container| {
+                container
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(LABEL_REPO_URL))
+                    .is_some_and(|url| url.contains(&format!("/{}", self.run)))
+            })
+            .find_map(|container| container.id)
+            .with_context(|| format!("no container labelled {LABEL_ID}={sandbox}"))
+    }
+
+    /// HostConfig of a container, for [`Self::drift`].
+    async fn host_config(&self, id: &str) -> Result<HostConfig> {
+        self.docker
+            .inspect_container(id, None)
+            .await?
+            .host_config
+            .context("no HostConfig")
+    }
+
+    /// Differences between the engine-side configuration of a repobox sandbox and a
+    /// floor container, in the fields that change what a container costs.
+    pub async fn drift(&self, sandbox: &str, floor: &str) -> Result<Vec<String>> {
+        let sandbox = self.sandbox_container(sandbox).await?;
+        let (ours, theirs) = (
+            self.host_config(floor).await?,
+            self.host_config(&sandbox).await?,
+        );
+        let mut differences = Vec::new();
+        let mut compare = |field: &str, a: String, b: String| {
+            if a != b {
+                differences.push(format!("{field}: repobox {b}, floor {a}"));
+            }
+        };
+        compare(
+            "Init",
+            format!("{:?}", ours.init),
+            format!("{:?}", theirs.init),
+        );
+        compare(
+            "Memory",
+            format!("{:?}", ours.memory),
+            format!("{:?}", theirs.memory),
+        );
+        compare(
+            "NanoCpus",
+            format!("{:?}", ours.nano_cpus),
+            format!("{:?}", theirs.nano_cpus),
+        );
+        compare(
+            "PidsLimit",
+            format!("{:?}", ours.pids_limit),
+            format!("{:?}", theirs.pids_limit),
+        );
+        compare(
+            "NetworkMode",
+            format!("{:?}", ours.network_mode),
+            format!("{:?}", theirs.network_mode),
+        );
+        compare(
+            "CapAdd",
+            format!("{:?}", ours.cap_add),
+            format!("{:?}", theirs.cap_add),
+        );
+        compare(
+            "CapDrop",
+            format!("{:?}", ours.cap_drop),
+            format!("{:?}", theirs.cap_drop),
+        );
+        compare(
+            "SecurityOpt",
+            format!("{:?}", ours.security_opt),
+            format!("{:?}", theirs.security_opt),
+        );
+        compare(
+            "Runtime",
+            format!("{:?}", ours.runtime),
+            format!("{:?}", theirs.runtime),
+        );
+        compare(
+            "LogConfig",
+            format!("{:?}", ours.log_config.and_then(|log| log.typ)),
+            format!("{:?}", theirs.log_config.and_then(|log| log.typ)),
+        );
+        Ok(differences)
+    }
+
+    /// Removes every container this run made — floor containers by their label, and
+    /// repobox's sandboxes by its instance label or by a repository URL holding this
+    /// run's token — and, with `stale`, those of earlier benchmark runs whose process
+    /// is gone. Returns how many were removed.
+    pub async fn sweep(&self, instance: &str, stale: bool) -> Result<usize> {
+        let mut doomed = Vec::new();
+        for label in [LABEL_RUN, LABEL_MANAGED] {
+            let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+            let options = ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build();
+            for container in self.docker.list_containers(Some(options)).await? {
+                let labels = container.labels.unwrap_or_default();
+                let ours = labels.get(LABEL_RUN).is_some_and(|run| **run == *self.run)
+                    || labels.get(LABEL_INSTANCE).is_some_and(|i| i == instance)
+                    || labels
+                        .get(LABEL_REPO_URL)
+                        .is_some_and(|url| url.contains(&format!("/{}", self.run)));
+                let orphan = stale
+                    && (labels.get(LABEL_PID).is_some_and(|pid| !process_alive(pid))
+                        || labels
+                            .get(LABEL_REPO_URL)
+                            .and_then(|url| bench_pid_of(url))
+                            .is_some_and(|pid| !process_alive(pid)));
+                if (ours || orphan)
+                    && let Some(id) = container.id
+                {
+                    doomed.push(id);
+                }
+            }
+        }
+        doomed.sort();
+        doomed.dedup();
+        let removed = futures_util::stream::iter(doomed)
+            .map(|id| async move { self.remove(&id).await.is_ok() })
+            .buffer_unordered(8)
+            .filter(|ok| std::future::ready(*ok))
+            .count()
+            .await;
+        Ok(removed)
+    }
+}
+
+/// The benchmark pid in a repository URL of a benchmark run (`…/rbbench-<pid>-…`).
+fn bench_pid_of(url: &str) -> Option<&str> {
+    let rest = &url[url.find("/rbbench-")? + "/rbbench-".len()..];
+    let pid = rest.split('-').next()?;
+    (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then_some(pid)
+}
+
+fn process_alive(pid: &str) -> bool {
+    std::path::Path::new("/proc").join(pid).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_pid_of_a_bench_url() {
+        assert_eq!(
+            bench_pid_of("http://127.0.0.1:4000/rbbench-1234-ab12-warm/simple.git"),
+            Some("1234")
+        );
+        assert_eq!(
+            bench_pid_of("http://127.0.0.1:4000/exec-1/simple.git"),
+            None
+        );
+    }
+}

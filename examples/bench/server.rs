@@ -1,0 +1,338 @@
+//! repobox under test: the release binary as a child process, its memory as the
+//! kernel reports it, and a client of its HTTP API.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+/// Where a sandbox's checkout is.
+pub const WORKSPACE: &str = "/workspace";
+
+/// Starts `binary` serving on 127.0.0.1:`port`, with its data and cache under `root`,
+/// its output appended to `log`. The child has a process group of its own, so a
+/// Ctrl-C at the terminal reaches only the benchmark, which then stops it.
+pub fn spawn(binary: &Path, root: &Path, port: u16, log: &Path) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let mut command = Command::new(binary);
+    command
+        .arg("serve")
+        // No `.env` there: only what is set here (and the inherited environment) counts.
+        .current_dir(root)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATA_DIR", root.join("data"))
+        .env("CACHE_DIR", root.join("cache"))
+        .env("ALLOWED_GIT_HOSTS", "127.0.0.1")
+        .env("MAX_CONTAINERS", "256")
+        .env("LOG_FORMAT", "human")
+        .env_remove("API_KEYS")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .kill_on_drop(true);
+    command
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; nothing else here binds ports).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Resident memory of a process, from `/proc/<pid>/status`, in MiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub rss: f64,
+    /// `VmHWM`: the most ever resident.
+    pub hwm: f64,
+}
+
+/// Reads [`Memory`] of `pid`.
+pub fn memory(pid: u32) -> Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<f64> {
+        let line = status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        let kib: f64 = line
+            .trim_start_matches(name)
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()?;
+        Ok(kib / 1024.0)
+    };
+    Ok(Memory {
+        rss: field("VmRSS:")?,
+        hwm: field("VmHWM:")?,
+    })
+}
+
+/// CPU time a process has used, in milliseconds (user + system).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    /// The process itself (all its threads).
+    pub own: f64,
+    /// Its children that it has waited for (for repobox: the git processes).
+    pub children: f64,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+
+    fn sub(self, earlier: Cpu) -> Cpu {
+        Cpu {
+            own: self.own - earlier.own,
+            children: self.children - earlier.children,
+        }
+    }
+}
+
+/// Reads [`Cpu`] of `pid` from `/proc/<pid>/stat`.
+pub fn cpu(pid: u32) -> Result<Cpu> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces, and ends at the last ')').
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .context("malformed /proc/<pid>/stat")?
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|field| field.parse().unwrap_or(0.0))
+        .collect();
+    let [utime, stime, cutime, cstime] = fields[..] else {
+        bail!("malformed /proc/{pid}/stat");
+    };
+    let tick = 1e3 / clock_ticks();
+    Ok(Cpu {
+        own: (utime + stime) * tick,
+        children: (cutime + cstime) * tick,
+    })
+}
+
+/// `sysconf(_SC_CLK_TCK)`, asked of `getconf` once (100 nearly everywhere).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// A client of repobox's API. Cheap to clone (one connection pool).
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// A client of the server at `base` (`http://127.0.0.1:PORT`).
+    pub fn new(base: String) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(600))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self { base, http })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    /// Waits until `/health/ready` answers 200 (Docker reachable, image present,
+    /// reconciled), or `bound` passes.
+    pub async fn wait_ready(&self, bound: Duration) -> Result<()> {
+        let give_up = Instant::now() + bound;
+        loop {
+            if let Ok(response) = self.http.get(self.url("/health/ready")).send().await
+                && response.status() == StatusCode::OK
+            {
+                return Ok(());
+            }
+            if Instant::now() > give_up {
+                bail!("repobox did not become ready within {bound:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a request, reads the whole body (the part that is timed), then checks
+    /// the status and parses the JSON.
+    async fn call(&self, request: reqwest::RequestBuilder, expect: StatusCode) -> Result<Value> {
+        let response = request.send().await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if status != expect {
+            bail!(
+                "repobox answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(2000)])
+            );
+        }
+        if body.is_empty() {
+            return Ok(Value::Null);
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<Value> {
+        self.call(self.http.get(self.url("/health")), StatusCode::OK)
+            .await
+    }
+
+    /// Creates a sandbox of `repo_url`; returns its id.
+    pub async fn create(&self, repo_url: &str) -> Result<String> {
+        let created = self
+            .call(
+                self.http
+                    .post(self.url("/containers"))
+                    .json(&json!({ "repo_url": repo_url })),
+                StatusCode::CREATED,
+            )
+            .await
+            .with_context(|| format!("creating a sandbox of {repo_url}"))?;
+        created["container_id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no container_id in the create response")
+    }
+
+    /// Runs `command` through `/execute`; returns the ExecResult.
+    pub async fn exec(&self, id: &str, command: &str) -> Result<Value> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/containers/{id}/execute")))
+                .json(&json!({ "command": command, "timeout_secs": 300 })),
+            StatusCode::OK,
+        )
+        .await
+        .with_context(|| format!("running {command:?} in {id}"))
+    }
+
+    /// Runs `command` through `/execute/stream` and reads every event; returns the
+    /// bytes of the event stream and the exit code from its `exit` event.
+    pub async fn stream(&self, id: &str, command: &str) -> Result<(u64, i64)> {
+        let response = self
+            .http
+            .post(self.url(&format!("/containers/{id}/execute/stream")))
+            .json(&json!({ "command": command, "timeout_secs": 300 }))
+            .send()
+            .await?;
+        if response.status() != StatusCode::OK {
+            bail!("repobox answered {} to a stream", response.status());
+        }
+        let mut body = response.bytes_stream();
+        let mut bytes = 0u64;
+        // Only the end of the stream is kept: it holds the exit event.
+        let mut tail: Vec<u8> = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            bytes += chunk.len() as u64;
+            tail.extend_from_slice(&chunk);
+            if tail.len() > 64 * 1024 {
+                tail.drain(..tail.len() - 16 * 1024);
+            }
+        }
+        let tail = String::from_utf8_lossy(&tail);
+        let exit = tail
+            .rfind("event: exit")
+            .and_then(|at| {
+                tail[at..]
+                    .lines()
+                    .find_map(|line| line.strip_prefix("data:"))
+            })
+            .context("the event stream has no exit event")?;
+        let exit: Value = serde_json::from_str(exit.trim())?;
+        Ok((bytes, exit["exit_code"].as_i64().unwrap_or(-1)))
+    }
+
+    /// Destroys a sandbox.
+    pub async fn destroy(&self, id: &str) -> Result<()> {
+        self.call(
+            self.http.delete(self.url(&format!("/containers/{id}"))),
+            StatusCode::NO_CONTENT,
+        )
+        .await
+        .with_context(|| format!("destroying {id}"))
+        .map(drop)
+    }
+
+    /// `GET /browse?path=…`: status and body size. A 404 whose `code` says the
+    /// route is unknown means the endpoint is not there (yet).
+    pub async fn browse(&self, id: &str, path: &str) -> Result<Fetched> {
+        self.fetch(self.url(&format!("/containers/{id}/browse?path={path}")))
+            .await
+    }
+
+    /// `GET /files?file_path=…`.
+    pub async fn read(&self, id: &str, path: &str) -> Result<Fetched> {
+        self.fetch(self.url(&format!("/containers/{id}/files?file_path={path}")))
+            .await
+    }
+
+    async fn fetch(&self, url: String) -> Result<Fetched> {
+        let response = self.http.get(url).send().await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        Ok(Fetched { status, body })
+    }
+
+    /// The sum and count of a Prometheus histogram on `/metrics`.
+    pub async fn histogram(&self, name: &str) -> Result<(f64, f64)> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let read = |suffix: &str| {
+            let key = format!("{name}_{suffix} ");
+            text.lines()
+                .find_map(|line| line.strip_prefix(&key))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        Ok((read("sum"), read("count")))
+    }
+}
+
+/// A GET answered.
+pub struct Fetched {
+    /// Status.
+    pub status: StatusCode,
+    /// Body.
+    pub body: bytes::Bytes,
+}
+
+impl Fetched {
+    /// Whether the route does not exist on this server (as opposed to a missing path).
+    pub fn route_missing(&self) -> bool {
+        self.status == StatusCode::NOT_FOUND
+            && serde_json::from_slice::<Value>(&self.body)
+                .is_ok_and(|body| body["code"] == "route_not_found")
+    }
+}
