@@ -2,11 +2,11 @@
 //! over the same socket and with the same image, as a client that did without
 //! repobox would do it.
 //!
-//! Floor containers get the same hardened configuration as repobox's sandboxes
-//! (`container_body` mirrors `repobox::docker::container_config`; [`Engine::drift`]
-//! compares the two on the engine so a change on either side shows up in the
-//! report), but not repobox's labels: they carry [`LABEL_RUN`] and [`LABEL_PID`]
-//! instead, so that this run, or a later one, can find and remove them.
+//! Floor containers get exactly the hardened configuration of repobox's sandboxes
+//! (built by `repobox::docker::container_config` itself; [`Engine::drift`] checks on
+//! the engine that the limits agree too), under an instance of their own, and carry
+//! [`LABEL_RUN`] and [`LABEL_PID`] so that this run, or a later one, can find and
+//! remove them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result};
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
@@ -108,51 +108,26 @@ impl Engine {
         ))
     }
 
-    /// The configuration of a floor container: repobox's hardening, the bench's labels.
-    fn container_body(&self) -> ContainerCreateBody {
+    /// The configuration of a floor container: repobox's own (the one function that
+    /// builds a sandbox's hardened config), with the bench's labels and instance.
+    fn container_body(&self, name: &str) -> ContainerCreateBody {
         let limits = &self.limits;
-        let memory =
-            i64::try_from(limits.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
-        let labels = HashMap::from([
-            (LABEL_RUN.to_owned(), self.run.to_string()),
-            (LABEL_PID.to_owned(), std::process::id().to_string()),
-        ]);
-        ContainerCreateBody {
-            image: Some(limits.image.clone()),
-            entrypoint: Some(vec!["sleep".to_owned()]),
-            cmd: Some(vec!["infinity".to_owned()]),
-            working_dir: Some(repobox::docker::WORKSPACE.to_owned()),
-            labels: Some(labels),
-            hostname: Some("sandbox".to_owned()),
-            network_disabled: Some(true),
-            stop_signal: Some("SIGKILL".to_owned()),
-            host_config: Some(HostConfig {
-                init: Some(true),
-                network_mode: Some("none".to_owned()),
-                cap_drop: Some(vec!["ALL".to_owned()]),
-                cap_add: Some(
-                    repobox::docker::KEPT_CAPABILITIES
-                        .iter()
-                        .map(|&cap| cap.to_owned())
-                        .collect(),
-                ),
-                security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
-                privileged: Some(false),
-                memory: Some(memory),
-                memory_swap: Some(memory),
-                nano_cpus: Some((limits.cpus * 1e9) as i64),
-                pids_limit: Some(limits.pids),
-                readonly_rootfs: Some(false),
-                ipc_mode: Some("private".to_owned()),
-                runtime: (!limits.runtime.is_empty()).then(|| limits.runtime.clone()),
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some("none".to_owned()),
-                    config: None,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        repobox::docker::container_config(&repobox::docker::SandboxSpec {
+            id: name.to_owned(),
+            name: name.to_owned(),
+            instance: format!("rbbench-floor-{}", self.run),
+            image: limits.image.clone(),
+            env: Vec::new(),
+            cpus: limits.cpus,
+            memory_mb: limits.memory_mb,
+            pids: limits.pids,
+            network: repobox::docker::Network::None,
+            labels: HashMap::from([
+                (LABEL_RUN.to_owned(), self.run.to_string()),
+                (LABEL_PID.to_owned(), std::process::id().to_string()),
+            ]),
+            runtime: (!limits.runtime.is_empty()).then(|| limits.runtime.clone()),
+        })
     }
 
     /// Creates and starts a floor container; returns its id.
@@ -165,7 +140,7 @@ impl Engine {
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = self
             .docker
-            .create_container(Some(options), self.container_body())
+            .create_container(Some(options), self.container_body(&name))
             .await
             .context("creating a floor container")?;
         self.docker
@@ -318,62 +293,34 @@ impl Engine {
             self.host_config(floor).await?,
             self.host_config(&sandbox).await?,
         );
-        let mut differences = Vec::new();
-        let mut compare = |field: &str, a: String, b: String| {
-            if a != b {
-                differences.push(format!("{field}: repobox {b}, floor {a}"));
-            }
+        let fields = |config: &HostConfig| {
+            [
+                ("Init", format!("{:?}", config.init)),
+                ("Memory", format!("{:?}", config.memory)),
+                ("NanoCpus", format!("{:?}", config.nano_cpus)),
+                ("PidsLimit", format!("{:?}", config.pids_limit)),
+                ("NetworkMode", format!("{:?}", config.network_mode)),
+                ("CapAdd", format!("{:?}", config.cap_add)),
+                ("CapDrop", format!("{:?}", config.cap_drop)),
+                ("SecurityOpt", format!("{:?}", config.security_opt)),
+                ("Runtime", format!("{:?}", config.runtime)),
+                (
+                    "LogConfig",
+                    format!(
+                        "{:?}",
+                        config.log_config.as_ref().and_then(|log| log.typ.as_ref())
+                    ),
+                ),
+            ]
         };
-        compare(
-            "Init",
-            format!("{:?}", ours.init),
-            format!("{:?}", theirs.init),
-        );
-        compare(
-            "Memory",
-            format!("{:?}", ours.memory),
-            format!("{:?}", theirs.memory),
-        );
-        compare(
-            "NanoCpus",
-            format!("{:?}", ours.nano_cpus),
-            format!("{:?}", theirs.nano_cpus),
-        );
-        compare(
-            "PidsLimit",
-            format!("{:?}", ours.pids_limit),
-            format!("{:?}", theirs.pids_limit),
-        );
-        compare(
-            "NetworkMode",
-            format!("{:?}", ours.network_mode),
-            format!("{:?}", theirs.network_mode),
-        );
-        compare(
-            "CapAdd",
-            format!("{:?}", ours.cap_add),
-            format!("{:?}", theirs.cap_add),
-        );
-        compare(
-            "CapDrop",
-            format!("{:?}", ours.cap_drop),
-            format!("{:?}", theirs.cap_drop),
-        );
-        compare(
-            "SecurityOpt",
-            format!("{:?}", ours.security_opt),
-            format!("{:?}", theirs.security_opt),
-        );
-        compare(
-            "Runtime",
-            format!("{:?}", ours.runtime),
-            format!("{:?}", theirs.runtime),
-        );
-        compare(
-            "LogConfig",
-            format!("{:?}", ours.log_config.and_then(|log| log.typ)),
-            format!("{:?}", theirs.log_config.and_then(|log| log.typ)),
-        );
+        let differences = fields(&ours)
+            .into_iter()
+            .zip(fields(&theirs))
+            .filter(|((_, floor), (_, repobox))| floor != repobox)
+            .map(|((field, floor), (_, repobox))| {
+                format!("{field}: repobox {repobox}, floor {floor}")
+            })
+            .collect();
         Ok(differences)
     }
 
