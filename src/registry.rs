@@ -6,7 +6,7 @@
 //! without one is the leftover of an interrupted create. The in-memory map sits behind a
 //! std `RwLock` that is never held across an `.await`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -77,6 +77,7 @@ pub struct Registry {
     sandboxes: RwLock<HashMap<String, Arc<Sandbox>>>,
     ids: Mutex<IdSequence>,
     pending: AtomicUsize,
+    creating: Mutex<HashSet<String>>,
 }
 
 impl Registry {
@@ -126,6 +127,7 @@ impl Registry {
                 reserved_until: start,
             }),
             pending: AtomicUsize::new(0),
+            creating: Mutex::new(HashSet::new()),
         };
         Ok(registry)
     }
@@ -159,7 +161,19 @@ impl Registry {
             self.pending.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::TooManyContainers(max));
         }
-        Ok(Slot { registry: self })
+        Ok(Slot {
+            registry: self,
+            id: None,
+        })
+    }
+
+    /// Whether a create of `id` is under way (its container may exist, its record not
+    /// yet): reconciliation must leave such a container alone.
+    pub fn is_creating(&self, id: &str) -> bool {
+        self.creating
+            .lock()
+            .expect("registry poisoned")
+            .contains(id)
     }
 
     /// Number of live sandboxes.
@@ -240,10 +254,33 @@ impl Registry {
 /// A reserved place for a sandbox being created.
 pub struct Slot<'a> {
     registry: &'a Registry,
+    id: Option<String>,
+}
+
+impl Slot<'_> {
+    /// Takes a new id for the sandbox being created, marking it as being created
+    /// until the slot is dropped.
+    pub fn assign_id(&mut self, now: DateTime<Utc>) -> Result<String> {
+        let id = self.registry.next_id(now)?;
+        self.registry
+            .creating
+            .lock()
+            .expect("registry poisoned")
+            .insert(id.clone());
+        self.id = Some(id.clone());
+        Ok(id)
+    }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
+        if let Some(id) = &self.id {
+            self.registry
+                .creating
+                .lock()
+                .expect("registry poisoned")
+                .remove(id);
+        }
         self.registry.pending.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -316,5 +353,21 @@ mod tests {
         ));
         drop(a);
         assert!(registry.reserve(2).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod creating {
+    use super::*;
+
+    #[test]
+    fn an_assigned_id_is_creating_until_its_slot_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let mut slot = registry.reserve(5).unwrap();
+        let id = slot.assign_id(Utc::now()).unwrap();
+        assert!(registry.is_creating(&id));
+        drop(slot);
+        assert!(!registry.is_creating(&id));
     }
 }

@@ -144,9 +144,9 @@ impl Sandboxes {
     }
 
     async fn create_inner(&self, request: NewSandbox) -> Result<Arc<Sandbox>> {
-        let slot = self.registry.reserve(self.config.max_containers)?;
+        let mut slot = self.registry.reserve(self.config.max_containers)?;
         let created_at = Utc::now();
-        let id = self.registry.next_id(created_at)?;
+        let id = slot.assign_id(created_at)?;
         let expires_at = request.max_runtime.map(|lifetime| {
             created_at + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX)
         });
@@ -335,6 +335,8 @@ impl Sandboxes {
 
     /// Every sandbox with its status, from one Docker call.
     pub async fn list(&self) -> Result<Vec<(Arc<Sandbox>, Status)>> {
+        // Records first: every one of them had its container before the listing.
+        let records = self.registry.all();
         let states: HashMap<String, ContainerState> = self
             .runtime
             .list_managed(self.registry.instance())
@@ -343,7 +345,7 @@ impl Sandboxes {
             .map(|c| (c.docker_id, c.state))
             .collect();
         let mut listed = Vec::new();
-        for sandbox in self.registry.all() {
+        for sandbox in records {
             match states.get(&sandbox.docker_id) {
                 Some(&state) => listed.push((sandbox, status_of(state))),
                 None => self.forget(&sandbox.id, "vanished"),
@@ -400,11 +402,18 @@ impl Sandboxes {
     /// containers without a record (interrupted creates), forgets records whose
     /// container vanished.
     pub async fn reconcile(&self) -> Result<()> {
+        // Records are read before containers are listed: a record written meanwhile
+        // belongs to a container the listing may not show yet.
+        let records = self.registry.all();
         let containers = self.runtime.list_managed(self.registry.instance()).await?;
         let now = Utc::now();
         let mut seen = std::collections::HashSet::new();
         for container in containers {
             let id = container.labels.get(LABEL_ID).cloned().unwrap_or_default();
+            if self.registry.is_creating(&id) {
+                // A create under way (requests are served while reconciling).
+                continue;
+            }
             match self.registry.get(&id) {
                 Some(sandbox) if sandbox.docker_id == container.docker_id => {
                     if sandbox.expires_at.is_some_and(|at| at <= now) {
@@ -420,7 +429,7 @@ impl Sandboxes {
                 }
             }
         }
-        for sandbox in self.registry.all() {
+        for sandbox in records {
             if !seen.contains(&sandbox.id) {
                 tracing::info!(sandbox = %sandbox.id, "forgetting sandbox whose container is gone");
                 self.forget(&sandbox.id, "reconcile");
