@@ -178,87 +178,63 @@ impl Sandboxes {
                 checkout
             }
         );
-        // On any error below, `checkout` (a temp dir) and `guard` (the container) are
-        // cleaned up: explicitly and awaited where we can, by their Drop otherwise.
+        // The container is the guard's until the record is written: on any error the
+        // container is removed (awaited), and the checkout's temporary tree goes with it.
         let (guard, shell) = container?;
-        let checkout = match checkout {
-            Ok(checkout) => checkout,
-            Err(err) => {
-                guard.remove().await;
-                return Err(err);
-            }
-        };
-        Metrics::count(
-            &self.metrics.cache,
-            if checkout.cache_hit { "hit" } else { "miss" },
-        );
-        let shell = match shell {
-            Ok(shell) => shell,
-            Err(err) => {
-                guard.remove().await;
-                return Err(err);
-            }
-        };
-        let Checkout {
-            tree,
-            branch,
-            commit: resolved_commit,
-            ..
-        } = checkout;
-        let reused = matches!(tree, Tree::Cached(_));
-        Metrics::count(
-            &self.metrics.cache,
-            if reused { "tree_hit" } else { "tree_miss" },
-        );
-        let tar = self.git.tar(tree, WORKSPACE.trim_start_matches('/'));
-        if let Err(err) = self.runtime.put_archive(&guard.docker_id, "/", tar).await {
-            guard.remove().await;
-            return Err(err);
-        }
+        let docker_id = guard.docker_id.clone();
+        let provisioned = async {
+            let checkout = checkout?;
+            let shell = shell?;
+            Metrics::count(
+                &self.metrics.cache,
+                if checkout.cache_hit { "hit" } else { "miss" },
+            );
+            let Checkout {
+                tree,
+                branch,
+                commit: resolved_commit,
+                ..
+            } = checkout;
+            let reused = matches!(tree, Tree::Cached(_));
+            Metrics::count(
+                &self.metrics.cache,
+                if reused { "tree_hit" } else { "tree_miss" },
+            );
+            let tar = self.git.tar(tree, WORKSPACE.trim_start_matches('/'));
+            self.runtime.put_archive(&docker_id, "/", tar).await?;
 
-        let initial_command_result = match &request.initial_command {
-            Some(command) => {
-                let command = exec::Command {
-                    command: command.clone(),
-                    working_dir: WORKSPACE.to_owned(),
-                    timeout: Duration::from_secs(self.config.max_exec_timeout_secs),
-                    env: Vec::new(),
-                };
-                match exec::run(
-                    &self.runtime,
-                    &guard.docker_id,
-                    &shell,
-                    command,
-                    self.config.max_output_bytes,
-                )
-                .await
-                {
-                    Ok(result) => Some(result),
-                    Err(err) => {
-                        guard.remove().await;
-                        return Err(err);
-                    }
+            let initial_command_result = match &request.initial_command {
+                Some(command) => {
+                    let command = exec::Command {
+                        command: command.clone(),
+                        working_dir: WORKSPACE.to_owned(),
+                        timeout: Duration::from_secs(self.config.max_exec_timeout_secs),
+                        env: Vec::new(),
+                    };
+                    let cap = self.config.max_output_bytes;
+                    Some(exec::run(&self.runtime, &docker_id, &shell, command, cap).await?)
                 }
-            }
-            None => None,
-        };
-
-        let sandbox = Sandbox {
-            id: id.clone(),
-            docker_id: guard.docker_id.clone(),
-            repo_url: request.repo.redacted().to_owned(),
-            branch,
-            commit: request.commit_as_requested.clone(),
-            resolved_commit,
-            created_at,
-            expires_at,
-            image: request.image.clone(),
-            shell,
-            network: request.network,
-            resources: request.resources,
-            initial_command_result,
-        };
-        let sandbox = match self.registry.insert(sandbox, slot).await {
+                None => None,
+            };
+            let sandbox = Sandbox {
+                id: id.clone(),
+                docker_id: docker_id.clone(),
+                repo_url: request.repo.redacted().to_owned(),
+                branch,
+                commit: request.commit_as_requested.clone(),
+                resolved_commit,
+                created_at,
+                expires_at,
+                image: request.image.clone(),
+                shell,
+                network: request.network,
+                resources: request.resources,
+                initial_command_result,
+            };
+            self.registry.insert(sandbox, slot).await
+        }
+        .await;
+        let sandbox = match provisioned {
             Ok(sandbox) => sandbox,
             Err(err) => {
                 guard.remove().await;
