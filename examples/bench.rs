@@ -62,8 +62,6 @@ const STREAM_BYTES: u64 = 50 * 1024 * 1024;
 const BIG_FILE_BYTES: u64 = 1024 * 1024;
 /// Where that file goes.
 const BIG_FILE: &str = "/workspace/big.txt";
-/// What repobox's browse runs (`src/files.rs`), for the floor of the browse figure.
-const FIND_FORMAT: &str = r"%y\0%s\0%T@\0%M\0%l\0%P\0";
 /// Section titles.
 const FIGURES: &str = "Figures (issue #6)";
 const SCALING: &str = "How cost grows (repository size, sandboxes alive)";
@@ -1166,17 +1164,8 @@ async fn files(ctx: &mut Ctx, sandbox: &str, floor: &str) -> Result<()> {
     let make = format!("base64 -w 76 /dev/urandom | head -c {BIG_FILE_BYTES} > {BIG_FILE}");
     repobox_exec(&ctx.api, sandbox, &make).await?;
     floor_exec(&ctx.engine, floor, &make).await?;
-    let find = [
-        "find",
-        "-H",
-        WORKSPACE,
-        "-mindepth",
-        "1",
-        "-maxdepth",
-        "1",
-        "-printf",
-        FIND_FORMAT,
-    ];
+    // What repobox's browse runs, for the floor of the browse figure.
+    let find = repobox::files::listing_command(WORKSPACE);
 
     let probe = ctx.api.browse(sandbox, WORKSPACE).await?;
     if probe.route_missing() {

@@ -199,18 +199,7 @@ pub async fn list_directory(
         }
         Some(_) => {}
     }
-    // `-H`: a symlink given as the start point is followed (the entries are not).
-    let cmd = [
-        "find",
-        "-H",
-        path,
-        "-mindepth",
-        "1",
-        "-maxdepth",
-        "1",
-        "-printf",
-        FIND_FORMAT,
-    ];
+    let cmd = listing_command(path);
     let output = run_tool(runtime, container, &cmd, LIST_BOUND, MAX_LISTING_BYTES).await?;
     let missing_find = || {
         Error::MissingTool(format!(
@@ -252,6 +241,22 @@ pub async fn list_directory(
             "unexpected output of find: {err} (is it GNU find?)"
         ))
     })
+}
+
+/// The command browse runs to list `path`: GNU find, one NUL-separated record per
+/// entry. `-H`: a symlink given as the start point is followed (the entries are not).
+pub fn listing_command(path: &str) -> [&str; 9] {
+    [
+        "find",
+        "-H",
+        path,
+        "-mindepth",
+        "1",
+        "-maxdepth",
+        "1",
+        "-printf",
+        FIND_FORMAT,
+    ]
 }
 
 /// Parses `find -printf FIND_FORMAT` output into items sorted by name (byte order).

@@ -191,6 +191,22 @@ pub async fn read_file(
     }))
 }
 
+/// A streamed download of `content_type`, with its length when known.
+fn streamed<S>(stream: S, content_type: &'static str, length: Option<u64>) -> Response
+where
+    S: futures_util::TryStream + Send + 'static,
+    S::Ok: Into<axum::body::Bytes>,
+    S::Error: Into<axum::BoxError>,
+{
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    response
+}
+
 /// The raw endpoint for a file, as a client would call it.
 fn raw_url(container_id: &str, path: &str) -> String {
     let path: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
@@ -223,14 +239,11 @@ pub async fn download_file(
     .await;
     let file = explained(opened, &state, &sandbox).await?;
     let size = file.size;
-    let mut response = Body::from_stream(file.into_stream()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-    Ok(response)
+    Ok(streamed(
+        file.into_stream(),
+        "application/octet-stream",
+        Some(size),
+    ))
 }
 
 /// (ext) Write the request body to a file (any size up to `MAX_UPLOAD_BYTES`):
@@ -305,12 +318,7 @@ pub async fn download_archive(
     let tar =
         files::download_archive(state.sandboxes.runtime(), &sandbox.docker_id, &query.path).await;
     let tar = explained(tar, &state, &sandbox).await?;
-    let mut response = Body::from_stream(tar).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-tar"),
-    );
-    Ok(response)
+    Ok(streamed(tar, "application/x-tar", None))
 }
 
 /// (ext) Unpack a tar body into an existing directory (up to `MAX_UPLOAD_BYTES`).

@@ -413,14 +413,7 @@ async fn a_second_create_reuses_the_mirror() {
     let lookups = |kind: &'static str| {
         let app = server.app.clone();
         async move {
-            let text = app
-                .request(reqwest::Method::GET, "/metrics")
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = app.text("/metrics").await;
             let line = format!("repobox_git_cache_lookups_total{{kind=\"{kind}\"}} ");
             text.lines()
                 .find_map(|l| l.strip_prefix(line.as_str()))

@@ -69,14 +69,7 @@ async fn health_ready_live_info_and_metrics_answer() {
             .is_some()
     );
 
-    let metrics = app
-        .request(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.text("/metrics").await;
     assert!(metrics.contains("repobox_docker_up 1"), "{metrics}");
     assert!(
         metrics.contains(r#"route="/api/v1/health""#),

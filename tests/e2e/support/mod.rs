@@ -208,6 +208,12 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// GET `path` as text (e.g. `/metrics`).
+    pub async fn text(&self, path: &str) -> String {
+        let response = self.request(Method::GET, path).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// POST JSON to `path`.
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         let response = self
