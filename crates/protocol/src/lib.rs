@@ -1,0 +1,626 @@
+//! The protocol between repobox and the agent inside each sandbox.
+//!
+//! One byte stream each way (in practice the container's attach stream: the agent's
+//! stdin and stdout), carrying many operations at once. Nothing here knows of Docker:
+//! any ordered byte stream carries it.
+//!
+//! # Frames
+//! Every message is a [`Frame`]: a tag, the id of the operation it belongs to, and a
+//! body. [`FrameCodec`] puts frames on the wire HDLC-style: each frame is byte-stuffed
+//! (so that [`FLAG`] never appears inside it) and closed by `FLAG`. Two properties
+//! follow that the transport needs:
+//! - **Resynchronisation.** A reader that starts in the middle of a stream (a server
+//!   that re-attaches after a restart), or whose writer died in the middle of a frame,
+//!   loses at most one frame: everything up to the next `FLAG` is dropped. Frames that
+//!   do not parse are skipped, never fatal.
+//! - **Docker's detach keys never appear.** The engine watches a container's stdin for
+//!   its detach sequence (ctrl-p, ctrl-q) and holds back bytes that could begin it;
+//!   [`DETACH_KEY`] is stuffed like `FLAG`, so no frame ever contains it.
+//!
+//! # Operations
+//! The server opens an operation by sending a [`Request`] on a fresh id (ids are the
+//! server's, unique within a connection; id 0 is the connection's own, for
+//! [`Request::Hello`]). The agent answers with [`Reply`] frames and, for operations
+//! that move bytes, [`Tag::Stdout`]/[`Tag::Stderr`]/[`Tag::Data`] frames on the same
+//! id. Every operation ends with exactly one final reply (see [`Reply::is_final`]).
+//!
+//! # Flow control
+//! Each direction of each byte stream has a window of [`WINDOW`] bytes: a sender may
+//! have at most that many data bytes unacknowledged, and the receiver returns credit
+//! ([`Request::Credit`] / [`Reply::Credit`]) as it consumes them. So one slow consumer
+//! never stalls the shared stream, a 1 GB transfer never grows either side's memory
+//! beyond a window, and small operations interleave with large ones: data frames are
+//! at most [`MAX_CHUNK`] bytes.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Version of this protocol; the agent reports it in [`Reply::HelloAck`] and the server
+/// refuses an agent that speaks another.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Ends every frame; never appears inside one.
+pub const FLAG: u8 = 0x7e;
+/// Escapes a stuffed byte: `ESCAPE, byte ^ 0x20`.
+pub const ESCAPE: u8 = 0x7d;
+/// Ctrl-P, the first byte of Docker's detach sequence; stuffed so it never appears.
+pub const DETACH_KEY: u8 = 0x10;
+/// The detach sequence to ask the engine for explicitly (its default), whose first byte
+/// never appears on the wire.
+pub const DETACH_KEYS: &str = "ctrl-p,ctrl-q";
+
+/// Largest data chunk in one frame.
+pub const MAX_CHUNK: usize = 64 * 1024;
+/// Flow-control window of each byte stream, each direction.
+pub const WINDOW: u64 = 1024 * 1024;
+/// Largest frame body accepted (a directory listing is one frame); a longer frame is
+/// dropped whole.
+pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// What a frame's body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Tag {
+    /// A JSON [`Request`] (server to agent) or [`Reply`] (agent to server).
+    Control = 0,
+    /// Bytes of a stream that is not a command's output: stdin, a file, a tar.
+    Data = 1,
+    /// A command's standard output.
+    Stdout = 2,
+    /// A command's standard error.
+    Stderr = 3,
+}
+
+impl Tag {
+    fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            0 => Tag::Control,
+            1 => Tag::Data,
+            2 => Tag::Stdout,
+            3 => Tag::Stderr,
+            _ => return None,
+        })
+    }
+}
+
+/// One message on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// What the body is.
+    pub tag: Tag,
+    /// The operation it belongs to.
+    pub id: u64,
+    /// The body: JSON for [`Tag::Control`], raw bytes otherwise.
+    pub body: Bytes,
+}
+
+/// Bytes before the body: tag, id and the body's length (which tells a torn frame from
+/// a whole one).
+const HEADER: usize = 1 + 8 + 4;
+
+impl Frame {
+    /// A control frame carrying `message` as JSON.
+    pub fn control<T: Serialize>(id: u64, message: &T) -> Self {
+        // Serializing our own enums to a Vec cannot fail.
+        let body = serde_json::to_vec(message).unwrap_or_default();
+        Self {
+            tag: Tag::Control,
+            id,
+            body: body.into(),
+        }
+    }
+
+    /// A data frame.
+    pub fn data(tag: Tag, id: u64, body: Bytes) -> Self {
+        Self { tag, id, body }
+    }
+
+    /// The control message in this frame.
+    pub fn parse<T: for<'de> Deserialize<'de>>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+/// Encodes and decodes [`Frame`]s (see the module docs for the format).
+#[derive(Debug, Default)]
+pub struct FrameCodec {
+    /// Whether a `FLAG` has been seen: until then input is dropped, because the stream
+    /// may have been joined in the middle of a frame.
+    synced: bool,
+    /// Where the scan for the next `FLAG` resumes in the buffer.
+    scanned: usize,
+    /// Whether the frame being read has grown past [`MAX_FRAME`] and is being skipped.
+    oversized: bool,
+    /// Whether this side has written anything: a writer opens with a `FLAG`, which ends
+    /// whatever torn frame an earlier writer left on the stream.
+    opened: bool,
+    /// Frames dropped because they did not parse (for diagnostics).
+    pub dropped: u64,
+}
+
+impl FrameCodec {
+    /// A codec for one connection (reading may start in the middle of a frame).
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn stuffed(byte: u8) -> bool {
+    matches!(byte, FLAG | ESCAPE | DETACH_KEY)
+}
+
+fn put_stuffed(dst: &mut BytesMut, mut src: &[u8]) {
+    while let Some(at) = memchr::memchr3(FLAG, ESCAPE, DETACH_KEY, src) {
+        dst.put_slice(&src[..at]);
+        dst.put_u8(ESCAPE);
+        dst.put_u8(src[at] ^ 0x20);
+        src = &src[at + 1..];
+    }
+    dst.put_slice(src);
+}
+
+/// Undoes the stuffing of one frame's bytes; `None` when they are malformed.
+fn unstuff(src: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(src.len());
+    let mut rest = src;
+    while let Some(at) = memchr::memchr(ESCAPE, rest) {
+        out.extend_from_slice(&rest[..at]);
+        let escaped = *rest.get(at + 1)? ^ 0x20;
+        if !stuffed(escaped) {
+            return None;
+        }
+        out.push(escaped);
+        rest = &rest[at + 2..];
+    }
+    out.extend_from_slice(rest);
+    Some(out)
+}
+
+fn parse_frame(raw: &[u8]) -> Option<Frame> {
+    if raw.len() < HEADER {
+        return None;
+    }
+    let tag = Tag::from_byte(raw[0])?;
+    let mut fields = &raw[1..HEADER];
+    let id = fields.get_u64();
+    let len = fields.get_u32() as usize;
+    if len != raw.len() - HEADER {
+        return None;
+    }
+    Some(Frame {
+        tag,
+        id,
+        body: Bytes::copy_from_slice(&raw[HEADER..]),
+    })
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> std::io::Result<()> {
+        let mut header = [0u8; HEADER];
+        header[0] = frame.tag as u8;
+        header[1..9].copy_from_slice(&frame.id.to_be_bytes());
+        let len = u32::try_from(frame.body.len())
+            .ok()
+            .filter(|&len| len as usize <= MAX_FRAME)
+            .ok_or_else(|| std::io::Error::other("frame body too large"))?;
+        header[9..].copy_from_slice(&len.to_be_bytes());
+        // Room for the usual case (little stuffing); grows if needed.
+        dst.reserve(HEADER + frame.body.len() + frame.body.len() / 64 + 4);
+        if !std::mem::replace(&mut self.opened, true) {
+            dst.put_u8(FLAG);
+        }
+        put_stuffed(dst, &header);
+        put_stuffed(dst, &frame.body);
+        dst.put_u8(FLAG);
+        Ok(())
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<Frame>> {
+        loop {
+            let Some(offset) = memchr::memchr(FLAG, &src[self.scanned..]) else {
+                self.scanned = src.len();
+                // A stuffed frame is at most about twice its body.
+                if self.scanned > 2 * (MAX_FRAME + HEADER) + 2 || (!self.synced && !src.is_empty()) {
+                    // Nothing here can become a frame: drop it and keep reading.
+                    self.oversized |= self.synced;
+                    src.clear();
+                    self.scanned = 0;
+                }
+                return Ok(None);
+            };
+            let end = self.scanned + offset;
+            let raw = src.split_to(end + 1);
+            self.scanned = 0;
+            let was_synced = std::mem::replace(&mut self.synced, true);
+            let was_oversized = std::mem::replace(&mut self.oversized, false);
+            if !was_synced || was_oversized || end == 0 {
+                // The tail of a frame joined in the middle, the end of a skipped frame,
+                // or an empty frame.
+                if end > 0 || was_oversized {
+                    self.dropped += 1;
+                }
+                continue;
+            }
+            match unstuff(&raw[..end]).as_deref().and_then(parse_frame) {
+                Some(frame) => return Ok(Some(frame)),
+                None => self.dropped += 1,
+            }
+        }
+    }
+}
+
+/// A key-value environment entry.
+pub type EnvVar = (String, String);
+
+/// Server to agent: the first control frame of each operation, and the messages that
+/// steer one under way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// First message of a connection, on id 0. The agent answers [`Reply::HelloAck`]
+    /// with the same `epoch`, and ends every operation begun before it (a new
+    /// connection means the server that started them is gone): commands are killed,
+    /// transfers dropped.
+    Hello {
+        /// The connection's nonce; the server treats everything before the ack that
+        /// echoes it as noise.
+        epoch: u64,
+    },
+    /// Liveness check: answered by [`Reply::Pong`].
+    Ping,
+    /// Runs `command` with the image's shell (`/bin/bash -c`, else `/bin/sh -c`) in its
+    /// own process group, under a supervisor that is the subreaper of everything it
+    /// starts. Answers [`Reply::Started`], then output frames ([`Tag::Stdout`],
+    /// [`Tag::Stderr`]; one window covers both), then [`Reply::Exit`] after the last
+    /// output. When the shell exits, at the timeout and on [`Request::Cancel`], every
+    /// process the command started is killed (also those that left the process group
+    /// or the session, or were re-parented), so the exit comes as soon as the shell's.
+    Exec {
+        /// Shell command line.
+        command: String,
+        /// Absolute working directory (must exist).
+        cwd: String,
+        /// Variables over the agent's own environment (the container's).
+        env: Vec<EnvVar>,
+        /// Whether stdin data follows ([`Tag::Data`] frames, then [`Request::Eof`]);
+        /// without it stdin is `/dev/null`.
+        stdin: bool,
+        /// Deadline from the start, in milliseconds; reported as exit code 124.
+        timeout_ms: Option<u64>,
+        /// Cap on each output stream: beyond it output is read and discarded (the
+        /// command runs on) and flagged truncated. `None`: everything is sent.
+        output_cap: Option<u64>,
+    },
+    /// Stats `path` (without following a final symlink unless `follow`). Answers
+    /// [`Reply::Stat`].
+    Stat {
+        /// Absolute path.
+        path: String,
+        /// Follow a symlink at the end of the path.
+        follow: bool,
+    },
+    /// Lists the directory `path` (a symlink to a directory is followed): every entry
+    /// but `.` and `..`, sorted by name in byte order, entries not followed. Answers
+    /// [`Reply::Listing`].
+    List {
+        /// Absolute path.
+        path: String,
+    },
+    /// Reads the file `path` (symlinks followed): [`Reply::Opened`], [`Tag::Data`]
+    /// frames, then [`Reply::End`].
+    Read {
+        /// Absolute path.
+        path: String,
+    },
+    /// Writes the file `path` from [`Tag::Data`] frames ended by [`Request::Eof`]: the
+    /// bytes go to a temporary file beside it that is renamed over `path` at the end
+    /// (so a cancelled or failed write leaves the old file). A symlink at `path` is
+    /// written through to its target, as a shell's `>` would. Answers [`Reply::Done`]
+    /// with the new file's stat.
+    Write {
+        /// Absolute path.
+        path: String,
+        /// Permission bits of the file.
+        mode: u32,
+        /// Create missing parent directories (mode 0755).
+        create_parents: bool,
+    },
+    /// Streams a tar of `path` (a directory with everything under it, a file, or a
+    /// final symlink as a link, not followed), whose entries are named from `path`'s
+    /// base name down, as Docker's archive API does: [`Reply::Opened`] (the `lstat` of
+    /// `path`), [`Tag::Data`] frames, [`Reply::End`].
+    ArchiveOut {
+        /// Absolute path.
+        path: String,
+    },
+    /// Unpacks the tar that follows ([`Tag::Data`] frames, [`Request::Eof`]) into the
+    /// existing directory `path`: files, directories, symlinks and hard links with their
+    /// modes, owners and modification times; entries that would land outside `path`
+    /// are refused. Answers [`Reply::Done`].
+    ArchiveIn {
+        /// Absolute path of a directory.
+        path: String,
+    },
+    /// Creates a directory and its missing parents (mode 0755). Answers [`Reply::Done`].
+    Mkdir {
+        /// Absolute path.
+        path: String,
+    },
+    /// End of the data the server sends for this operation.
+    Eof,
+    /// Ends the operation at once: a command is killed with everything it started, a
+    /// transfer is dropped. The agent sends nothing more for this id.
+    Cancel,
+    /// The server consumed `bytes` of this operation's data: the agent may send that
+    /// much more.
+    Credit {
+        /// Bytes consumed.
+        bytes: u64,
+    },
+}
+
+/// What a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+    /// A device, fifo or socket.
+    Other,
+}
+
+/// `lstat` (or `stat`) of a path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stat {
+    /// What it is.
+    pub kind: Kind,
+    /// Size in bytes (of the link itself for a symlink).
+    pub size: u64,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Modification time: seconds since the epoch.
+    pub mtime_secs: i64,
+    /// Modification time: nanoseconds within the second.
+    pub mtime_nanos: u32,
+    /// Where a symlink points, as written in the link (lossy UTF-8).
+    pub link_target: Option<String>,
+}
+
+/// One directory entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Name (lossy UTF-8).
+    pub name: String,
+    /// Its `lstat`.
+    pub stat: Stat,
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The path (or the working directory) does not exist.
+    NotFound,
+    /// A component of the path, or the path itself where a directory was needed, is
+    /// not a directory.
+    NotDirectory,
+    /// A directory where a file was needed.
+    IsDirectory,
+    /// The request cannot be carried out as given (a symlink loop, an archive entry
+    /// outside its directory, a malformed archive, a path too long).
+    Invalid,
+    /// Permission denied inside the sandbox.
+    PermissionDenied,
+    /// The sandbox lacks something the operation needs (no shell for a command).
+    MissingTool,
+    /// The sandbox's disk is full (or its quota reached).
+    NoSpace,
+    /// Too many operations at once.
+    Busy,
+    /// Anything else (an I/O error, with its message).
+    Other,
+}
+
+/// Agent to server: answers to [`Request`]s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// Answer to [`Request::Hello`].
+    HelloAck {
+        /// The hello's epoch.
+        epoch: u64,
+        /// [`PROTOCOL_VERSION`] of the agent.
+        protocol: u32,
+        /// The agent's own version (its crate version).
+        agent_version: String,
+    },
+    /// Answer to [`Request::Ping`].
+    Pong,
+    /// The command runs.
+    Started {
+        /// Process id of its shell inside the sandbox.
+        pid: u32,
+    },
+    /// The command ended (final).
+    Exit {
+        /// The shell's exit code, 128+N for a signal, 124 at the timeout.
+        exit_code: i64,
+        /// Whether it was killed at its timeout.
+        timed_out: bool,
+        /// Whether stdout went past the cap.
+        stdout_truncated: bool,
+        /// Whether stderr went past the cap.
+        stderr_truncated: bool,
+    },
+    /// Answer to [`Request::Stat`] (final): `None` when the path does not exist.
+    Stat {
+        /// The stat.
+        stat: Option<Stat>,
+    },
+    /// Answer to [`Request::List`] (final).
+    Listing {
+        /// The entries, sorted by name.
+        entries: Vec<Entry>,
+    },
+    /// A read or archive stream begins: the stat of what is read.
+    Opened {
+        /// Its stat.
+        stat: Stat,
+    },
+    /// The data stream is complete (final).
+    End,
+    /// The operation succeeded (final); for a write, the file's stat.
+    Done {
+        /// Stat of what was written, where there is one.
+        stat: Option<Stat>,
+    },
+    /// The operation failed (final).
+    Error {
+        /// Why.
+        kind: ErrorKind,
+        /// What happened, for a person.
+        message: String,
+    },
+    /// The agent consumed `bytes` of this operation's data from the server.
+    Credit {
+        /// Bytes consumed.
+        bytes: u64,
+    },
+}
+
+impl Reply {
+    /// Whether this reply ends its operation.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Reply::HelloAck { .. }
+                | Reply::Pong
+                | Reply::Exit { .. }
+                | Reply::Stat { .. }
+                | Reply::Listing { .. }
+                | Reply::End
+                | Reply::Done { .. }
+                | Reply::Error { .. }
+        )
+    }
+
+    /// An error reply.
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Reply::Error {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode_all(frames: &[Frame]) -> BytesMut {
+        let mut codec = FrameCodec::new();
+        let mut wire = BytesMut::new();
+        for frame in frames {
+            codec.encode(frame.clone(), &mut wire).unwrap();
+        }
+        wire
+    }
+
+    fn decode_all(codec: &mut FrameCodec, wire: &mut BytesMut) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(frame) = codec.decode(wire).unwrap() {
+            frames.push(frame);
+        }
+        frames
+    }
+
+    fn every_byte() -> Bytes {
+        (0..=255u8).cycle().take(3000).collect::<Vec<_>>().into()
+    }
+
+    #[test]
+    fn frames_round_trip_and_never_contain_flag_or_detach_key() {
+        let frames = vec![
+            Frame::control(0, &Request::Hello { epoch: 7 }),
+            Frame::data(Tag::Stdout, u64::MAX, every_byte()),
+            Frame::data(Tag::Data, 0x7e7d10, Bytes::new()),
+        ];
+        let mut wire = encode_all(&frames);
+        assert!(!wire.contains(&DETACH_KEY));
+        // The opening FLAG, then one closing each frame.
+        assert_eq!(wire.iter().filter(|&&b| b == FLAG).count(), frames.len() + 1);
+        let mut codec = FrameCodec::new();
+        assert_eq!(decode_all(&mut codec, &mut wire.clone()), frames);
+        // Byte by byte, the same.
+        let mut codec = FrameCodec::new();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for byte in wire.split().iter() {
+            buf.put_u8(*byte);
+            got.extend(decode_all(&mut codec, &mut buf));
+        }
+        assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn joining_mid_frame_loses_only_that_frame() {
+        let frames = vec![
+            Frame::data(Tag::Data, 1, every_byte()),
+            Frame::control(2, &Reply::Pong),
+        ];
+        let wire = encode_all(&frames);
+        let mut middle = BytesMut::from(&wire[100..]);
+        let mut codec = FrameCodec::new();
+        assert_eq!(decode_all(&mut codec, &mut middle), vec![frames[1].clone()]);
+    }
+
+    #[test]
+    fn a_torn_frame_followed_by_a_new_writer_is_dropped() {
+        let torn = encode_all(&[Frame::data(Tag::Data, 1, every_byte())]);
+        let fresh = encode_all(&[Frame::control(0, &Request::Hello { epoch: 9 })]);
+        let mut wire = BytesMut::from(&torn[..torn.len() / 2]);
+        // The new writer's opening FLAG ends the torn frame.
+        wire.extend_from_slice(&fresh);
+        let mut codec = FrameCodec::new();
+        let got = decode_all(&mut codec, &mut wire);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].parse::<Request>().unwrap(), Request::Hello { epoch: 9 });
+        assert_eq!(codec.dropped, 1);
+    }
+
+    #[test]
+    fn garbage_is_skipped() {
+        let mut wire = BytesMut::from(&[FLAG, 9, 9, FLAG, ESCAPE, 0x00, FLAG, 1, FLAG][..]);
+        wire.extend_from_slice(&encode_all(&[Frame::control(3, &Reply::End)]));
+        let mut codec = FrameCodec::new();
+        let got = decode_all(&mut codec, &mut wire);
+        assert_eq!(got, vec![Frame::control(3, &Reply::End)]);
+        assert_eq!(codec.dropped, 3);
+    }
+
+    #[test]
+    fn messages_are_tagged_json() {
+        let json = serde_json::to_value(Request::Stat {
+            path: "/x".into(),
+            follow: true,
+        })
+        .unwrap();
+        assert_eq!(json["op"], "stat");
+        let reply: Reply =
+            serde_json::from_str(r#"{"reply":"error","kind":"not_found","message":"m"}"#).unwrap();
+        assert!(reply.is_final());
+        assert!(!Reply::Credit { bytes: 1 }.is_final());
+    }
+}
