@@ -21,15 +21,15 @@ run: setup
 ## test: formatting, lints, unit tests, the end-to-end suite against the real engine,
 ## and the container smoke test (repobox itself in a container)
 test: setup lint
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --workspace --all-targets
 	bash scripts/smoke-container.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --locked --lib
+	$(CARGO) test --locked --workspace --lib --bins
 
 e2e: setup
 	$(CARGO) test --locked --test e2e

@@ -629,7 +629,7 @@ async fn both<A, B>(
     repobox: impl Future<Output = A>,
     floor: impl Future<Output = B>,
 ) -> (A, B) {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let a = repobox.await;
         (a, floor.await)
     } else {

@@ -7,7 +7,9 @@
 #     `docker run --init`) when dockerd is missing, and gVisor's runsc when
 #     Debian offers it (apt-get update only when a package can't be found);
 #   * registers runsc as an extra runtime in /etc/docker/daemon.json, with
-#     runtimeArgs ["--network=none"];
+#     runtimeArgs ["--network=none"], and sets "live-restore": true there (also
+#     on an engine that already runs, by a reload), so sandboxes survive a
+#     restart of dockerd;
 #   * removes stale pid/socket files left by an engine that is gone, starts
 #     dockerd in the background (log: /var/log/repobox-dockerd.log) and waits
 #     (bounded) until `docker info` answers;
@@ -45,6 +47,21 @@ engine_summary() {
 
 # ---------------------------------------------------------------- fast path
 if docker_ok; then
+  # Sandboxes must survive a restart of the engine: a local dockerd we may
+  # configure gets live-restore (a reloadable setting: SIGHUP, no restart).
+  if [[ $(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null) == false && $(id -u) -eq 0 \
+        && ${DOCKER_HOST:-unix://$DEFAULT_SOCK} == "unix://$DEFAULT_SOCK" ]] \
+      && command -v jq >/dev/null 2>&1 && pgrep -x dockerd >/dev/null 2>&1; then
+    mkdir -p "$(dirname "$DAEMON_JSON")"
+    cur=$(cat "$DAEMON_JSON" 2>/dev/null || true)
+    jq '. + {"live-restore": true}' <<<"${cur:-{\}}" >"$DAEMON_JSON.tmp" && mv "$DAEMON_JSON.tmp" "$DAEMON_JSON"
+    pkill -HUP -x dockerd || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      [[ $(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null) == true ]] && break
+      sleep 0.5
+    done
+    say "enabled live-restore on the running engine (sandboxes survive an engine restart)"
+  fi
   say "Docker engine already available ($(engine_summary)); nothing to do"
   exit 0
 fi
@@ -188,6 +205,8 @@ unregister_runsc() {
   # applies the keys present in the file
   json_apply 'if .runtimes.runsc then .runtimes |= del(.runsc) else . end'
 }
+# Containers keep running while dockerd restarts; repobox re-attaches after.
+if json_apply '. + {"live-restore": true}'; then say "enabled live-restore in $DAEMON_JSON"; fi
 if [[ $SKIP_RUNSC != 1 ]] && command -v runsc >/dev/null 2>&1; then
   if register_runsc; then say "registered runtime 'runsc' in $DAEMON_JSON"; fi
 else

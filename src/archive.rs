@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::io::{ReaderStream, SyncIoBridge};
 
-use crate::docker::BodyStream;
+use crate::backend::BodyStream;
 
 /// Size of the pipe between the packer and the upload.
 const PIPE_BYTES: usize = 256 * 1024;
@@ -85,15 +85,9 @@ pub fn pack_dir_with(
     Box::pin(data.chain(tail))
 }
 
-/// Streams a file (a cached tar) as an upload body.
-pub fn stream_file(path: PathBuf) -> BodyStream {
-    use futures_util::TryStreamExt;
-    let opened = futures_util::stream::once(tokio::fs::File::open(path));
-    Box::pin(
-        opened
-            .map_ok(|file| ReaderStream::with_capacity(file, 64 * 1024))
-            .try_flatten(),
-    )
+/// Streams an open file (a cached tar) as an upload body.
+pub fn stream_open_file(file: tokio::fs::File) -> BodyStream {
+    Box::pin(ReaderStream::with_capacity(file, 64 * 1024))
 }
 
 /// Writes to the upload pipe and, when there is one, to a copy.

@@ -100,6 +100,9 @@ pub struct Config {
     /// Comma-separated images a request may name; empty: any image.
     #[arg(long, env = "ALLOWED_IMAGES", default_value = "", value_parser = parse_list)]
     pub allowed_images: List,
+    /// Comma-separated programs commands may start (parsed as shell); empty: any command.
+    #[arg(long, env = "COMMAND_ALLOWLIST", default_value = "", value_parser = parse_list)]
+    pub command_allowlist: List,
     /// Whether a sandbox may ask for `"network": "bridge"`.
     #[arg(long, env = "ALLOW_NETWORK", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_network: bool,
@@ -118,6 +121,9 @@ pub struct Config {
     /// Cap on each of stdout and stderr kept by `/execute`.
     #[arg(long, env = "MAX_OUTPUT_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_output_bytes: usize,
+    /// Largest `stdin` of an execute request.
+    #[arg(long, env = "MAX_STDIN_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_stdin_bytes: usize,
     /// Largest file `/files` returns inline; larger ones go through `/files/raw`.
     #[arg(long, env = "MAX_FILE_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_file_bytes: u64,

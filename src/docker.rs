@@ -1,45 +1,31 @@
-//! The Docker boundary: every call to the engine goes through the domain verbs here.
+//! Docker, the [`Backend`] of today: every call to the engine is here.
 //!
 //! Nothing outside this module sees a bollard type. Hardening lives in one function,
 //! [`container_config`], so a reviewer can read the whole security posture of a
-//! sandbox in one place. A Kubernetes backend or an in-sandbox agent would slot in
-//! behind the same verbs.
+//! sandbox in one place. A sandbox's main process is the agent (under Docker's init),
+//! reached over the container's attach stream.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum, HostConfig,
 };
 use bollard::query_parameters::{
-    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
-    DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 
+use crate::backend::{
+    AGENT_PATH, Backend, ContainerInfo, ContainerState, LABEL_AGENT_PROTOCOL, LABEL_ID,
+    LABEL_INSTANCE, LABEL_MANAGED, ManagedContainer, Network, SandboxSpec, Transport, WORKSPACE,
+};
 use crate::error::{Error, Result};
-
-/// Label set on every container repobox owns.
-pub const LABEL_MANAGED: &str = "repobox.managed";
-/// Label naming the repobox instance (one `DATA_DIR`) that owns the container, so
-/// that several instances can share one engine without touching each other's.
-pub const LABEL_INSTANCE: &str = "repobox.instance";
-/// Label holding the sandbox id.
-pub const LABEL_ID: &str = "repobox.id";
-/// Label prefix for sandbox metadata that must survive a restart.
-pub const LABEL_PREFIX: &str = "repobox.";
-
-/// Where checkouts go inside a sandbox.
-pub const WORKSPACE: &str = "/workspace";
 
 /// Capabilities a sandbox keeps; everything else is dropped. These are what package
 /// managers and build tools running as root inside the container ordinarily need
@@ -56,52 +42,11 @@ pub const KEPT_CAPABILITIES: &[&str] = &[
     "SETUID",
 ];
 
-/// How a sandbox reaches the network.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Network {
-    /// No interface but loopback (the default).
-    None,
-    /// Docker's default bridge (only when `ALLOW_NETWORK=true`).
-    Bridge,
-}
-
-impl Network {
-    fn mode(self) -> &'static str {
-        match self {
-            Network::None => "none",
-            Network::Bridge => "bridge",
-        }
+fn network_mode(network: Network) -> &'static str {
+    match network {
+        Network::None => "none",
+        Network::Bridge => "bridge",
     }
-}
-
-/// Everything needed to create one sandbox container.
-#[derive(Debug, Clone)]
-pub struct SandboxSpec {
-    /// The sandbox id (labelled on the container).
-    pub id: String,
-    /// Container name: unique on the engine, also across repobox instances.
-    pub name: String,
-    /// The repobox instance that owns it (see [`LABEL_INSTANCE`]).
-    pub instance: String,
-    /// Image reference.
-    pub image: String,
-    /// `NAME=value` pairs for the container and every command in it.
-    pub env: Vec<String>,
-    /// CPU limit.
-    pub cpus: f64,
-    /// Memory limit in MiB.
-    pub memory_mb: u64,
-    /// Process limit.
-    pub pids: i64,
-    /// Network mode.
-    pub network: Network,
-    /// Labels (metadata that must outlive the server process).
-    pub labels: HashMap<String, String>,
-    /// OCI runtime (e.g. `runsc`); `None`: the engine's default.
-    pub runtime: Option<String>,
 }
 
 /// Builds the container configuration. All hardening is here.
@@ -111,20 +56,31 @@ pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
     labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
     labels.insert(LABEL_ID.to_owned(), spec.id.clone());
     labels.insert(LABEL_INSTANCE.to_owned(), spec.instance.clone());
+    labels.insert(
+        LABEL_AGENT_PROTOCOL.to_owned(),
+        repobox_protocol::PROTOCOL_VERSION.to_string(),
+    );
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        // Keeps the container alive; the init (below) is PID 1 and reaps zombies.
-        entrypoint: Some(vec!["sleep".to_owned()]),
-        cmd: Some(vec!["infinity".to_owned()]),
+        // The agent is the main process, under the init (below), which is PID 1 and
+        // reaps zombies. Its stdin and stdout are the stream repobox attaches to.
+        entrypoint: Some(vec![AGENT_PATH.to_owned()]),
+        cmd: Some(Vec::new()),
+        open_stdin: Some(true),
+        stdin_once: Some(false),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
         env: Some(spec.env.clone()),
         working_dir: Some(WORKSPACE.to_owned()),
         labels: Some(labels),
-        hostname: Some("sandbox".to_owned()),
+        hostname: Some(spec.hostname.clone()),
         network_disabled: Some(spec.network == Network::None),
         stop_signal: Some("SIGKILL".to_owned()),
         host_config: Some(HostConfig {
             init: Some(true),
-            network_mode: Some(spec.network.mode().to_owned()),
+            network_mode: Some(network_mode(spec.network).to_owned()),
             cap_drop: Some(vec!["ALL".to_owned()]),
             cap_add: Some(
                 KEPT_CAPABILITIES
@@ -155,87 +111,6 @@ pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
         ..Default::default()
     }
 }
-
-/// What Docker says about a container's life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContainerState {
-    /// Created, not yet started.
-    Created,
-    /// Running (or paused/restarting).
-    Running,
-    /// Exited or dead.
-    Exited,
-    /// Being removed.
-    Removing,
-}
-
-/// A container carrying our labels, as found by [`Runtime::list_managed`].
-#[derive(Debug, Clone)]
-pub struct ManagedContainer {
-    /// Docker's id.
-    pub docker_id: String,
-    /// Its labels.
-    pub labels: HashMap<String, String>,
-    /// Its state.
-    pub state: ContainerState,
-}
-
-/// What a path inside a container is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PathKind {
-    /// A regular file (or anything that is neither of the others).
-    File,
-    /// A directory.
-    Directory,
-    /// A symbolic link.
-    Symlink,
-}
-
-/// `stat` of a path inside a container, from the archive API.
-#[derive(Debug, Clone)]
-pub struct PathStat {
-    /// Base name.
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Kind.
-    pub kind: PathKind,
-    /// Permission bits.
-    pub mode: u32,
-    /// Modification time.
-    pub modified_at: Option<DateTime<Utc>>,
-    /// Target, for a symlink.
-    pub link_target: Option<String>,
-}
-
-/// One piece of a command's output.
-#[derive(Debug, Clone)]
-pub enum Output {
-    /// Bytes written to stdout.
-    Stdout(Bytes),
-    /// Bytes written to stderr.
-    Stderr(Bytes),
-}
-
-/// A command's output as it happens.
-pub type OutputStream = Pin<Box<dyn Stream<Item = Result<Output>> + Send>>;
-
-/// A process to run inside a container.
-#[derive(Debug, Clone, Default)]
-pub struct ExecSpec {
-    /// Program and arguments (no shell unless the caller puts one there).
-    pub cmd: Vec<String>,
-    /// Extra `NAME=value` pairs, over the container's own.
-    pub env: Vec<String>,
-    /// Working directory (absolute).
-    pub working_dir: Option<String>,
-}
-
-/// A byte stream coming out of the engine.
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
-
-/// A body streaming into the engine.
-pub type BodyStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
 /// The Docker engine, seen through repobox's verbs.
 #[derive(Clone, Debug)]
@@ -284,77 +159,42 @@ impl Runtime {
         Ok(self.client.get_or_init(|| client))
     }
 
-    /// Checks the engine answers, within `bound`.
-    pub async fn ping(&self, bound: Duration) -> Result<()> {
-        let client = self.client()?;
-        match tokio::time::timeout(bound, client.ping()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(Error::DockerUnavailable(format!(
-                "Docker engine unreachable: {err}"
-            ))),
-            Err(_) => Err(Error::DockerUnavailable(format!(
-                "Docker engine did not answer within {bound:?}"
-            ))),
+    fn map_create_error(spec: &SandboxSpec, err: DockerError) -> Error {
+        match err {
+            DockerError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => Error::invalid(format!(
+                "image {:?} is not available on this engine: {message}",
+                spec.image
+            )),
+            DockerError::DockerResponseServerError {
+                status_code: 400,
+                message,
+            } => Error::invalid(format!(
+                "the engine refused the container configuration: {message}"
+            )),
+            other => unavailable_or_internal(other),
         }
     }
 
-    /// The engine's version string.
-    pub async fn version(&self) -> Result<String> {
-        let version = self
-            .client()?
-            .version()
+    /// Puts the agent into a created container, then starts it.
+    async fn provision(&self, docker_id: &str, agent: &'static [u8]) -> Result<()> {
+        let tar = agent_archive(agent).map_err(Error::internal)?;
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.client()?
+            .upload_to_container(docker_id, Some(options), bollard::body_full(tar.into()))
             .await
             .map_err(unavailable_or_internal)?;
-        Ok(version.version.unwrap_or_default())
-    }
-
-    /// Whether `image` is present locally (nothing is ever pulled).
-    pub async fn image_exists(&self, image: &str) -> Result<bool> {
-        match self.client()?.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(false),
-            Err(err) => Err(unavailable_or_internal(err)),
-        }
-    }
-
-    /// Creates and starts a sandbox container; returns Docker's id. On a failed start
-    /// the container is removed again, so nothing is left behind.
-    pub async fn create(&self, spec: &SandboxSpec) -> Result<String> {
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&spec.name)
-            .build();
-        let created = self
-            .client()?
-            .create_container(Some(options), container_config(spec))
+        self.client()?
+            .start_container(docker_id, None)
             .await
-            .map_err(|err| match err {
-                DockerError::DockerResponseServerError {
-                    status_code: 404,
-                    message,
-                } => Error::invalid(format!(
-                    "image {:?} is not available on this engine: {message}",
-                    spec.image
-                )),
-                DockerError::DockerResponseServerError {
-                    status_code: 400,
-                    message,
-                } => Error::invalid(format!(
-                    "the engine refused the container configuration: {message}"
-                )),
-                other => unavailable_or_internal(other),
-            })?;
-        if let Err(err) = self.client()?.start_container(&created.id, None).await {
-            let _ = self.remove(&created.id).await;
-            return Err(unavailable_or_internal(err));
-        }
-        Ok(created.id)
+            .map_err(unavailable_or_internal)
     }
 
     /// Removes a container and its anonymous volumes, killing it if running. A
     /// container that is already gone is not an error.
-    pub async fn remove(&self, docker_id: &str) -> Result<()> {
+    async fn remove_container(&self, docker_id: &str) -> Result<()> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -375,9 +215,136 @@ impl Runtime {
             Err(err) => Err(unavailable_or_internal(err)),
         }
     }
+}
 
-    /// Every container (running or not) of repobox instance `instance`.
-    pub async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>> {
+/// A tar holding the agent at [`AGENT_PATH`] (and its directory).
+fn agent_archive(agent: &[u8]) -> std::io::Result<Vec<u8>> {
+    let (dir, _) = AGENT_PATH
+        .trim_start_matches('/')
+        .rsplit_once('/')
+        .unwrap_or(("", ""));
+    let mut builder = tar::Builder::new(Vec::with_capacity(agent.len() + 4096));
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_size(0);
+    header.set_cksum();
+    builder.append_data(&mut header, format!("{dir}/"), std::io::empty())?;
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o755);
+    header.set_size(agent.len() as u64);
+    header.set_cksum();
+    builder.append_data(&mut header, AGENT_PATH.trim_start_matches('/'), agent)?;
+    builder.into_inner()
+}
+
+fn container_state(status: Option<ContainerStateStatusEnum>) -> ContainerState {
+    match status {
+        Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+        Some(
+            ContainerStateStatusEnum::RUNNING
+            | ContainerStateStatusEnum::PAUSED
+            | ContainerStateStatusEnum::RESTARTING,
+        ) => ContainerState::Running,
+        Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
+        _ => ContainerState::Exited,
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Runtime {
+    async fn ping(&self, bound: Duration) -> Result<()> {
+        let client = self.client()?;
+        match tokio::time::timeout(bound, client.ping()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(Error::DockerUnavailable(format!(
+                "Docker engine unreachable: {err}"
+            ))),
+            Err(_) => Err(Error::DockerUnavailable(format!(
+                "Docker engine did not answer within {bound:?}"
+            ))),
+        }
+    }
+
+    async fn version(&self) -> Result<String> {
+        let version = self
+            .client()?
+            .version()
+            .await
+            .map_err(unavailable_or_internal)?;
+        Ok(version.version.unwrap_or_default())
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool> {
+        match self.client()?.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(err) => Err(unavailable_or_internal(err)),
+        }
+    }
+
+    async fn create(&self, spec: &SandboxSpec, agent: &'static [u8]) -> Result<String> {
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        let created = self
+            .client()?
+            .create_container(Some(options), container_config(spec))
+            .await
+            .map_err(|err| Self::map_create_error(spec, err))?;
+        if let Err(err) = self.provision(&created.id, agent).await {
+            let _ = self.remove_container(&created.id).await;
+            return Err(err);
+        }
+        Ok(created.id)
+    }
+
+    async fn attach(&self, docker_id: &str) -> Result<Transport> {
+        let options = AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .logs(false)
+            .detach_keys(repobox_protocol::DETACH_KEYS)
+            .build();
+        let attached = self
+            .client()?
+            .attach_container(docker_id, Some(options))
+            .await
+            .map_err(exec_error)?;
+        let id = docker_id.chars().take(12).collect::<String>();
+        let output = attached.output.filter_map(move |item| {
+            let id = id.clone();
+            async move {
+                match item {
+                    Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                        Some(Ok(message))
+                    }
+                    Ok(LogOutput::StdErr { message }) => {
+                        // The agent's own diagnostics (never command output).
+                        tracing::debug!(container = %id, agent = %String::from_utf8_lossy(&message).trim_end(), "agent says");
+                        None
+                    }
+                    Ok(LogOutput::StdIn { .. }) => None,
+                    Err(err) => Some(Err(std::io::Error::other(err))),
+                }
+            }
+        });
+        Ok(Transport {
+            reader: Box::pin(tokio_util::io::StreamReader::new(output)),
+            writer: attached.input,
+        })
+    }
+
+    async fn remove(&self, docker_id: &str) -> Result<()> {
+        self.remove_container(docker_id).await
+    }
+
+    async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>> {
         let filters = HashMap::from([(
             "label".to_owned(),
             vec![
@@ -406,7 +373,7 @@ impl Runtime {
                     _ => ContainerState::Exited,
                 };
                 Some(ManagedContainer {
-                    docker_id: summary.id?,
+                    engine_id: summary.id?,
                     labels: summary.labels.unwrap_or_default(),
                     state,
                 })
@@ -414,20 +381,14 @@ impl Runtime {
             .collect())
     }
 
-    /// A container's state; `None` when it no longer exists.
-    pub async fn state(&self, docker_id: &str) -> Result<Option<ContainerState>> {
+    async fn inspect(&self, docker_id: &str) -> Result<Option<ContainerInfo>> {
         match self.client()?.inspect_container(docker_id, None).await {
             Ok(inspect) => {
-                let status = inspect.state.and_then(|state| state.status);
-                Ok(Some(match status {
-                    Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
-                    Some(
-                        ContainerStateStatusEnum::RUNNING
-                        | ContainerStateStatusEnum::PAUSED
-                        | ContainerStateStatusEnum::RESTARTING,
-                    ) => ContainerState::Running,
-                    Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
-                    _ => ContainerState::Exited,
+                let state = inspect.state.unwrap_or_default();
+                Ok(Some(ContainerInfo {
+                    state: container_state(state.status),
+                    oom_killed: state.oom_killed.unwrap_or(false),
+                    exit_code: state.exit_code,
                 }))
             }
             Err(DockerError::DockerResponseServerError {
@@ -435,166 +396,6 @@ impl Runtime {
             }) => Ok(None),
             Err(err) => Err(unavailable_or_internal(err)),
         }
-    }
-
-    /// Stats a path inside a container; `None` when it does not exist. A symlink is
-    /// reported as such (not followed).
-    pub async fn stat(&self, docker_id: &str, path: &str) -> Result<Option<PathStat>> {
-        let options = ContainerArchiveInfoOptionsBuilder::default()
-            .path(path)
-            .build();
-        match self
-            .client()?
-            .get_container_archive_info(docker_id, Some(options))
-            .await
-        {
-            Ok(stat) => {
-                // Go's os.FileMode: type bits at the top, permissions at the bottom.
-                const MODE_DIR: u32 = 1 << 31;
-                const MODE_SYMLINK: u32 = 1 << 27;
-                let kind = if stat.file_mode & MODE_SYMLINK != 0 {
-                    PathKind::Symlink
-                } else if stat.file_mode & MODE_DIR != 0 {
-                    PathKind::Directory
-                } else {
-                    PathKind::File
-                };
-                Ok(Some(PathStat {
-                    name: stat.name,
-                    size: u64::try_from(stat.size).unwrap_or(0),
-                    kind,
-                    mode: stat.file_mode & 0o7777,
-                    modified_at: stat
-                        .modification_time
-                        .as_deref()
-                        .and_then(|mtime| DateTime::parse_from_rfc3339(mtime).ok())
-                        .map(|mtime| mtime.with_timezone(&Utc)),
-                    link_target: (!stat.link_target.is_empty()).then_some(stat.link_target),
-                }))
-            }
-            Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
-            Err(DockerError::DockerResponseServerError {
-                status_code: 400,
-                message,
-            }) => Err(Error::invalid(format!("invalid path {path:?}: {message}"))),
-            Err(DockerError::DockerResponseServerError {
-                status_code: 409,
-                message,
-            }) => Err(Error::NotRunning(message)),
-            // The engine answers a path it cannot resolve inside the container (a
-            // component that is a file, a symlink loop) with a bare 500.
-            Err(DockerError::DockerResponseServerError {
-                status_code: 500, ..
-            }) => Err(Error::invalid(format!(
-                "cannot resolve {path:?} inside the container (a component is not a directory, or symlinks loop)"
-            ))),
-            Err(err) => Err(unavailable_or_internal(err)),
-        }
-    }
-
-    /// Unpacks a tar stream at `path` (which must be an existing directory).
-    pub async fn put_archive(&self, docker_id: &str, path: &str, tar: BodyStream) -> Result<()> {
-        let options = UploadToContainerOptionsBuilder::default()
-            .path(path)
-            .no_overwrite_dir_non_dir("true")
-            .build();
-        self.client()?
-            .upload_to_container(docker_id, Some(options), bollard::body_try_stream(tar))
-            .await
-            .map_err(|err| match err {
-                DockerError::DockerResponseServerError {
-                    status_code: 404, ..
-                } => Error::PathNotFound(path.to_owned()),
-                DockerError::DockerResponseServerError {
-                    status_code: 400 | 403 | 500,
-                    message,
-                } => Error::invalid(format!("could not unpack the archive at {path}: {message}")),
-                other => unavailable_or_internal(other),
-            })
-    }
-
-    /// Streams a tar of `path`.
-    pub fn get_archive(&self, docker_id: &str, path: &str) -> ByteStream {
-        let options = DownloadFromContainerOptionsBuilder::default()
-            .path(path)
-            .build();
-        let owned_path = path.to_owned();
-        let client = match self.client() {
-            Ok(client) => client,
-            Err(err) => return Box::pin(futures_util::stream::once(async move { Err(err) })),
-        };
-        Box::pin(
-            client
-                .download_from_container(docker_id, Some(options))
-                .map_err(move |err| match err {
-                    DockerError::DockerResponseServerError {
-                        status_code: 404, ..
-                    } => Error::PathNotFound(owned_path.clone()),
-                    other => unavailable_or_internal(other),
-                }),
-        )
-    }
-
-    /// Starts a process in a container; returns the exec id and its output. The
-    /// output ends when the process (and everything holding its stdout/stderr) ends.
-    pub async fn exec(&self, docker_id: &str, spec: ExecSpec) -> Result<(String, OutputStream)> {
-        let options = CreateExecOptions {
-            cmd: Some(spec.cmd),
-            env: Some(spec.env),
-            working_dir: spec.working_dir,
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            attach_stdin: Some(false),
-            tty: Some(false),
-            ..Default::default()
-        };
-        let created = self
-            .client()?
-            .create_exec(docker_id, options)
-            .await
-            .map_err(exec_error)?;
-        let started = self
-            .client()?
-            .start_exec(
-                &created.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: Some(64 * 1024),
-                }),
-            )
-            .await
-            .map_err(exec_error)?;
-        let StartExecResults::Attached { output, .. } = started else {
-            return Err(Error::internal(
-                "exec started detached although attached was asked for",
-            ));
-        };
-        let output = output.filter_map(|item| async move {
-            match item {
-                Ok(LogOutput::StdOut { message }) => Some(Ok(Output::Stdout(message))),
-                Ok(LogOutput::StdErr { message }) => Some(Ok(Output::Stderr(message))),
-                Ok(LogOutput::Console { message }) => Some(Ok(Output::Stdout(message))),
-                Ok(LogOutput::StdIn { .. }) => None,
-                Err(err) => Some(Err(unavailable_or_internal(err))),
-            }
-        });
-        Ok((created.id, Box::pin(output)))
-    }
-
-    /// The exit code of a finished exec; `None` while it still runs.
-    pub async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>> {
-        let inspect = self
-            .client()?
-            .inspect_exec(exec_id)
-            .await
-            .map_err(unavailable_or_internal)?;
-        if inspect.running == Some(true) {
-            return Ok(None);
-        }
-        Ok(inspect.exit_code)
     }
 }
 
@@ -635,6 +436,7 @@ mod tests {
         SandboxSpec {
             id: "repo-container-1-0".into(),
             name: "repo-container-1-0.abc".into(),
+            hostname: "rb-0123456789ab".into(),
             instance: "abc".into(),
             image: "img".into(),
             env: vec!["A=b".into()],
@@ -675,6 +477,33 @@ mod tests {
             Some("repo-container-1-0")
         );
         assert_eq!(labels.get(LABEL_INSTANCE).map(String::as_str), Some("abc"));
+        assert_eq!(config.hostname.as_deref(), Some("rb-0123456789ab"));
+        assert_eq!(config.entrypoint, Some(vec![AGENT_PATH.to_owned()]));
+        assert_eq!(config.open_stdin, Some(true));
+    }
+
+    #[test]
+    fn the_agent_archive_holds_an_executable_at_its_path() {
+        let tar = agent_archive(b"\x7fELF").unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let entries: Vec<(String, u32)> = archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                (
+                    entry.path().unwrap().to_string_lossy().into_owned(),
+                    entry.header().mode().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            vec![
+                (".repobox/".to_owned(), 0o755),
+                (".repobox/agent".to_owned(), 0o755)
+            ]
+        );
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub enum Error {
     /// A body or file is above a limit (413).
     #[error("{0}")]
     TooLarge(String),
+    /// A command refused by `COMMAND_ALLOWLIST` (403).
+    #[error("{0}")]
+    CommandNotAllowed(String),
     /// Wrong or missing content type (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -82,6 +85,7 @@ impl Error {
             }
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotRunning(_) => StatusCode::CONFLICT,
+            Error::CommandNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Checkout(_) | Error::MissingTool(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -101,6 +105,7 @@ impl Error {
             Error::RouteNotFound(_) => ("Not found", "route_not_found"),
             Error::MethodNotAllowed(_) => ("Method not allowed", "method_not_allowed"),
             Error::NotRunning(_) => ("Container not running", "container_not_running"),
+            Error::CommandNotAllowed(_) => ("Command not allowed", "command_not_allowed"),
             Error::TooLarge(_) => ("Payload too large", "too_large"),
             Error::UnsupportedMediaType(_) => ("Unsupported media type", "unsupported_media_type"),
             Error::Checkout(_) => ("Checkout failed", "checkout_failed"),
@@ -125,9 +130,10 @@ pub struct ErrorBody {
     pub code: String,
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let status = self.status();
+impl Error {
+    /// The body a client sees: an internal error is logged here, once, with its
+    /// source chain, and answered generically.
+    pub fn public_body(&self) -> ErrorBody {
         let (title, code) = self.title_and_code();
         let detail = match &self {
             Error::Internal(source) => {
@@ -141,13 +147,18 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
-        let body = ErrorBody {
+        ErrorBody {
             error: title.to_owned(),
             detail,
             timestamp: Utc::now(),
             code: code.to_owned(),
-        };
-        (status, axum::Json(body)).into_response()
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        (self.status(), axum::Json(self.public_body())).into_response()
     }
 }
 

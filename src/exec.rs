@@ -1,34 +1,28 @@
 //! Running commands in a sandbox: exact results, timeouts that kill, bounded output,
 //! and live streaming.
 //!
-//! Each command runs as `<shell> -c <command>` through a Docker exec, tagged with a
-//! unique `REPOBOX_EXEC_ID` in its environment. Children inherit the environment, so
-//! at a timeout (or when a streaming client goes away) a second, tiny exec finds every
-//! process carrying the tag in `/proc` and kills it: the command, its children, and a
-//! backgrounded `sleep &` alike. Docker has no "kill exec", and closing the stream
-//! alone would leave the processes running.
+//! Each command runs through the sandbox's agent (`bash -c`, or `sh -c` where the
+//! image has no bash), under a supervisor that is the subreaper of everything the
+//! command starts: at the timeout, when the client goes away (the [`Execution`] is
+//! dropped) and when the shell exits, every process it started is killed, whether it
+//! cleared its environment, started a new session or double-forked. The agent
+//! enforces the timeout and the output cap itself, so a command's bytes beyond the
+//! cap never cross into the server.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use utoipa::ToSchema;
 
-use crate::docker::{ExecSpec, Output, OutputStream, Runtime};
-use crate::error::{Error, Result};
+use crate::agent::{AgentClient, ExecEvent, ExecSpec, Execution};
+use crate::error::Result;
 
 /// Exit code reported for a command stopped at its deadline (as `timeout(1)` does).
 pub const TIMEOUT_EXIT_CODE: i64 = 124;
-/// Environment variable tagging every process of one command.
-const TAG_VAR: &str = "REPOBOX_EXEC_ID";
-/// How long output is still collected after a timed-out command was killed.
-const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
-/// Bound on the kill itself.
-const KILL_BOUND: Duration = Duration::from_secs(10);
 
 /// Most output bytes gathered into one streamed event.
 const BATCH_BYTES: usize = 256 * 1024;
@@ -46,22 +40,6 @@ impl Batch {
     }
 }
 
-/// Kills every process whose environment holds `REPOBOX_EXEC_ID=$1`. Runs a few passes
-/// so that a process forked while the first pass ran is caught by the next one. Uses
-/// only `sh`, `tr`, `grep` and `kill`, which any image with a shell has.
-const KILL_SCRIPT: &str = r#"tag="REPOBOX_EXEC_ID=$1"
-for pass in 1 2 3 4 5; do
-  found=0
-  for dir in /proc/[0-9]*; do
-    pid=${dir#/proc/}
-    [ "$pid" = "$$" ] && continue
-    if tr '\0' '\n' < "$dir/environ" 2>/dev/null | grep -qxF "$tag"; then
-      kill -9 "$pid" 2>/dev/null && found=1
-    fi
-  done
-  [ "$found" = 0 ] && break
-done"#;
-
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Command {
@@ -71,8 +49,25 @@ pub struct Command {
     pub working_dir: String,
     /// Deadline, from the start.
     pub timeout: Duration,
-    /// Extra `NAME=value` pairs for this command only.
-    pub env: Vec<String>,
+    /// Extra variables for this command only.
+    pub env: Vec<(String, String)>,
+    /// Standard input (`None`: empty, end-of-file at once).
+    pub stdin: Option<Bytes>,
+}
+
+impl Command {
+    fn spec(&self, output_cap: Option<u64>) -> ExecSpec {
+        ExecSpec {
+            command: self.command.clone(),
+            cwd: self.working_dir.clone(),
+            env: self.env.clone(),
+            stdin: self.stdin.clone(),
+            // The agent's own deadline is the bound; the server adds a margin for
+            // the kill and the last output, and never waits longer.
+            timeout: self.timeout,
+            output_cap,
+        }
+    }
 }
 
 /// The outcome of a command (the spec's *ExecResult*).
@@ -98,6 +93,27 @@ pub struct ExecResult {
     pub stderr_truncated: bool,
 }
 
+impl ExecResult {
+    /// The result with each stream cut to its first `bytes` bytes (at a character
+    /// boundary), flagged truncated when cut.
+    pub fn kept(mut self, bytes: usize) -> Self {
+        for (text, truncated) in [
+            (&mut self.stdout, &mut self.stdout_truncated),
+            (&mut self.stderr, &mut self.stderr_truncated),
+        ] {
+            if text.len() > bytes {
+                let mut end = bytes;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+                *truncated = true;
+            }
+        }
+        self
+    }
+}
+
 /// The final event of a streamed command: the [`ExecResult`] without its output.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ExitEvent {
@@ -118,7 +134,7 @@ pub struct ExitEvent {
 }
 
 /// One event of a streamed command.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Event {
     /// Output on stdout (valid UTF-8; a character split across reads is kept whole).
     Stdout(String),
@@ -126,141 +142,93 @@ pub enum Event {
     Stderr(String),
     /// The command ended.
     Exit(ExitEvent),
-    /// The command could not be run to its end (engine failure).
-    Error(String),
+    /// The command could not be run to its end (the agent's connection failed).
+    Error(crate::error::Error),
 }
 
-/// Runs `command` in `container` and collects its output, each stream capped at
-/// `cap` bytes (the rest is read and discarded so the command runs to its end).
-pub async fn run(
-    runtime: &Runtime,
-    container: &str,
-    shell: &str,
-    command: Command,
-    cap: usize,
-) -> Result<ExecResult> {
+/// Runs `command` and collects its output, each stream capped at `cap` bytes (the
+/// rest is discarded by the agent; the command runs to its end). Dropping the future
+/// kills the command.
+pub async fn run(agent: &AgentClient, command: Command, cap: usize) -> Result<ExecResult> {
     let started_at = Utc::now();
     let started = Instant::now();
-    let deadline = started + command.timeout;
-    let tag = new_tag();
-    let (exec_id, mut output) = start(runtime, container, shell, &command, &tag).await?;
-
-    let mut stdout = Capped::new(cap);
-    let mut stderr = Capped::new(cap);
-    let mut timed_out = false;
-    loop {
-        tokio::select! {
-            item = output.next() => match item {
-                Some(Ok(Output::Stdout(bytes))) => stdout.push(&bytes),
-                Some(Ok(Output::Stderr(bytes))) => stderr.push(&bytes),
-                Some(Err(err)) => return Err(err),
-                None => break,
-            },
-            () = tokio::time::sleep_until(deadline), if !timed_out => {
-                timed_out = true;
-                kill(runtime, container, &tag).await;
-                // Keep what the command wrote up to its death, but do not wait on a
-                // stream that something outside the tag still holds open.
-                let _ = tokio::time::timeout(DRAIN_AFTER_KILL, async {
-                    while let Some(Ok(item)) = output.next().await {
-                        match item {
-                            Output::Stdout(bytes) => stdout.push(&bytes),
-                            Output::Stderr(bytes) => stderr.push(&bytes),
-                        }
-                    }
-                }).await;
-                break;
-            }
+    let mut execution = agent.exec(command.spec(Some(cap as u64))).await?;
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let status = loop {
+        match next_event(&mut execution, started + command.timeout).await? {
+            ExecEvent::Stdout(bytes) => stdout.extend_from_slice(&bytes),
+            ExecEvent::Stderr(bytes) => stderr.extend_from_slice(&bytes),
+            ExecEvent::Exit(status) => break status,
         }
-    }
-    let exit_code = if timed_out {
-        TIMEOUT_EXIT_CODE
-    } else if let Some(code) = wait_exit_code(runtime, &exec_id, deadline).await? {
-        code
-    } else {
-        // The output ended early but the command ran past its deadline.
-        timed_out = true;
-        kill(runtime, container, &tag).await;
-        TIMEOUT_EXIT_CODE
     };
-    if !timed_out {
-        check_started(runtime, container, &command, exit_code, stdout.bytes()).await?;
-    }
     Ok(ExecResult {
         command: command.command,
-        exit_code,
-        stdout_truncated: stdout.truncated,
-        stderr_truncated: stderr.truncated,
-        stdout: into_text(stdout.buf),
-        stderr: into_text(stderr.buf),
+        exit_code: status.exit_code,
+        stdout_truncated: status.stdout_truncated,
+        stderr_truncated: status.stderr_truncated,
+        stdout: into_text(stdout),
+        stderr: into_text(stderr),
         execution_time_secs: started.elapsed().as_secs_f64(),
         timestamp: started_at,
-        timed_out,
+        timed_out: status.timed_out,
     })
 }
 
+/// How long past its deadline a command may take to report its end (the kill and the
+/// last output) before the server gives up on it.
+const EXIT_GRACE: Duration = Duration::from_secs(10);
+
+/// The next event, bounded by the command's deadline plus [`EXIT_GRACE`]: the agent
+/// enforces the deadline, this only guards against an agent that stopped answering.
+async fn next_event(execution: &mut Execution, deadline: Instant) -> Result<ExecEvent> {
+    match tokio::time::timeout_at(deadline + EXIT_GRACE, execution.next()).await {
+        Ok(event) => event,
+        Err(_) => Err(crate::error::Error::NotRunning(
+            "the sandbox's agent did not report the command's end after its deadline".to_owned(),
+        )),
+    }
+}
+
 /// Starts `command` and returns its events as they happen. The command runs in a task
-/// that owns it: the channel is small, so a slow client slows the command's output
-/// instead of growing the server's memory, and a client that goes away (the receiver
-/// is dropped) gets the command killed.
-pub async fn stream(
-    runtime: &Runtime,
-    container: &str,
-    shell: &str,
-    command: Command,
-) -> Result<mpsc::Receiver<Event>> {
+/// that owns it: the channel is small and the agent sends only what the server has
+/// taken, so a slow client slows the command's output instead of growing the server's
+/// memory, and a client that goes away (the receiver is dropped) gets the command
+/// killed.
+pub async fn stream(agent: &AgentClient, command: Command) -> Result<mpsc::Receiver<Event>> {
     let started_at = Utc::now();
     let started = Instant::now();
     let deadline = started + command.timeout;
-    let tag = new_tag();
-    let (exec_id, mut output) = start(runtime, container, shell, &command, &tag).await?;
+    let mut execution = agent.exec(command.spec(None)).await?;
     let (tx, rx) = mpsc::channel(8);
-    let runtime = runtime.clone();
-    let container = container.to_owned();
     tokio::spawn(async move {
         let mut out = Utf8Carry::default();
         let mut err = Utf8Carry::default();
-        let mut timed_out = false;
-        let mut ended = false;
-        while !ended {
+        loop {
             let first = tokio::select! {
-                item = output.next() => item,
-                () = tokio::time::sleep_until(deadline) => {
-                    timed_out = true;
-                    kill(&runtime, &container, &tag).await;
-                    break;
-                }
-                () = tx.closed() => {
-                    kill(&runtime, &container, &tag).await;
-                    return;
-                }
+                event = next_event(&mut execution, deadline) => event,
+                // Dropping the execution kills the command.
+                () = tx.closed() => return,
             };
             // Take whatever else is already there too (up to a bound), so a command
             // that prints fast makes few large events rather than many small ones.
             let mut batch = Batch::default();
-            let mut item = first;
-            loop {
-                match item {
-                    Some(Ok(Output::Stdout(bytes))) => batch.stdout.extend_from_slice(&bytes),
-                    Some(Ok(Output::Stderr(bytes))) => batch.stderr.extend_from_slice(&bytes),
-                    Some(Err(error)) => {
-                        kill(&runtime, &container, &tag).await;
-                        let _ = tx.send(Event::Error(error.to_string())).await;
-                        return;
-                    }
-                    None => {
-                        ended = true;
-                        break;
-                    }
+            let mut event = first;
+            let exit = loop {
+                match event {
+                    Ok(ExecEvent::Stdout(bytes)) => batch.stdout.extend_from_slice(&bytes),
+                    Ok(ExecEvent::Stderr(bytes)) => batch.stderr.extend_from_slice(&bytes),
+                    Ok(ExecEvent::Exit(status)) => break Some(Ok(status)),
+                    Err(error) => break Some(Err(error)),
                 }
                 if batch.len() >= BATCH_BYTES {
-                    break;
+                    break None;
                 }
-                match output.next().now_or_never() {
-                    Some(next) => item = next,
-                    None => break,
+                match futures_util::FutureExt::now_or_never(execution.next()) {
+                    Some(next) => event = next,
+                    None => break None,
                 }
-            }
+            };
             for event in [
                 (!batch.stdout.is_empty()).then(|| Event::Stdout(out.decode(&batch.stdout))),
                 (!batch.stderr.is_empty()).then(|| Event::Stderr(err.decode(&batch.stderr))),
@@ -269,154 +237,37 @@ pub async fn stream(
             .flatten()
             {
                 if tx.send(event).await.is_err() {
-                    kill(&runtime, &container, &tag).await;
                     return;
                 }
             }
-        }
-        for (rest, make) in [
-            (out.finish(), Event::Stdout as fn(String) -> Event),
-            (err.finish(), Event::Stderr),
-        ] {
-            if !rest.is_empty() && tx.send(make(rest)).await.is_err() {
-                return;
-            }
-        }
-        let exit_code = if timed_out {
-            Ok(TIMEOUT_EXIT_CODE)
-        } else {
-            match wait_exit_code(&runtime, &exec_id, deadline).await {
-                Ok(Some(code)) => Ok(code),
-                Ok(None) => {
-                    timed_out = true;
-                    kill(&runtime, &container, &tag).await;
-                    Ok(TIMEOUT_EXIT_CODE)
+            let Some(exit) = exit else {
+                continue;
+            };
+            for (rest, make) in [
+                (out.finish(), Event::Stdout as fn(String) -> Event),
+                (err.finish(), Event::Stderr),
+            ] {
+                if !rest.is_empty() && tx.send(make(rest)).await.is_err() {
+                    return;
                 }
-                Err(error) => Err(error),
             }
-        };
-        let event = match exit_code {
-            Ok(exit_code) => Event::Exit(ExitEvent {
-                command: command.command,
-                exit_code,
-                execution_time_secs: started.elapsed().as_secs_f64(),
-                timestamp: started_at,
-                timed_out,
-                stdout_truncated: false,
-                stderr_truncated: false,
-            }),
-            Err(error) => Event::Error(error.to_string()),
-        };
-        let _ = tx.send(event).await;
+            let event = match exit {
+                Ok(status) => Event::Exit(ExitEvent {
+                    command: command.command,
+                    exit_code: status.exit_code,
+                    execution_time_secs: started.elapsed().as_secs_f64(),
+                    timestamp: started_at,
+                    timed_out: status.timed_out,
+                    stdout_truncated: false,
+                    stderr_truncated: false,
+                }),
+                Err(error) => Event::Error(error),
+            };
+            let _ = tx.send(event).await;
+            return;
+        }
     });
     Ok(rx)
-}
-
-async fn start(
-    runtime: &Runtime,
-    container: &str,
-    shell: &str,
-    command: &Command,
-    tag: &str,
-) -> Result<(String, OutputStream)> {
-    let mut env = command.env.clone();
-    env.push(format!("{TAG_VAR}={tag}"));
-    runtime
-        .exec(
-            container,
-            ExecSpec {
-                cmd: vec![shell.to_owned(), "-c".to_owned(), command.command.clone()],
-                env,
-                working_dir: Some(command.working_dir.clone()),
-            },
-        )
-        .await
-}
-
-/// A missing working directory makes the runtime fail before the shell starts; that
-/// is the client's mistake, not a command result.
-async fn check_started(
-    runtime: &Runtime,
-    container: &str,
-    command: &Command,
-    exit_code: i64,
-    stdout: &[u8],
-) -> Result<()> {
-    if (exit_code == 126 || exit_code == 127) && stdout.starts_with(b"OCI runtime exec failed") {
-        if runtime
-            .stat(container, &command.working_dir)
-            .await?
-            .is_none()
-        {
-            return Err(Error::PathNotFound(format!(
-                "working_directory {}",
-                command.working_dir
-            )));
-        }
-        return Err(Error::MissingTool(format!(
-            "the sandbox could not start the command: {}",
-            String::from_utf8_lossy(stdout).trim()
-        )));
-    }
-    Ok(())
-}
-
-/// The exit code, once the engine has recorded it: the output can end a moment
-/// before, and it ends early for a command that closed its stdout and stderr and
-/// carries on. `None` when `deadline` passes first.
-pub(crate) async fn wait_exit_code(
-    runtime: &Runtime,
-    exec_id: &str,
-    deadline: Instant,
-) -> Result<Option<i64>> {
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(code) = runtime.exec_exit_code(exec_id).await? {
-            return Ok(Some(code));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        tokio::time::sleep(pause.min(deadline - Instant::now())).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
-/// Kills every process of the command tagged `tag`. Failures are logged: the caller
-/// has nothing better to do than carry on.
-async fn kill(runtime: &Runtime, container: &str, tag: &str) {
-    let spec = ExecSpec {
-        cmd: vec![
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            KILL_SCRIPT.to_owned(),
-            "repobox-kill".to_owned(),
-            tag.to_owned(),
-        ],
-        env: Vec::new(),
-        working_dir: Some("/".to_owned()),
-    };
-    let result = tokio::time::timeout(KILL_BOUND, async {
-        let (_, mut output) = runtime.exec(container, spec).await?;
-        while output.next().await.is_some() {}
-        Ok::<_, Error>(())
-    })
-    .await;
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!(%container, %err, "could not kill a command's processes"),
-        Err(_) => tracing::warn!(%container, "killing a command's processes timed out"),
-    }
-}
-
-fn new_tag() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{}-{nanos:x}-{n}", std::process::id())
 }
 
 /// Text of the bytes, without a copy when they are valid UTF-8 (the common case, and
@@ -424,35 +275,6 @@ fn new_tag() -> String {
 fn into_text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes)
         .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
-}
-
-/// A buffer that keeps the first `cap` bytes and counts the rest away.
-struct Capped {
-    buf: Vec<u8>,
-    cap: usize,
-    truncated: bool,
-}
-
-impl Capped {
-    fn new(cap: usize) -> Self {
-        Self {
-            buf: Vec::new(),
-            cap,
-            truncated: false,
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        let room = self.cap - self.buf.len();
-        if bytes.len() > room {
-            self.truncated = true;
-        }
-        self.buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.buf
-    }
 }
 
 /// Decodes a byte stream as UTF-8 piecewise, holding back an incomplete trailing
@@ -504,14 +326,23 @@ mod tests {
     use bytes::Bytes;
 
     #[test]
-    fn capped_keeps_the_head_and_flags_the_rest() {
-        let mut capped = Capped::new(5);
-        capped.push(b"abc");
-        assert!(!capped.truncated);
-        capped.push(b"defg");
-        capped.push(b"h");
-        assert_eq!(capped.bytes(), b"abcde");
-        assert!(capped.truncated);
+    fn kept_results_are_cut_at_a_character_boundary() {
+        let result = ExecResult {
+            command: "c".into(),
+            exit_code: 0,
+            stdout: "aé".repeat(10),
+            stderr: "short".into(),
+            execution_time_secs: 0.0,
+            timestamp: Utc::now(),
+            timed_out: false,
+            stdout_truncated: false,
+            stderr_truncated: false,
+        }
+        .kept(8);
+        assert_eq!(result.stdout, "aéaéa");
+        assert!(result.stdout_truncated);
+        assert_eq!(result.stderr, "short");
+        assert!(!result.stderr_truncated);
     }
 
     #[test]
@@ -532,10 +363,5 @@ mod tests {
         let mut carry = Utf8Carry::default();
         let out = carry.decode(&Bytes::from_static(b"a\xffb")) + &carry.finish();
         assert_eq!(out, "a\u{fffd}b");
-    }
-
-    #[test]
-    fn tags_are_unique() {
-        assert_ne!(new_tag(), new_tag());
     }
 }

@@ -203,8 +203,9 @@ pub struct Checkout {
 #[derive(Debug)]
 pub enum Tree {
     /// Already packed: a tar in the tree cache, from an earlier create of the same
-    /// repository state.
-    Cached(PathBuf),
+    /// repository state, held open from the lookup so that an eviction meanwhile
+    /// cannot take it away.
+    Cached(std::fs::File),
     /// Freshly checked out into a temporary directory (removed on drop); packing it
     /// also stores the tar at `cache_as` for the next create.
     Fresh {
@@ -228,11 +229,14 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if let Err(err) = std::fs::remove_dir_all(&self.0)
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %self.0.display(), %err, "could not remove a temporary checkout");
-        }
+        let path = std::mem::take(&mut self.0);
+        crate::off_the_workers(move || {
+            if let Err(err) = std::fs::remove_dir_all(&path)
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), %err, "could not remove a temporary checkout");
+            }
+        });
     }
 }
 
@@ -308,10 +312,9 @@ impl GitCache {
             // A full SHA already in the mirror names immutable content: no fetch needed,
             // unless a branch must be checked for it.
             let known_commit = match (commit, branch, cache_hit) {
-                (Some(sha), None, true) if sha.len() >= 40 => self
-                    .resolve(&mirror, &format!("{sha}^{{commit}}"))
-                    .await
-                    .ok(),
+                (Some(sha), None, true) if sha.len() >= 40 => {
+                    self.resolve(&mirror, &format!("{sha}^{{commit}}")).await?
+                }
                 _ => None,
             };
             let shared = state.fetched_at.is_some_and(|started| started >= arrived);
@@ -411,13 +414,11 @@ impl GitCache {
                 .collect::<String>()
         };
         let cache_as = self.trees.join(format!("{tree_key}.tar"));
-        if cache_as.is_file() {
+        if let Ok(file) = std::fs::File::open(&cache_as) {
             // Recently used trees are the last to be evicted.
-            if let Ok(file) = std::fs::File::options().append(true).open(&cache_as) {
-                let _ = file.set_modified(std::time::SystemTime::now());
-            }
+            let _ = file.set_modified(std::time::SystemTime::now());
             return Ok(Checkout {
-                tree: Tree::Cached(cache_as),
+                tree: Tree::Cached(file),
                 branch: checkout_branch,
                 commit: sha,
                 cache_hit,
@@ -492,9 +493,9 @@ impl GitCache {
     /// The checkout as a tar stream whose entries are named `name/…`. A fresh tree is
     /// packed while it uploads, and its tar kept for the next create of the same
     /// state (only once complete: an upload that fails leaves nothing).
-    pub fn tar(&self, tree: Tree, name: &str) -> crate::docker::BodyStream {
+    pub fn tar(&self, tree: Tree, name: &str) -> crate::backend::BodyStream {
         match tree {
-            Tree::Cached(path) => archive::stream_file(path),
+            Tree::Cached(file) => archive::stream_open_file(tokio::fs::File::from_std(file)),
             Tree::Fresh { dir, cache_as } => {
                 let partial = self.tmp.join(format!(
                     "{}.partial",
@@ -599,48 +600,96 @@ impl GitCache {
 
     /// The mirror's `HEAD`, as set from the remote when it was first cloned.
     async fn mirror_head(&self, mirror: &Path) -> Result<String> {
-        let out = self
-            .git(Some(mirror), &["symbolic-ref", "--quiet", "HEAD"], None)
-            .await?;
+        let no_default = || Error::Checkout("the repository has no default branch".to_owned());
+        let out = match self
+            .git_raw(Some(mirror), &["symbolic-ref", "--quiet", "HEAD"], None)
+            .await
+        {
+            Ok(out) => out,
+            // Exit 1: HEAD is not a symbolic ref.
+            Err(GitFailure::Exit { code: Some(1), .. }) => return Err(no_default()),
+            Err(failure) => return Err(failure.into_error(None)),
+        };
         out.trim()
             .strip_prefix("refs/heads/")
             .map(str::to_owned)
-            .ok_or_else(|| Error::Checkout("the repository has no default branch".to_owned()))
+            .ok_or_else(no_default)
     }
 
     async fn branch_head(&self, mirror: &Path, branch: &str) -> Result<String> {
         let spec = format!("refs/heads/{branch}^{{commit}}");
-        self.resolve(mirror, &spec).await.map_err(|_| {
+        self.resolve(mirror, &spec).await?.ok_or_else(|| {
             Error::Checkout(format!(
                 "branch {branch:?} does not exist in the repository"
             ))
         })
     }
 
+    /// The full SHA of the commit `commit` (full or abbreviated) names. An
+    /// abbreviation that fits several commits is refused as ambiguous, decided by
+    /// git's own list of candidates, not by its messages.
     async fn commit(&self, mirror: &Path, commit: &str) -> Result<String> {
-        let spec = format!("{commit}^{{commit}}");
-        self.resolve(mirror, &spec).await.map_err(|err| match err {
-            Error::Checkout(message) if message.contains("ambiguous") => {
-                Error::Checkout(format!("commit {commit} is ambiguous: give more digits"))
+        /// Candidates looked at before an abbreviation is called ambiguous outright.
+        const MAX_CANDIDATES: usize = 16;
+        let missing =
+            || Error::Checkout(format!("commit {commit} does not exist in the repository"));
+        if commit.len() >= 40 {
+            return self
+                .resolve(mirror, &format!("{commit}^{{commit}}"))
+                .await?
+                .ok_or_else(missing);
+        }
+        let arg = format!("--disambiguate={commit}");
+        let candidates = match self.git_raw(Some(mirror), &["rev-parse", &arg], None).await {
+            Ok(out) => out,
+            // No object at all has this prefix.
+            Err(GitFailure::Exit { .. }) => return Err(missing()),
+            Err(failure) => return Err(failure.into_error(None)),
+        };
+        let candidates: Vec<&str> = candidates.split_whitespace().collect();
+        if candidates.len() > MAX_CANDIDATES {
+            return Err(Error::Checkout(format!(
+                "commit {commit} is ambiguous: give more digits"
+            )));
+        }
+        let mut commits = Vec::new();
+        for candidate in candidates {
+            let kind = self
+                .git(Some(mirror), &["cat-file", "-t", candidate], None)
+                .await?;
+            if kind.trim() == "commit" {
+                commits.push(candidate.to_owned());
             }
-            _ => Error::Checkout(format!("commit {commit} does not exist in the repository")),
-        })
+        }
+        match commits.len() {
+            0 => Err(missing()),
+            1 => Ok(commits.remove(0)),
+            _ => Err(Error::Checkout(format!(
+                "commit {commit} is ambiguous: give more digits"
+            ))),
+        }
     }
 
-    async fn resolve(&self, mirror: &Path, spec: &str) -> Result<String> {
-        let out = self
-            .git(
+    /// What `spec` names, or `None` when it names nothing.
+    async fn resolve(&self, mirror: &Path, spec: &str) -> Result<Option<String>> {
+        match self
+            .git_raw(
                 Some(mirror),
                 &["rev-parse", "--verify", "--quiet", "--end-of-options", spec],
                 None,
             )
-            .await?;
-        Ok(out.trim().to_owned())
+            .await
+        {
+            Ok(out) => Ok(Some(out.trim().to_owned())),
+            // `--verify --quiet` exits 1, silently, for a name that resolves to nothing.
+            Err(GitFailure::Exit { code: Some(1), .. }) => Ok(None),
+            Err(failure) => Err(failure.into_error(None)),
+        }
     }
 
     async fn is_ancestor(&self, mirror: &Path, ancestor: &str, head: &str) -> Result<bool> {
         match self
-            .git(
+            .git_raw(
                 Some(mirror),
                 &["merge-base", "--is-ancestor", ancestor, head],
                 None,
@@ -648,19 +697,32 @@ impl GitCache {
             .await
         {
             Ok(_) => Ok(true),
-            Err(Error::Checkout(_)) => Ok(false),
-            Err(err) => Err(err),
+            // Exit 1 means "no"; anything else is a failure (a timeout, a broken mirror).
+            Err(GitFailure::Exit { code: Some(1), .. }) => Ok(false),
+            Err(failure) => Err(failure.into_error(None)),
         }
     }
 
-    /// Runs git with a deadline. `remote` marks a network step: only http(s) is
-    /// allowed, redirects are not followed, and messages are scrubbed of credentials.
+    /// Runs a git step, its failure in the client's terms (see [`GitFailure::into_error`]).
     async fn git(
         &self,
         cwd: Option<&Path>,
         args: &[&str],
         remote: Option<&RepoUrl>,
     ) -> Result<String> {
+        self.git_raw(cwd, args, remote)
+            .await
+            .map_err(|failure| failure.into_error(remote))
+    }
+
+    /// Runs git with a deadline. `remote` marks a network step: only http(s) is
+    /// allowed, redirects are not followed, and messages are scrubbed of credentials.
+    async fn git_raw(
+        &self,
+        cwd: Option<&Path>,
+        args: &[&str],
+        remote: Option<&RepoUrl>,
+    ) -> std::result::Result<String, GitFailure> {
         let mut command = Command::new("git");
         command
             .args([
@@ -704,19 +766,14 @@ impl GitCache {
             command.current_dir(dir);
         }
         command.args(args);
-        let child = command
-            .spawn()
-            .map_err(|err| Error::internal(format!("cannot run git: {err}")))?;
+        let child = command.spawn().map_err(GitFailure::Spawn)?;
         let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Ok(result) => {
-                result.map_err(|err| Error::internal(format!("git failed to run: {err}")))?
-            }
+            Ok(result) => result.map_err(GitFailure::Spawn)?,
             Err(_) => {
-                return Err(Error::Checkout(format!(
-                    "git {} did not finish within {} s",
-                    args.first().unwrap_or(&""),
-                    self.timeout.as_secs()
-                )));
+                return Err(GitFailure::Timeout {
+                    step: (*args.first().unwrap_or(&"")).to_owned(),
+                    secs: self.timeout.as_secs(),
+                });
             }
         };
         if output.status.success() {
@@ -737,18 +794,60 @@ impl GitCache {
             message.truncate(end);
             message.push('…');
         }
-        if remote.is_some() {
-            Err(Error::Checkout(format!(
-                "cannot fetch {}: {}",
-                remote.map(RepoUrl::redacted).unwrap_or_default(),
-                if message.is_empty() {
-                    "git failed without a message"
-                } else {
-                    &message
-                }
-            )))
-        } else {
-            Err(Error::Checkout(message))
+        Err(GitFailure::Exit {
+            code: output.status.code(),
+            message,
+        })
+    }
+}
+
+/// How a git step failed, so that callers decide by what happened, never by the
+/// wording of a message.
+#[derive(Debug)]
+enum GitFailure {
+    /// git could not be started (or waited for).
+    Spawn(std::io::Error),
+    /// The step ran past `GIT_TIMEOUT_SECS`.
+    Timeout {
+        /// The git command (`fetch`, `clone`, …).
+        step: String,
+        /// The bound.
+        secs: u64,
+    },
+    /// git ran and failed.
+    Exit {
+        /// Its exit code (`None`: killed by a signal).
+        code: Option<i32>,
+        /// Its stderr, scrubbed of credentials and bounded.
+        message: String,
+    },
+}
+
+impl GitFailure {
+    /// In the client's terms: a remote that fails or stalls cannot be checked out
+    /// (422), and so can a step that runs past its bound; a local step that fails is
+    /// ours (500).
+    fn into_error(self, remote: Option<&RepoUrl>) -> Error {
+        match self {
+            GitFailure::Spawn(err) => Error::internal(format!("cannot run git: {err}")),
+            GitFailure::Timeout { step, secs } => {
+                Error::Checkout(format!("git {step} did not finish within {secs} s"))
+            }
+            GitFailure::Exit { message, code } => match remote {
+                Some(repo) => Error::Checkout(format!(
+                    "cannot fetch {}: {}",
+                    repo.redacted(),
+                    if message.is_empty() {
+                        "git failed without a message"
+                    } else {
+                        &message
+                    }
+                )),
+                None => Error::internal(format!(
+                    "git failed (exit code {}): {message}",
+                    code.map_or_else(|| "none".to_owned(), |code| code.to_string())
+                )),
+            },
         }
     }
 }

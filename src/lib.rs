@@ -9,15 +9,20 @@
 //! - [`registry`]: sandbox records, persisted under `DATA_DIR`, and ids.
 //! - [`git`]: URL and ref policy, the mirror cache, checkouts.
 //! - [`archive`]: tar streams between the server and sandboxes.
-//! - [`docker`]: the Docker boundary (every engine call) and container hardening.
+//! - [`backend`]: the backend boundary (container lifecycle, the stream to the agent).
+//! - [`docker`]: the Docker backend (every engine call) and container hardening.
+//! - [`agent`]: the server's end of the protocol to the agent in each sandbox.
 //! - [`exec`]: running commands: timeouts that kill, capped and streamed output.
+//! - [`policy`]: the command policy (COMMAND_ALLOWLIST): which programs a command may start.
 //! - [`files`]: a sandbox's files: listing, reading, writing, archives.
 //! - [`reaper`]: the expiry task.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wiring, background tasks and graceful shutdown.
 
+pub mod agent;
 pub mod api;
 pub mod archive;
+pub mod backend;
 pub mod config;
 pub mod docker;
 pub mod error;
@@ -25,7 +30,20 @@ pub mod exec;
 pub mod files;
 pub mod git;
 pub mod metrics;
+pub mod policy;
 pub mod reaper;
 pub mod registry;
 pub mod sandbox;
 pub mod server;
+
+/// Runs blocking filesystem work (removing a checkout, a record) on tokio's blocking
+/// threads when called on the runtime, so the async workers never wait on the disk;
+/// inline otherwise (at shutdown, in plain tests).
+pub(crate) fn off_the_workers(work: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn_blocking(work);
+        }
+        Err(_) => work(),
+    }
+}

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::docker::Network;
+use crate::backend::Network;
 use crate::error::{Error, Result};
 use crate::exec::ExecResult;
 
@@ -50,8 +50,6 @@ pub struct Sandbox {
     pub expires_at: Option<DateTime<Utc>>,
     /// Image it runs.
     pub image: String,
-    /// Shell that runs commands (`/bin/bash`, or `/bin/sh` when the image has no bash).
-    pub shell: String,
     /// Network mode.
     pub network: Network,
     /// Resource limits.
@@ -76,7 +74,12 @@ pub struct Registry {
     seq_file: PathBuf,
     sandboxes: RwLock<HashMap<String, Arc<Sandbox>>>,
     ids: Mutex<IdSequence>,
+    /// Creates under way. Read and changed only under `admission`, together with the
+    /// map's length, so that the two are never seen half-updated.
     pending: AtomicUsize,
+    /// Held while admitting a create and while a create turns into a record: the
+    /// `MAX_CONTAINERS` check sees live and pending sandboxes as one count.
+    admission: Mutex<()>,
     creating: Mutex<HashSet<String>>,
 }
 
@@ -127,6 +130,7 @@ impl Registry {
                 reserved_until: start,
             }),
             pending: AtomicUsize::new(0),
+            admission: Mutex::new(()),
             creating: Mutex::new(HashSet::new()),
         };
         Ok(registry)
@@ -155,15 +159,15 @@ impl Registry {
     /// Reserves room for one more sandbox, or answers 429. The slot is freed when
     /// the returned guard is dropped (a create that fails) or turns into a record.
     pub fn reserve(&self, max: usize) -> Result<Slot<'_>> {
-        let live = self.len();
-        let pending = self.pending.fetch_add(1, Ordering::SeqCst);
-        if live + pending >= max {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
+        let _admission = self.admission.lock().expect("registry poisoned");
+        if self.len() + self.pending.load(Ordering::SeqCst) >= max {
             return Err(Error::TooManyContainers(max));
         }
+        self.pending.fetch_add(1, Ordering::SeqCst);
         Ok(Slot {
             registry: self,
             id: None,
+            pending: true,
         })
     }
 
@@ -213,7 +217,7 @@ impl Registry {
     }
 
     /// Persists and registers a sandbox whose create has finished.
-    pub async fn insert(&self, sandbox: Sandbox, slot: Slot<'_>) -> Result<Arc<Sandbox>> {
+    pub async fn insert(&self, sandbox: Sandbox, mut slot: Slot<'_>) -> Result<Arc<Sandbox>> {
         let path = self.record_path(&sandbox.id);
         let bytes = serde_json::to_vec_pretty(&sandbox)
             .map_err(|err| Error::internal(format!("encoding record: {err}")))?;
@@ -222,10 +226,16 @@ impl Registry {
             .map_err(|err| Error::internal(format!("record writer: {err}")))?
             .map_err(|err| Error::internal(format!("writing sandbox record: {err}")))?;
         let sandbox = Arc::new(sandbox);
-        self.sandboxes
-            .write()
-            .expect("registry poisoned")
-            .insert(sandbox.id.clone(), sandbox.clone());
+        {
+            // From pending to live in one step, as the admission check sees it.
+            let _admission = self.admission.lock().expect("registry poisoned");
+            self.sandboxes
+                .write()
+                .expect("registry poisoned")
+                .insert(sandbox.id.clone(), sandbox.clone());
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            slot.pending = false;
+        }
         drop(slot);
         Ok(sandbox)
     }
@@ -238,11 +248,15 @@ impl Registry {
             .write()
             .expect("registry poisoned")
             .remove(id)?;
-        if let Err(err) = std::fs::remove_file(self.record_path(&removed.id))
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(%id, %err, "could not delete sandbox record");
-        }
+        let path = self.record_path(&removed.id);
+        let id = id.to_owned();
+        crate::off_the_workers(move || {
+            if let Err(err) = std::fs::remove_file(&path)
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(%id, %err, "could not delete sandbox record");
+            }
+        });
         Some(removed)
     }
 
@@ -255,6 +269,8 @@ impl Registry {
 pub struct Slot<'a> {
     registry: &'a Registry,
     id: Option<String>,
+    /// Still counted as a pending create.
+    pending: bool,
 }
 
 impl Slot<'_> {
@@ -281,7 +297,10 @@ impl Drop for Slot<'_> {
                 .expect("registry poisoned")
                 .remove(id);
         }
-        self.registry.pending.fetch_sub(1, Ordering::SeqCst);
+        if self.pending {
+            let _admission = self.registry.admission.lock().expect("registry poisoned");
+            self.registry.pending.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -353,6 +372,52 @@ mod tests {
         ));
         drop(a);
         assert!(registry.reserve(2).is_ok());
+    }
+
+    fn record(id: String) -> Sandbox {
+        Sandbox {
+            id,
+            docker_id: "engine".into(),
+            repo_url: "https://example.com/r".into(),
+            branch: None,
+            commit: None,
+            resolved_commit: "0".repeat(40),
+            created_at: Utc::now(),
+            expires_at: None,
+            image: "img".into(),
+            network: Network::None,
+            resources: Resources {
+                cpus: 1.0,
+                memory_mb: 64,
+                pids: 64,
+            },
+            initial_command_result: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_creates_never_pass_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Arc::new(Registry::open(dir.path()).unwrap());
+        let attempts = (0..60).map(|_| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let Ok(mut slot) = registry.reserve(5) else {
+                    return false;
+                };
+                let id = slot.assign_id(Utc::now()).unwrap();
+                tokio::task::yield_now().await;
+                registry.insert(record(id), slot).await.unwrap();
+                true
+            })
+        });
+        let admitted = futures_util::future::join_all(attempts)
+            .await
+            .into_iter()
+            .filter(|ok| *ok.as_ref().unwrap())
+            .count();
+        assert_eq!(admitted, 5);
+        assert_eq!(registry.len(), 5);
     }
 }
 

@@ -1,10 +1,16 @@
-//! Sandbox lifecycle: create, status, destroy, expiry and reconciliation with Docker.
+//! Sandbox lifecycle: create, status, destroy, expiry and reconciliation with the
+//! backend, and the connection to each sandbox's agent.
 //!
-//! A create runs the git work and the container's creation at the same time (each
-//! takes a few hundred milliseconds and neither needs the other), then streams the
-//! checkout into the container. Until its record is written, a sandbox being created
-//! is owned by a guard that removes its container if the create fails or its request
-//! is dropped, so a failed or abandoned create leaves nothing behind.
+//! A create runs the git work and the container's creation (with its agent) at the
+//! same time (each takes a few hundred milliseconds and neither needs the other), then
+//! streams the checkout in through the agent. From its first await until its record
+//! is written, a sandbox being created is owned by a guard that removes its container
+//! if the create fails or its request is dropped, so a failed or abandoned create
+//! leaves nothing behind.
+//!
+//! Every operation on a sandbox goes through here by sandbox id: handlers get the
+//! sandbox's [`AgentClient`] from [`Sandboxes::agent`], which re-attaches when the
+//! connection was lost (a restarted server or engine), and never see the engine.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,17 +18,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::config::Config;
-use crate::docker::{
-    ContainerState, LABEL_ID, LABEL_PREFIX, Network, PathKind, Runtime, SandboxSpec, WORKSPACE,
+use crate::agent::{AGENT_BINARY, AgentClient};
+use crate::backend::{
+    Backend, ContainerInfo, ContainerState, LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_PREFIX, Network,
+    SandboxSpec, WORKSPACE,
 };
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::exec;
 use crate::git::{Checkout, GitCache, RepoUrl, Tree};
 use crate::metrics::Metrics;
+use crate::policy::CommandPolicy;
 use crate::reaper::Expiries;
 use crate::registry::{Registry, Resources, Sandbox};
 
@@ -42,6 +52,55 @@ pub enum Status {
     Timeout,
     /// Destroyed.
     Destroyed,
+}
+
+/// A sandbox's status and, when it failed, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// The status.
+    pub status: Status,
+    /// Why, for `failed`.
+    pub reason: Option<String>,
+}
+
+impl Condition {
+    /// A status with no reason to give.
+    pub fn plain(status: Status) -> Self {
+        Self {
+            status,
+            reason: None,
+        }
+    }
+
+    /// What a container's state means for its sandbox.
+    pub fn of(info: &ContainerInfo) -> Self {
+        match info.state {
+            ContainerState::Created => Self::plain(Status::Creating),
+            ContainerState::Running => Self::plain(Status::Running),
+            ContainerState::Removing => Self::plain(Status::Destroyed),
+            ContainerState::Exited if info.oom_killed => Self {
+                status: Status::Failed,
+                reason: Some("out of memory: the sandbox reached its memory limit".to_owned()),
+            },
+            ContainerState::Exited => match info.exit_code {
+                Some(0) => Self::plain(Status::Completed),
+                Some(code) if code > 128 => Self {
+                    status: Status::Failed,
+                    reason: Some(format!(
+                        "the sandbox's agent was killed (signal {}); the sandbox stopped",
+                        code - 128
+                    )),
+                },
+                code => Self {
+                    status: Status::Failed,
+                    reason: Some(format!(
+                        "the sandbox's agent exited (code {}); the sandbox stopped",
+                        code.map_or_else(|| "unknown".to_owned(), |code| code.to_string())
+                    )),
+                },
+            },
+        }
+    }
 }
 
 /// A validated create request.
@@ -69,22 +128,32 @@ pub struct NewSandbox {
     pub network: Network,
 }
 
+/// How long a new or re-attached agent has to answer its hello (gVisor starts slowly).
+const AGENT_HELLO_BOUND: Duration = Duration::from_secs(30);
+/// Agents connected at once while adopting sandboxes after a start.
+const ADOPT_CONCURRENCY: usize = 8;
+
+/// The agent connection of one sandbox, made on first use and again after a loss.
+type AgentSlot = tokio::sync::Mutex<Option<Arc<AgentClient>>>;
+
 /// Owns every sandbox.
 pub struct Sandboxes {
     config: Arc<Config>,
-    runtime: Runtime,
+    backend: Arc<dyn Backend>,
     git: GitCache,
     registry: Registry,
     expiries: Expiries,
     metrics: Arc<Metrics>,
     reconciled: AtomicBool,
+    agents: std::sync::Mutex<HashMap<String, Arc<AgentSlot>>>,
+    policy: CommandPolicy,
 }
 
 impl Sandboxes {
-    /// Opens the registry and the git cache (no Docker calls yet: see [`Self::reconcile`]).
+    /// Opens the registry and the git cache (no engine calls yet: see [`Self::reconcile`]).
     pub fn open(
         config: Arc<Config>,
-        runtime: Runtime,
+        backend: Arc<dyn Backend>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let registry = Registry::open(&config.data_dir)?;
@@ -100,20 +169,40 @@ impl Sandboxes {
             }
         }
         metrics.sandboxes_active.set(registry.len() as i64);
+        let policy = CommandPolicy::new(config.command_allowlist.items());
         Ok(Self {
             config,
-            runtime,
+            backend,
             git,
             registry,
             expiries,
             metrics,
             reconciled: AtomicBool::new(false),
+            agents: std::sync::Mutex::new(HashMap::new()),
+            policy,
         })
     }
 
-    /// The Docker boundary.
-    pub fn runtime(&self) -> &Runtime {
-        &self.runtime
+    /// The backend (for health checks).
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// The command policy (`COMMAND_ALLOWLIST`).
+    pub fn policy(&self) -> &CommandPolicy {
+        &self.policy
+    }
+
+    /// Checks a command and the names of the variables it gets against the policy
+    /// (403 when refused), before anything runs.
+    pub fn allow<'a>(
+        &self,
+        command: &str,
+        env_names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<()> {
+        self.policy.check(command)?;
+        self.policy.check_environment(env_names)?;
+        Ok(())
     }
 
     /// The expiry schedule (for the reaper).
@@ -131,6 +220,68 @@ impl Sandboxes {
         self.registry
             .get(id)
             .ok_or_else(|| Error::ContainerNotFound(id.to_owned()))
+    }
+
+    fn agent_slot(&self, id: &str) -> Arc<AgentSlot> {
+        let mut agents = self
+            .agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        agents.entry(id.to_owned()).or_default().clone()
+    }
+
+    /// The connection to the agent of the sandbox `id` (404 when unknown): the live
+    /// one, or a new one when it was lost. A sandbox whose agent cannot be reached
+    /// answers 409 with the reason.
+    pub async fn agent(&self, id: &str) -> Result<Arc<AgentClient>> {
+        let sandbox = self.get(id)?;
+        let slot = self.agent_slot(id);
+        let mut connected = slot.lock().await;
+        if let Some(client) = connected.as_ref()
+            && !client.is_closed()
+        {
+            return Ok(client.clone());
+        }
+        *connected = None;
+        match self.connect_agent(&sandbox.docker_id).await {
+            Ok(client) => {
+                *connected = Some(client.clone());
+                Ok(client)
+            }
+            Err(err) => Err(self.unreachable(&sandbox, err).await),
+        }
+    }
+
+    async fn connect_agent(&self, engine_id: &str) -> Result<Arc<AgentClient>> {
+        let transport = self.backend.attach(engine_id).await?;
+        Ok(Arc::new(
+            AgentClient::connect(transport, AGENT_HELLO_BOUND).await?,
+        ))
+    }
+
+    /// Puts a failure to reach a sandbox's agent in the client's terms.
+    async fn unreachable(&self, sandbox: &Sandbox, err: Error) -> Error {
+        match self.backend.inspect(&sandbox.docker_id).await {
+            Ok(Some(info)) if info.state == ContainerState::Running => match err {
+                Error::DockerUnavailable(_) => err,
+                other => Error::NotRunning(format!(
+                    "the agent of container {} does not answer: {other}",
+                    sandbox.id
+                )),
+            },
+            Ok(Some(info)) => {
+                let condition = Condition::of(&info);
+                Error::NotRunning(match condition.reason {
+                    Some(reason) => format!("container {} is not running: {reason}", sandbox.id),
+                    None => format!("container {} is not running", sandbox.id),
+                })
+            }
+            Ok(None) => {
+                self.forget(&sandbox.id, "vanished");
+                Error::ContainerNotFound(sandbox.id.clone())
+            }
+            Err(other) => other,
+        }
     }
 
     /// Creates a sandbox; returns once it is usable (or has failed, leaving nothing).
@@ -151,16 +302,19 @@ impl Sandboxes {
             created_at + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX)
         });
         let spec = self.spec(&id, &request, created_at, expires_at);
+        // Armed before the first await: a create dropped while the engine makes its
+        // container still gets that container removed (by its unique name).
+        let mut guard = ContainerGuard::new(self.backend.clone(), spec.name.clone());
 
         let clone_started = Instant::now();
         // `join!` polls in order: the container's request goes out first, before the
         // git processes are spawned (spawning holds the thread for a moment).
-        let (container, checkout) = tokio::join!(
+        let (agent, checkout) = tokio::join!(
             async {
-                let docker_id = self.runtime.create(&spec).await?;
-                let guard = ContainerGuard::new(self.runtime.clone(), docker_id);
-                let shell = self.shell(&guard.docker_id).await;
-                Ok::<_, Error>((guard, shell))
+                let engine_id = self.backend.create(&spec, AGENT_BINARY).await?;
+                guard.engine_id = engine_id.clone();
+                let agent = self.connect_agent(&engine_id).await?;
+                Ok::<_, Error>((engine_id, agent))
             },
             async {
                 let checkout = self
@@ -180,11 +334,9 @@ impl Sandboxes {
         );
         // The container is the guard's until the record is written: on any error the
         // container is removed (awaited), and the checkout's temporary tree goes with it.
-        let (guard, shell) = container?;
-        let docker_id = guard.docker_id.clone();
         let provisioned = async {
+            let (engine_id, agent) = agent?;
             let checkout = checkout?;
-            let shell = shell?;
             Metrics::count(
                 &self.metrics.cache,
                 if checkout.cache_hit { "hit" } else { "miss" },
@@ -201,7 +353,7 @@ impl Sandboxes {
                 if reused { "tree_hit" } else { "tree_miss" },
             );
             let tar = self.git.tar(tree, WORKSPACE.trim_start_matches('/'));
-            self.runtime.put_archive(&docker_id, "/", tar).await?;
+            agent.archive_in("/", tar).await?;
 
             let initial_command_result = match &request.initial_command {
                 Some(command) => {
@@ -210,15 +362,16 @@ impl Sandboxes {
                         working_dir: WORKSPACE.to_owned(),
                         timeout: Duration::from_secs(self.config.max_exec_timeout_secs),
                         env: Vec::new(),
+                        stdin: None,
                     };
-                    let cap = self.config.max_output_bytes;
-                    Some(exec::run(&self.runtime, &docker_id, &shell, command, cap).await?)
+                    let result = exec::run(&agent, command, self.config.max_output_bytes).await?;
+                    Some(result.kept(INITIAL_RESULT_BYTES))
                 }
                 None => None,
             };
             let sandbox = Sandbox {
                 id: id.clone(),
-                docker_id: docker_id.clone(),
+                docker_id: engine_id,
                 repo_url: request.repo.redacted().to_owned(),
                 branch,
                 commit: request.commit_as_requested.clone(),
@@ -226,12 +379,13 @@ impl Sandboxes {
                 created_at,
                 expires_at,
                 image: request.image.clone(),
-                shell,
                 network: request.network,
                 resources: request.resources,
                 initial_command_result,
             };
-            self.registry.insert(sandbox, slot).await
+            let sandbox = self.registry.insert(sandbox, slot).await?;
+            *self.agent_slot(&id).lock().await = Some(agent);
+            Ok::<_, Error>(sandbox)
         }
         .await;
         let sandbox = match provisioned {
@@ -269,9 +423,11 @@ impl Sandboxes {
         if let Some(at) = expires_at {
             labels.insert(format!("{LABEL_PREFIX}expires_at"), at.to_rfc3339());
         }
+        let name = format!("{id}.{}", self.registry.instance());
         SandboxSpec {
             id: id.to_owned(),
-            name: format!("{id}.{}", self.registry.instance()),
+            hostname: hostname_for(&name),
+            name,
             instance: self.registry.instance().to_owned(),
             image: request.image.clone(),
             env: request
@@ -289,19 +445,11 @@ impl Sandboxes {
         }
     }
 
-    /// `/bin/bash` when the image has it, else `/bin/sh`.
-    async fn shell(&self, docker_id: &str) -> Result<String> {
-        match self.runtime.stat(docker_id, "/bin/bash").await? {
-            Some(stat) if stat.kind != PathKind::Directory => Ok("/bin/bash".to_owned()),
-            _ => Ok("/bin/sh".to_owned()),
-        }
-    }
-
-    /// A sandbox's status, read from Docker. A sandbox whose container vanished is
+    /// A sandbox's status, read from the engine. A sandbox whose container vanished is
     /// forgotten and answers 404.
-    pub async fn status(&self, sandbox: &Sandbox) -> Result<Status> {
-        match self.runtime.state(&sandbox.docker_id).await? {
-            Some(state) => Ok(status_of(state)),
+    pub async fn status(&self, sandbox: &Sandbox) -> Result<Condition> {
+        match self.backend.inspect(&sandbox.docker_id).await? {
+            Some(info) => Ok(Condition::of(&info)),
             None => {
                 self.forget(&sandbox.id, "vanished");
                 Err(Error::ContainerNotFound(sandbox.id.clone()))
@@ -309,21 +457,35 @@ impl Sandboxes {
         }
     }
 
-    /// Every sandbox with its status, from one Docker call.
-    pub async fn list(&self) -> Result<Vec<(Arc<Sandbox>, Status)>> {
+    /// Every sandbox with its status, from one engine call (and one more for each
+    /// that stopped, to say why).
+    pub async fn list(&self) -> Result<Vec<(Arc<Sandbox>, Condition)>> {
         // Records first: every one of them had its container before the listing.
         let records = self.registry.all();
         let states: HashMap<String, ContainerState> = self
-            .runtime
+            .backend
             .list_managed(self.registry.instance())
             .await?
             .into_iter()
-            .map(|c| (c.docker_id, c.state))
+            .map(|c| (c.engine_id, c.state))
             .collect();
         let mut listed = Vec::new();
         for sandbox in records {
             match states.get(&sandbox.docker_id) {
-                Some(&state) => listed.push((sandbox, status_of(state))),
+                Some(ContainerState::Exited) => {
+                    let condition = self.status(&sandbox).await;
+                    if let Ok(condition) = condition {
+                        listed.push((sandbox, condition));
+                    }
+                }
+                Some(&state) => listed.push((
+                    sandbox,
+                    Condition::of(&ContainerInfo {
+                        state,
+                        oom_killed: false,
+                        exit_code: None,
+                    }),
+                )),
                 None => self.forget(&sandbox.id, "vanished"),
             }
         }
@@ -333,19 +495,19 @@ impl Sandboxes {
     /// Destroys a sandbox at a client's request.
     pub async fn destroy(&self, id: &str) -> Result<()> {
         let sandbox = self.get(id)?;
-        self.runtime.remove(&sandbox.docker_id).await?;
+        self.backend.remove(&sandbox.docker_id).await?;
         self.forget(id, "api");
         tracing::info!(sandbox = %id, "sandbox destroyed");
         Ok(())
     }
 
-    /// Destroys a sandbox whose deadline has come. If Docker cannot be reached, tries
-    /// again a little later rather than forgetting a container that still runs.
+    /// Destroys a sandbox whose deadline has come. If the engine cannot be reached,
+    /// tries again a little later rather than forgetting a container that still runs.
     pub async fn expire(&self, id: &str) {
         let Some(sandbox) = self.registry.get(id) else {
             return;
         };
-        match self.runtime.remove(&sandbox.docker_id).await {
+        match self.backend.remove(&sandbox.docker_id).await {
             Ok(()) => {
                 self.forget(id, "expired");
                 tracing::info!(sandbox = %id, "sandbox expired and destroyed");
@@ -360,6 +522,9 @@ impl Sandboxes {
 
     fn forget(&self, id: &str, reason: &'static str) {
         self.expiries.cancel(id);
+        if let Ok(mut agents) = self.agents.lock() {
+            agents.remove(id);
+        }
         if self.registry.remove(id).is_some() {
             Metrics::count(&self.metrics.destroys, reason);
         }
@@ -373,35 +538,45 @@ impl Sandboxes {
         self.reconciled.load(Ordering::SeqCst)
     }
 
-    /// Brings the registry and Docker into agreement after a start: adopts containers
-    /// with a record (expiry is already scheduled), destroys the expired ones, removes
-    /// containers without a record (interrupted creates), forgets records whose
-    /// container vanished.
+    /// Brings the registry and the engine into agreement after a start: adopts
+    /// containers with a record (re-attaching to their agents, which ends whatever
+    /// commands the previous server left running), destroys the expired ones, removes
+    /// containers without a record (interrupted creates) and those made by a repobox
+    /// from before the agent, and forgets records whose container vanished.
     pub async fn reconcile(&self) -> Result<()> {
         // Records are read before containers are listed: a record written meanwhile
         // belongs to a container the listing may not show yet.
         let records = self.registry.all();
-        let containers = self.runtime.list_managed(self.registry.instance()).await?;
+        let containers = self.backend.list_managed(self.registry.instance()).await?;
         let now = Utc::now();
         let mut seen = std::collections::HashSet::new();
+        let mut adopted = Vec::new();
         for container in containers {
             let id = container.labels.get(LABEL_ID).cloned().unwrap_or_default();
             if self.registry.is_creating(&id) {
                 // A create under way (requests are served while reconciling).
                 continue;
             }
+            let speaks_agent = container
+                .labels
+                .get(LABEL_AGENT_PROTOCOL)
+                .is_some_and(|v| *v == repobox_protocol::PROTOCOL_VERSION.to_string());
             match self.registry.get(&id) {
-                Some(sandbox) if sandbox.docker_id == container.docker_id => {
+                Some(sandbox) if sandbox.docker_id == container.engine_id && speaks_agent => {
                     if sandbox.expires_at.is_some_and(|at| at <= now) {
                         self.expire(&id).await;
-                    } else {
-                        tracing::info!(sandbox = %id, "adopted sandbox");
+                    } else if container.state == ContainerState::Running {
+                        adopted.push(id.clone());
                     }
                     seen.insert(id);
                 }
+                Some(_) if !speaks_agent => {
+                    tracing::warn!(sandbox = %id, "removing a sandbox made by an earlier repobox (before the agent); it cannot be served");
+                    self.backend.remove(&container.engine_id).await?;
+                }
                 _ => {
-                    tracing::info!(sandbox = %id, docker_id = %container.docker_id, "removing leftover of an interrupted create");
-                    self.runtime.remove(&container.docker_id).await?;
+                    tracing::info!(sandbox = %id, engine_id = %container.engine_id, "removing leftover of an interrupted create");
+                    self.backend.remove(&container.engine_id).await?;
                 }
             }
         }
@@ -411,42 +586,66 @@ impl Sandboxes {
                 self.forget(&sandbox.id, "reconcile");
             }
         }
+        // Re-attach now rather than at first use: the hello ends the commands that the
+        // previous server left in flight.
+        futures_util::stream::iter(adopted)
+            .for_each_concurrent(ADOPT_CONCURRENCY, |id: String| async move {
+                match self.agent(&id).await {
+                    Ok(_) => tracing::info!(sandbox = %id, "adopted sandbox"),
+                    Err(err) => tracing::warn!(sandbox = %id, %err, "adopted sandbox whose agent does not answer"),
+                }
+            })
+            .await;
         self.reconciled.store(true, Ordering::SeqCst);
         Ok(())
     }
 }
 
-fn status_of(state: ContainerState) -> Status {
-    match state {
-        ContainerState::Created => Status::Creating,
-        ContainerState::Running => Status::Running,
-        ContainerState::Exited => Status::Completed,
-        ContainerState::Removing => Status::Destroyed,
-    }
+/// Most bytes of each stream of `initial_command_result` kept on the record.
+pub const INITIAL_RESULT_BYTES: usize = 64 * 1024;
+
+/// A host name for the container named `name`: unique per sandbox, and telling
+/// nothing of its repository or id.
+fn hostname_for(name: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("rb-{hex}")
 }
 
 /// Owns a container until its create has committed. Dropped armed (the request went
-/// away mid-create), it removes the container in the background.
+/// away mid-create), it removes the container in the background. Until the engine
+/// has answered the create, the container is known by its (unique) name.
 struct ContainerGuard {
-    runtime: Runtime,
-    docker_id: String,
+    backend: Arc<dyn Backend>,
+    name: String,
+    engine_id: String,
     armed: bool,
 }
 
 impl ContainerGuard {
-    fn new(runtime: Runtime, docker_id: String) -> Self {
+    fn new(backend: Arc<dyn Backend>, name: String) -> Self {
         Self {
-            runtime,
-            docker_id,
+            backend,
+            name,
+            engine_id: String::new(),
             armed: true,
+        }
+    }
+
+    fn target(&self) -> String {
+        if self.engine_id.is_empty() {
+            self.name.clone()
+        } else {
+            self.engine_id.clone()
         }
     }
 
     /// Removes the container now.
     async fn remove(mut self) {
         self.armed = false;
-        if let Err(err) = self.runtime.remove(&self.docker_id).await {
-            tracing::warn!(docker_id = %self.docker_id, %err, "could not remove the container of a failed create");
+        if let Err(err) = self.backend.remove(&self.target()).await {
+            tracing::warn!(container = %self.target(), %err, "could not remove the container of a failed create");
         }
     }
 
@@ -459,13 +658,51 @@ impl ContainerGuard {
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
         if self.armed {
-            let runtime = self.runtime.clone();
-            let docker_id = std::mem::take(&mut self.docker_id);
+            let backend = self.backend.clone();
+            let target = self.target();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
-                    let _ = runtime.remove(&docker_id).await;
+                    // The engine may still be creating it: removing by name can come
+                    // too early, so try again a little later.
+                    for pause in [0, 500, 2000, 5000] {
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                        let _ = backend.remove(&target).await;
+                    }
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_differ_per_sandbox_and_are_valid() {
+        let a = hostname_for("repo-container-1-0.inst");
+        let b = hostname_for("repo-container-1-1.inst");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 15);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    }
+
+    #[test]
+    fn a_stopped_container_fails_with_its_reason() {
+        let info = |oom, code| ContainerInfo {
+            state: ContainerState::Exited,
+            oom_killed: oom,
+            exit_code: code,
+        };
+        assert_eq!(
+            Condition::of(&info(false, Some(0))).status,
+            Status::Completed
+        );
+        let oom = Condition::of(&info(true, Some(137)));
+        assert_eq!(oom.status, Status::Failed);
+        assert!(oom.reason.unwrap().contains("out of memory"));
+        let killed = Condition::of(&info(false, Some(137)));
+        assert_eq!(killed.status, Status::Failed);
+        assert!(killed.reason.unwrap().contains("signal 9"));
     }
 }

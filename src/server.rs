@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::docker::Runtime;
 use crate::metrics::Metrics;
@@ -34,8 +35,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
-    let runtime = Runtime::connect(&config.docker_host)?;
-    let sandboxes = Arc::new(Sandboxes::open(config.clone(), runtime, metrics.clone())?);
+    let backend: Arc<dyn Backend> = Arc::new(Runtime::connect(&config.docker_host)?);
+    let sandboxes = Arc::new(Sandboxes::open(config.clone(), backend, metrics.clone())?);
     let stop = CancellationToken::new();
 
     let mut tasks = JoinSet::new();
@@ -52,7 +53,14 @@ pub async fn run(
         metrics,
         started: Instant::now(),
     };
-    tracing::info!(address = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "repobox listening");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, version = env!("CARGO_PKG_VERSION"), agent = crate::agent::AGENT_VERSION, "repobox listening");
+    if !address.ip().is_loopback() && config.api_keys.is_empty() {
+        tracing::warn!(
+            %address,
+            "serving on a non-loopback address without API_KEYS: anyone who can reach this port can run code in sandboxes; set API_KEYS or bind HOST=127.0.0.1"
+        );
+    }
 
     let signalled = CancellationToken::new();
     let server =
@@ -82,7 +90,7 @@ pub async fn run(
 async fn watch_docker(sandboxes: Arc<Sandboxes>, metrics: Arc<Metrics>, stop: CancellationToken) {
     loop {
         let up = sandboxes
-            .runtime()
+            .backend()
             .ping(Duration::from_secs(2))
             .await
             .is_ok();

@@ -112,22 +112,29 @@ impl Engine {
     /// builds a sandbox's hardened config), with the bench's labels and instance.
     fn container_body(&self, name: &str) -> ContainerCreateBody {
         let limits = &self.limits;
-        repobox::docker::container_config(&repobox::docker::SandboxSpec {
+        let mut body = repobox::docker::container_config(&repobox::backend::SandboxSpec {
             id: name.to_owned(),
             name: name.to_owned(),
+            hostname: "floor".to_owned(),
             instance: format!("rbbench-floor-{}", self.run),
             image: limits.image.clone(),
             env: Vec::new(),
             cpus: limits.cpus,
             memory_mb: limits.memory_mb,
             pids: limits.pids,
-            network: repobox::docker::Network::None,
+            network: repobox::backend::Network::None,
             labels: HashMap::from([
                 (LABEL_RUN.to_owned(), self.run.to_string()),
                 (LABEL_PID.to_owned(), std::process::id().to_string()),
             ]),
             runtime: (!limits.runtime.is_empty()).then(|| limits.runtime.clone()),
-        })
+        });
+        // The floor has no agent: its container idles, as a plain Docker sandbox does,
+        // and everything is done to it by Docker exec and the archive API.
+        body.entrypoint = Some(vec!["sleep".to_owned()]);
+        body.cmd = Some(vec!["infinity".to_owned()]);
+        body.open_stdin = Some(false);
+        body
     }
 
     /// Creates and starts a floor container; returns its id.

@@ -11,13 +11,13 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{AppState, Json, validate_env};
+use crate::backend::{Network, WORKSPACE};
 use crate::config::Config;
-use crate::docker::{Network, WORKSPACE};
 use crate::error::{Error, ErrorBody, Result};
 use crate::exec::ExecResult;
 use crate::git::{RepoUrl, validate_branch, validate_commit};
 use crate::registry::{Resources, Sandbox};
-use crate::sandbox::{NewSandbox, Status};
+use crate::sandbox::{Condition, NewSandbox, Status};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -83,15 +83,18 @@ pub struct ContainerResponse {
     pub resolved_commit: String,
     /// (ext) Image it runs.
     pub image: String,
-    /// (ext) Result of `initial_command`.
+    /// (ext) Result of `initial_command` (at most 64 KiB of each stream kept).
     pub initial_command_result: Option<ExecResult>,
+    /// (ext) Why the sandbox `failed` (e.g. "out of memory"); null otherwise.
+    pub status_reason: Option<String>,
 }
 
 impl ContainerResponse {
-    fn new(sandbox: &Sandbox, status: Status) -> Self {
+    fn new(sandbox: &Sandbox, condition: &Condition) -> Self {
         Self {
             container_id: sandbox.id.clone(),
-            status,
+            status: condition.status,
+            status_reason: condition.reason.clone(),
             repo_url: sandbox.repo_url.clone(),
             branch: sandbox.branch.clone(),
             commit: sandbox.commit.clone(),
@@ -219,6 +222,7 @@ impl CreateContainerRequest {
 #[utoipa::path(post, path = "/containers", tag = "containers", request_body = CreateContainerRequest, responses(
     (status = 201, body = ContainerResponse),
     (status = 400, body = ErrorBody, description = "Invalid request (URL policy, ref names, limits)"),
+    (status = 403, body = ErrorBody, description = "initial_command refused by COMMAND_ALLOWLIST"),
     (status = 422, body = ErrorBody, description = "Repository, branch or commit cannot be checked out"),
     (status = 429, body = ErrorBody, description = "MAX_CONTAINERS reached"),
     (status = 503, body = ErrorBody, description = "Docker unreachable"),
@@ -228,10 +232,18 @@ pub async fn create_container(
     Json(request): Json<CreateContainerRequest>,
 ) -> Result<(StatusCode, Json<ContainerResponse>)> {
     let request = request.validate(&state.config)?;
+    // The sandbox's variables reach every command, the initial one included.
+    state.sandboxes.allow(
+        request.initial_command.as_deref().unwrap_or("true"),
+        request.env.keys().map(String::as_str),
+    )?;
     let sandbox = state.sandboxes.create(request).await?;
     Ok((
         StatusCode::CREATED,
-        Json(ContainerResponse::new(&sandbox, Status::Running)),
+        Json(ContainerResponse::new(
+            &sandbox,
+            &Condition::plain(Status::Running),
+        )),
     ))
 }
 
@@ -244,7 +256,7 @@ pub async fn list_containers(State(state): State<AppState>) -> Result<Json<Conta
     let listed = state.sandboxes.list().await?;
     let containers: Vec<_> = listed
         .iter()
-        .map(|(sandbox, status)| ContainerResponse::new(sandbox, *status))
+        .map(|(sandbox, condition)| ContainerResponse::new(sandbox, condition))
         .collect();
     let active_count = containers
         .iter()
@@ -266,8 +278,8 @@ pub async fn get_container(
     Path(container_id): Path<String>,
 ) -> Result<Json<ContainerResponse>> {
     let sandbox = state.sandboxes.get(&container_id)?;
-    let status = state.sandboxes.status(&sandbox).await?;
-    Ok(Json(ContainerResponse::new(&sandbox, status)))
+    let condition = state.sandboxes.status(&sandbox).await?;
+    Ok(Json(ContainerResponse::new(&sandbox, &condition)))
 }
 
 /// Destroy a sandbox: its container and everything kept for it.

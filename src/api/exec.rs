@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
@@ -12,16 +14,26 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{AppState, Json, validate_env};
+use super::{AppState, Json, json_body, validate_env};
+use crate::backend::WORKSPACE;
 use crate::config::Config;
-use crate::docker::WORKSPACE;
 use crate::error::{Error, ErrorBody, Result};
 use crate::exec::{self, Event, ExecResult};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
+    // The bodies may carry `stdin`: their bound is the handlers' own (see `body_limit`).
     OpenApiRouter::new()
         .routes(routes!(execute_command))
         .routes(routes!(stream_command))
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// Largest body of an execute request: the JSON limit plus room for `stdin` (which
+/// JSON escaping can make up to twice as long for ordinary text).
+fn body_limit(config: &Config) -> usize {
+    config
+        .max_request_bytes
+        .saturating_add(config.max_stdin_bytes.saturating_mul(2))
 }
 
 /// Body of `POST /containers/{id}/execute` (and `/execute/stream`).
@@ -37,6 +49,9 @@ pub struct ExecuteCommandRequest {
     pub timeout_secs: Option<i64>,
     /// (ext) Extra environment for this command only.
     pub environment: Option<BTreeMap<String, String>>,
+    /// (ext) Written to the command's standard input, which is then closed (at most
+    /// `MAX_STDIN_BYTES`). Absent: standard input is empty.
+    pub stdin: Option<String>,
 }
 
 impl ExecuteCommandRequest {
@@ -66,14 +81,21 @@ impl ExecuteCommandRequest {
         }
         let env = self.environment.unwrap_or_default();
         validate_env("environment", &env)?;
+        if let Some(stdin) = &self.stdin
+            && stdin.len() > config.max_stdin_bytes
+        {
+            return Err(Error::TooLarge(format!(
+                "stdin is {} bytes, above MAX_STDIN_BYTES ({})",
+                stdin.len(),
+                config.max_stdin_bytes
+            )));
+        }
         Ok(exec::Command {
             command: self.command,
             working_dir,
             timeout: Duration::from_secs(timeout.unsigned_abs()),
-            env: env
-                .into_iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect(),
+            env: env.into_iter().collect(),
+            stdin: self.stdin.map(bytes::Bytes::from),
         })
     }
 }
@@ -85,23 +107,26 @@ impl ExecuteCommandRequest {
     responses(
         (status = 200, body = ExecResult, description = "The command ran (any exit code)"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "Refused by COMMAND_ALLOWLIST"),
+        (status = 413, body = ErrorBody, description = "stdin above MAX_STDIN_BYTES"),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody, description = "The image has no shell"),
     ))]
 pub async fn execute_command(
     State(state): State<AppState>,
     Path(container_id): Path<String>,
-    Json(request): Json<ExecuteCommandRequest>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<ExecResult>> {
-    let sandbox = state.sandboxes.get(&container_id)?;
+    state.sandboxes.get(&container_id)?;
+    let request: ExecuteCommandRequest =
+        json_body(&headers, body, body_limit(&state.config)).await?;
     let command = request.validate(&state.config)?;
-    let result = exec::run(
-        state.sandboxes.runtime(),
-        &sandbox.docker_id,
-        &sandbox.shell,
-        command,
-        state.config.max_output_bytes,
-    )
-    .await
-    .map_err(|err| not_running_as(err, &container_id))?;
+    state.sandboxes.allow(
+        &command.command,
+        command.env.iter().map(|(name, _)| name.as_str()),
+    )?;
+    let agent = state.sandboxes.agent(&container_id).await?;
+    let result = exec::run(&agent, command, state.config.max_output_bytes).await?;
     state
         .metrics
         .exec_seconds
@@ -122,22 +147,26 @@ pub async fn execute_command(
     responses(
         (status = 200, content_type = "text/event-stream", description = "Events: stdout, stderr, exit"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "Refused by COMMAND_ALLOWLIST"),
+        (status = 413, body = ErrorBody, description = "stdin above MAX_STDIN_BYTES"),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody, description = "The image has no shell"),
     ))]
 pub async fn stream_command(
     State(state): State<AppState>,
     Path(container_id): Path<String>,
-    Json(request): Json<ExecuteCommandRequest>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response> {
-    let sandbox = state.sandboxes.get(&container_id)?;
+    state.sandboxes.get(&container_id)?;
+    let request: ExecuteCommandRequest =
+        json_body(&headers, body, body_limit(&state.config)).await?;
     let command = request.validate(&state.config)?;
-    let events = exec::stream(
-        state.sandboxes.runtime(),
-        &sandbox.docker_id,
-        &sandbox.shell,
-        command,
-    )
-    .await
-    .map_err(|err| not_running_as(err, &container_id))?;
+    state.sandboxes.allow(
+        &command.command,
+        command.env.iter().map(|(name, _)| name.as_str()),
+    )?;
+    let agent = state.sandboxes.agent(&container_id).await?;
+    let events = exec::stream(&agent, command).await?;
     crate::metrics::Metrics::count(&state.metrics.execs, "stream");
     let mut response = Sse::new(sse_events(events))
         .keep_alive(KeepAlive::default())
@@ -167,9 +196,9 @@ fn sse_events(
                 .event("stderr")
                 .json_data(Chunk { data: &data }),
             Event::Exit(exit) => SseEvent::default().event("exit").json_data(exit),
-            Event::Error(detail) => SseEvent::default()
+            Event::Error(error) => SseEvent::default()
                 .event("error")
-                .json_data(serde_json::json!({ "detail": detail })),
+                .json_data(error.public_body()),
         };
         Ok(sse.unwrap_or_else(|_| {
             SseEvent::default()
@@ -180,13 +209,3 @@ fn sse_events(
 }
 
 use futures_util::StreamExt as _;
-
-/// The engine says "not running" about its own container; the client knows the sandbox.
-fn not_running_as(err: Error, container_id: &str) -> Error {
-    match err {
-        Error::NotRunning(_) => {
-            Error::NotRunning(format!("container {container_id} is not running"))
-        }
-        other => other,
-    }
-}

@@ -16,10 +16,9 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use super::{API_PREFIX, AppState, Json, Query};
-use crate::docker::{BodyStream, ContainerState, WORKSPACE};
+use crate::backend::{BodyStream, WORKSPACE};
 use crate::error::{Error, ErrorBody, Result};
-use crate::files::{self, FileSystemItem, Spooled, Upload, WriteTarget};
-use crate::registry::Sandbox;
+use crate::files::{self, FileSystemItem, Upload};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -113,25 +112,25 @@ pub struct FileContent {
 }
 
 /// List a directory: every entry, hidden ones included, sorted by name. A symlink to a
-/// directory lists the directory. Needs GNU `find` in the image (422 without it).
+/// directory lists the directory.
 #[utoipa::path(get, path = "/containers/{container_id}/browse", tag = "files",
     params(("container_id" = String, Path, description = "Sandbox id"), BrowseQuery),
     responses(
         (status = 200, body = DirectoryListing),
         (status = 400, body = ErrorBody, description = "Invalid path, or a file"),
         (status = 404, body = ErrorBody, description = "Unknown container or missing path"),
-        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody, description = "The image lacks GNU find"),
+        (status = 409, body = ErrorBody),
     ))]
 pub async fn browse_directory(
     State(state): State<AppState>,
     Path(container_id): Path<String>,
     Query(query): Query<BrowseQuery>,
 ) -> Result<Json<DirectoryListing>> {
-    let sandbox = state.sandboxes.get(&container_id)?;
+    state.sandboxes.get(&container_id)?;
     let path = query.path.unwrap_or_else(|| WORKSPACE.to_owned());
     files::validate_path("path", &path)?;
-    let listed = files::list_directory(state.sandboxes.runtime(), &sandbox.docker_id, &path).await;
-    let items = explained(listed, &state, &sandbox).await?;
+    let agent = state.sandboxes.agent(&container_id).await?;
+    let items = files::list_directory(&agent, &path).await?;
     Ok(Json(DirectoryListing {
         path,
         total_items: items.len(),
@@ -155,17 +154,11 @@ pub async fn read_file(
     Path(container_id): Path<String>,
     Query(query): Query<FileQuery>,
 ) -> Result<Json<FileContent>> {
-    let sandbox = state.sandboxes.get(&container_id)?;
+    state.sandboxes.get(&container_id)?;
     let path = query.file_path;
     files::validate_path("file_path", &path)?;
-    let read = files::read_file(
-        state.sandboxes.runtime(),
-        &sandbox.docker_id,
-        &path,
-        state.config.max_file_bytes,
-    )
-    .await;
-    let content = explained(read, &state, &sandbox)
+    let agent = state.sandboxes.agent(&container_id).await?;
+    let content = files::read_file(&agent, &path, state.config.max_file_bytes)
         .await
         .map_err(|err| match err {
             Error::TooLarge(detail) => Error::TooLarge(format!(
@@ -228,28 +221,20 @@ pub async fn download_file(
     Path(container_id): Path<String>,
     Query(query): Query<FileQuery>,
 ) -> Result<Response> {
-    let sandbox = state.sandboxes.get(&container_id)?;
+    state.sandboxes.get(&container_id)?;
     files::validate_path("file_path", &query.file_path)?;
-    let opened = files::open_file(
-        state.sandboxes.runtime(),
-        &sandbox.docker_id,
-        &query.file_path,
-        None,
-    )
-    .await;
-    let file = explained(opened, &state, &sandbox).await?;
-    let size = file.size;
+    let agent = state.sandboxes.agent(&container_id).await?;
+    let file = files::open_file(&agent, &query.file_path, None).await?;
     Ok(streamed(
-        file.into_stream(),
+        file.data,
         "application/octet-stream",
-        Some(size),
+        Some(file.size),
     ))
 }
 
 /// (ext) Write the request body to a file (any size up to `MAX_UPLOAD_BYTES`):
 /// missing parent directories are created, the file gets mode 0644 and owner root.
-/// Without `Content-Length` the body is first spooled on the server. Answers the
-/// file's item.
+/// The file is replaced only once the whole body is in. Answers the file's item.
 #[utoipa::path(put, path = "/containers/{container_id}/files/raw", tag = "files",
     params(("container_id" = String, Path, description = "Sandbox id"), FileQuery),
     request_body(content = inline(RawBytes), content_type = "application/octet-stream"),
@@ -267,34 +252,15 @@ pub async fn upload_file(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<FileSystemItem>)> {
-    let sandbox = state.sandboxes.get(&container_id)?;
+    state.sandboxes.get(&container_id)?;
     let path = query.file_path;
     files::validate_path("file_path", &path)?;
     files::split_file_path(&path)?;
     let limit = state.config.max_upload_bytes;
     let length = content_length(&headers, limit)?;
-    let runtime = state.sandboxes.runtime();
-    let docker_id = &sandbox.docker_id;
-    let write = async {
-        let target = WriteTarget::check(runtime, docker_id, &path).await?;
-        let body = body_stream(body);
-        match length {
-            Some(length) => {
-                let upload = Upload::new(body, Some(length), limit);
-                target.write(runtime, docker_id, length, upload).await
-            }
-            None => {
-                // A tar header needs the size before the data: learn it first.
-                let spool_dir = state.config.cache_dir.join("tmp");
-                let spooled = Spooled::write(body, &spool_dir, limit).await?;
-                let upload = Upload::new(spooled.stream().await?, Some(spooled.size), limit);
-                let item = target.write(runtime, docker_id, spooled.size, upload).await;
-                drop(spooled);
-                item
-            }
-        }
-    };
-    let item = explained(write.await, &state, &sandbox).await?;
+    let agent = state.sandboxes.agent(&container_id).await?;
+    let upload = Upload::new(body_stream(body), length, limit);
+    let item = files::write_file(&agent, &path, upload).await?;
     Ok((StatusCode::CREATED, Json(item)))
 }
 
@@ -313,11 +279,10 @@ pub async fn download_archive(
     Path(container_id): Path<String>,
     Query(query): Query<ArchiveQuery>,
 ) -> Result<Response> {
-    let sandbox = state.sandboxes.get(&container_id)?;
+    state.sandboxes.get(&container_id)?;
     files::validate_path("path", &query.path)?;
-    let tar =
-        files::download_archive(state.sandboxes.runtime(), &sandbox.docker_id, &query.path).await;
-    let tar = explained(tar, &state, &sandbox).await?;
+    let agent = state.sandboxes.agent(&container_id).await?;
+    let tar = files::download_archive(&agent, &query.path).await?;
     Ok(streamed(tar, "application/x-tar", None))
 }
 
@@ -340,19 +305,13 @@ pub async fn upload_archive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode> {
-    let sandbox = state.sandboxes.get(&container_id)?;
+    state.sandboxes.get(&container_id)?;
     files::validate_path("path", &query.path)?;
     let limit = state.config.max_upload_bytes;
     let length = content_length(&headers, limit)?;
+    let agent = state.sandboxes.agent(&container_id).await?;
     let upload = Upload::new(body_stream(body), length, limit);
-    let unpacked = files::upload_archive(
-        state.sandboxes.runtime(),
-        &sandbox.docker_id,
-        &query.path,
-        upload,
-    )
-    .await;
-    explained(unpacked, &state, &sandbox).await?;
+    files::upload_archive(&agent, &query.path, upload).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -376,33 +335,6 @@ fn content_length(headers: &HeaderMap, limit: u64) -> Result<Option<u64>> {
 
 fn body_stream(body: Body) -> BodyStream {
     Box::pin(body.into_data_stream().map_err(std::io::Error::other))
-}
-
-/// `result`, its error [`explain`]ed.
-async fn explained<T>(result: Result<T>, state: &AppState, sandbox: &Sandbox) -> Result<T> {
-    match result {
-        Ok(value) => Ok(value),
-        Err(err) => Err(explain(err, state, sandbox).await),
-    }
-}
-
-/// Puts an engine failure in the client's terms: "not running" is about the sandbox,
-/// and so is a path that is missing because the whole container is gone (the
-/// archive API answers 404 for both).
-async fn explain(err: Error, state: &AppState, sandbox: &Sandbox) -> Error {
-    let not_running = match &err {
-        Error::NotRunning(_) => true,
-        Error::PathNotFound(_) => matches!(
-            state.sandboxes.runtime().state(&sandbox.docker_id).await,
-            Ok(None | Some(ContainerState::Exited | ContainerState::Removing))
-        ),
-        _ => false,
-    };
-    if not_running {
-        Error::NotRunning(format!("container {} is not running", sandbox.id))
-    } else {
-        err
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{AppState, Json};
-use crate::docker::{KEPT_CAPABILITIES, Network};
+use crate::backend::Network;
+use crate::docker::KEPT_CAPABILITIES;
 use crate::error::Error;
 use crate::registry::Resources;
 
@@ -60,7 +61,7 @@ pub struct LiveResponse {
 /// Service health, with statistics.
 #[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = HealthResponse)))]
 pub async fn health_check(State(state): State<AppState>) -> Json<HealthResponse> {
-    let docker_available = state.sandboxes.runtime().ping(PROBE_BOUND).await.is_ok();
+    let docker_available = state.sandboxes.backend().ping(PROBE_BOUND).await.is_ok();
     state.metrics.docker_up.set(i64::from(docker_available));
     Json(HealthResponse {
         status: if docker_available {
@@ -82,7 +83,7 @@ pub async fn health_check(State(state): State<AppState>) -> Json<HealthResponse>
     (status = 503, body = ReadyResponse, description = "Docker unreachable or base image missing"),
 ))]
 pub async fn readiness_check(State(state): State<AppState>) -> Response {
-    let runtime = state.sandboxes.runtime();
+    let runtime = state.sandboxes.backend();
     let reason = match runtime.ping(PROBE_BOUND).await {
         Err(err) => Some(err.to_string()),
         Ok(()) => match tokio::time::timeout(
@@ -147,8 +148,30 @@ pub struct InfoResponse {
     pub capabilities: Vec<String>,
     /// Whether API keys are required.
     pub auth_required: bool,
+    /// The agent placed in every sandbox.
+    pub agent: AgentInfo,
+    /// The command policy.
+    pub command_policy: CommandPolicyInfo,
     /// Limits.
     pub limits: Limits,
+}
+
+/// The command policy (`COMMAND_ALLOWLIST`).
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct CommandPolicyInfo {
+    /// Whether commands are checked at all (a list is set).
+    pub enforced: bool,
+    /// Programs commands may start.
+    pub allowlist: Vec<String>,
+}
+
+/// The sandbox agent.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct AgentInfo {
+    /// Version of the agent binary this server places in sandboxes.
+    pub version: String,
+    /// Version of the protocol it speaks.
+    pub protocol: u32,
 }
 
 /// Network policy.
@@ -175,6 +198,8 @@ pub struct Limits {
     pub max_exec_timeout_secs: u64,
     /// Cap on each output stream of `/execute`.
     pub max_output_bytes: usize,
+    /// Largest `stdin` of an execute request.
+    pub max_stdin_bytes: usize,
     /// Largest file `/files` returns inline.
     pub max_file_bytes: u64,
     /// Largest JSON request body.
@@ -207,6 +232,14 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
             .map(|&cap| cap.to_owned())
             .collect(),
         auth_required: !config.api_keys.is_empty(),
+        command_policy: CommandPolicyInfo {
+            enforced: !state.sandboxes.policy().allows_everything(),
+            allowlist: state.sandboxes.policy().programs().to_vec(),
+        },
+        agent: AgentInfo {
+            version: crate::agent::AGENT_VERSION.to_owned(),
+            protocol: repobox_protocol::PROTOCOL_VERSION,
+        },
         limits: Limits {
             max_containers: config.max_containers,
             max_runtime_secs: config.max_runtime_secs,
@@ -214,6 +247,7 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
             min_exec_timeout_secs: 1,
             max_exec_timeout_secs: config.max_exec_timeout_secs,
             max_output_bytes: config.max_output_bytes,
+            max_stdin_bytes: config.max_stdin_bytes,
             max_file_bytes: config.max_file_bytes,
             max_request_bytes: config.max_request_bytes,
             max_upload_bytes: config.max_upload_bytes,

@@ -59,9 +59,20 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     )
 }
 
+/// The OpenAPI document of a server running with `config`: every route with every
+/// status it can answer, the bounds of its settings, security as configured.
+pub fn openapi(config: &Config) -> utoipa::openapi::OpenApi {
+    let (_, mut openapi) = api_router().split_for_parts();
+    docs::complete(&mut openapi);
+    docs::configure(&mut openapi, config);
+    openapi
+}
+
 /// The whole application as a service: API, docs, metrics, and the middleware stack.
 pub fn app(state: AppState) -> Router {
-    let (api, openapi) = api_router().split_for_parts();
+    let (api, mut openapi) = api_router().split_for_parts();
+    docs::complete(&mut openapi);
+    docs::configure(&mut openapi, &state.config);
     let router = api
         .merge(docs::router(openapi))
         .route("/metrics", get(render_metrics))
@@ -210,6 +221,39 @@ impl From<JsonRejection> for Error {
     }
 }
 
+/// Parses a JSON request body of at most `limit` bytes, with the same checks and
+/// errors as [`Json`] (for routes whose bound is not the global one).
+pub async fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<T, Error> {
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|essence| {
+            let essence = essence.trim().to_ascii_lowercase();
+            essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(Error::UnsupportedMediaType(
+            "expected a JSON body with `Content-Type: application/json`".to_owned(),
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Error::TooLarge(format!(
+            "request body too large: at most {limit} bytes are accepted here"
+        ))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|err| match err.classify() {
+        serde_json::error::Category::Data => Error::invalid(format!("invalid request body: {err}")),
+        _ => Error::invalid(format!("malformed JSON: {err}")),
+    })
+}
+
 /// `axum::extract::Query`, with rejections in the service's error shape.
 #[derive(Debug, Clone, Copy, Default, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(Error))]
@@ -251,6 +295,9 @@ pub fn validate_env(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod router_tests;
 
 #[cfg(test)]
 mod tests {

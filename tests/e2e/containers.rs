@@ -556,7 +556,7 @@ test -S /var/run/docker.sock && echo socket || echo no-socket"#,
 }
 
 #[tokio::test]
-async fn a_stopped_container_reads_completed_and_refuses_commands() {
+async fn a_stopped_container_reads_failed_with_a_reason_and_refuses_commands() {
     let world = world();
     let url = world.git.url(&unique("stopped"), "simple");
     let (_, sandbox) = world.app.sandbox(json!({ "repo_url": url })).await;
@@ -570,7 +570,12 @@ async fn a_stopped_container_reads_completed_and_refuses_commands() {
         .get(&format!("/api/v1/containers/{}", sandbox.id))
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["status"], "completed");
+    // Its agent is gone with it: the sandbox failed, and says why.
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(
+        body["status_reason"].as_str().unwrap().contains("agent"),
+        "{body}"
+    );
     let (status, body) = world
         .app
         .post(

@@ -392,3 +392,65 @@ async fn a_command_that_closes_its_output_is_still_timed() {
         .await;
     assert_eq!(result["exit_code"], 7, "{result}");
 }
+
+#[tokio::test]
+async fn the_command_allowlist_refuses_before_anything_runs() {
+    let dir = scratch();
+    let mut config = test_config(dir.path());
+    config.command_allowlist = repobox::config::List(
+        ["git", "ls", "cat", "wc", "touch"]
+            .map(str::to_owned)
+            .to_vec(),
+    );
+    let server = spawn_app(config).await;
+    let app = &server.app;
+    let sandbox = sandbox(
+        app,
+        json!({"initial_command": "git status --short | wc -l"}),
+    )
+    .await;
+    let path = format!("/api/v1/containers/{}/execute", sandbox.id);
+    let result = app
+        .exec(&sandbox.id, "git log --oneline | wc -l && ls")
+        .await;
+    assert_eq!(result["exit_code"], 0, "{result}");
+    for refused in [
+        "touch /tmp/ran; curl http://x",
+        "touch /tmp/ran && $(echo rm) -rf /tmp",
+        "touch /tmp/ran | sh -c 'rm -rf /'",
+        "eval 'touch /tmp/ran'",
+        "f() { rm /tmp/ran; }; touch /tmp/ran",
+        "touch /tmp/ran; cat $(python3 -c 1)",
+        "if (",
+    ] {
+        let (status, error) = app.post(&path, &json!({ "command": refused })).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{refused}: {error}");
+        assert_eq!(error["error"], "Command not allowed");
+    }
+    let (status, error) = app
+        .post(
+            &path,
+            &json!({"command": "ls", "environment": {"PATH": "/tmp"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+    let (status, _) = app
+        .post(&format!("{path}/stream"), &json!({"command": "curl x"}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Nothing of the refused commands ran.
+    let result = app.exec(&sandbox.id, "ls /tmp").await;
+    assert!(
+        !result["stdout"].as_str().unwrap().contains("ran"),
+        "{result}"
+    );
+    // A create whose initial command is refused makes nothing.
+    let url = world().git.url(&unique("policy"), "simple");
+    let (status, error, _guard) = app
+        .create(json!({"repo_url": url, "initial_command": "make install"}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+    let (_, info) = app.get("/api/v1/info").await;
+    assert_eq!(info["command_policy"]["enforced"], true);
+    assert_eq!(info["command_policy"]["allowlist"][0], "git");
+}

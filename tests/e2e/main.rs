@@ -2,6 +2,7 @@
 //!
 //! Run with `cargo test` (one process: the servers are shared between tests).
 
+mod agent;
 mod containers;
 mod exec;
 mod files;

@@ -99,8 +99,35 @@ async fn kill_9_loses_no_sandbox_and_leaks_no_container() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // And a command in flight.
+    let in_flight = {
+        let app = app.clone();
+        let id = sandbox.id.clone();
+        tokio::spawn(async move {
+            app.request(
+                reqwest::Method::POST,
+                &format!("/api/v1/containers/{id}/execute"),
+            )
+            .json(&json!({"command": "setsid sleep 300.777 & sleep 300.777", "timeout_secs": 600}))
+            .send()
+            .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.exec(&sandbox.id, "ps -eo args").await["stdout"]
+        .as_str()
+        .unwrap()
+        .contains("sleep 300.777")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the in-flight command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     kill_9(&mut server);
     let _ = interrupted.await;
+    let _ = in_flight.await;
 
     let mut server = start_binary(dir.path(), port);
     app.wait_live().await;
@@ -126,6 +153,15 @@ async fn kill_9_loses_no_sandbox_and_leaks_no_container() {
         format!("before\n{}\n", world.simple.trunk_head),
         "the adopted sandbox is usable"
     );
+    // The command the dead server had in flight was ended when the agent was
+    // re-attached, children included.
+    let left = app
+        .exec(
+            &sandbox.id,
+            "ps -eo args | grep -F 'sleep 300.777' | grep -v grep || true",
+        )
+        .await;
+    assert_eq!(left["stdout"], "", "the old command survived the restart");
 
     // Its deadline survived the restart.
     let path = format!("/api/v1/containers/{}", sandbox.id);

@@ -7,7 +7,7 @@
 //! # Frames
 //! Every message is a [`Frame`]: a tag, the id of the operation it belongs to, and a
 //! body. [`FrameCodec`] puts frames on the wire HDLC-style: each frame is byte-stuffed
-//! (so that [`FLAG`] never appears inside it) and closed by `FLAG`. Two properties
+//! (so that [`FLAG`] never appears inside it) and opened and closed by `FLAG`. Two properties
 //! follow that the transport needs:
 //! - **Resynchronisation.** A reader that starts in the middle of a stream (a server
 //!   that re-attaches after a restart), or whose writer died in the middle of a frame,
@@ -132,9 +132,6 @@ pub struct FrameCodec {
     scanned: usize,
     /// Whether the frame being read has grown past [`MAX_FRAME`] and is being skipped.
     oversized: bool,
-    /// Whether this side has written anything: a writer opens with a `FLAG`, which ends
-    /// whatever torn frame an earlier writer left on the stream.
-    opened: bool,
     /// Frames dropped because they did not parse (for diagnostics).
     pub dropped: u64,
 }
@@ -209,9 +206,10 @@ impl Encoder<Frame> for FrameCodec {
         header[9..].copy_from_slice(&len.to_be_bytes());
         // Room for the usual case (little stuffing); grows if needed.
         dst.reserve(HEADER + frame.body.len() + frame.body.len() / 64 + 4);
-        if !std::mem::replace(&mut self.opened, true) {
-            dst.put_u8(FLAG);
-        }
+        // A FLAG on both sides: a reader that joins between two frames (a server that
+        // re-attaches to a long-running agent) must see the next frame's start, and a
+        // writer's first FLAG ends whatever torn frame an earlier writer left.
+        dst.put_u8(FLAG);
         put_stuffed(dst, &header);
         put_stuffed(dst, &frame.body);
         dst.put_u8(FLAG);
@@ -228,7 +226,8 @@ impl Decoder for FrameCodec {
             let Some(offset) = memchr::memchr(FLAG, &src[self.scanned..]) else {
                 self.scanned = src.len();
                 // A stuffed frame is at most about twice its body.
-                if self.scanned > 2 * (MAX_FRAME + HEADER) + 2 || (!self.synced && !src.is_empty()) {
+                if self.scanned > 2 * (MAX_FRAME + HEADER) + 2 || (!self.synced && !src.is_empty())
+                {
                     // Nothing here can become a frame: drop it and keep reading.
                     self.oversized |= self.synced;
                     src.clear();
@@ -559,8 +558,11 @@ mod tests {
         ];
         let mut wire = encode_all(&frames);
         assert!(!wire.contains(&DETACH_KEY));
-        // The opening FLAG, then one closing each frame.
-        assert_eq!(wire.iter().filter(|&&b| b == FLAG).count(), frames.len() + 1);
+        // A FLAG opening and one closing each frame.
+        assert_eq!(
+            wire.iter().filter(|&&b| b == FLAG).count(),
+            2 * frames.len()
+        );
         let mut codec = FrameCodec::new();
         assert_eq!(decode_all(&mut codec, &mut wire.clone()), frames);
         // Byte by byte, the same.
@@ -596,8 +598,30 @@ mod tests {
         let mut codec = FrameCodec::new();
         let got = decode_all(&mut codec, &mut wire);
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].parse::<Request>().unwrap(), Request::Hello { epoch: 9 });
+        assert_eq!(
+            got[0].parse::<Request>().unwrap(),
+            Request::Hello { epoch: 9 }
+        );
         assert_eq!(codec.dropped, 1);
+    }
+
+    #[test]
+    fn a_reader_joining_between_frames_gets_the_next_one() {
+        let mut codec = FrameCodec::new();
+        let mut wire = BytesMut::new();
+        codec
+            .encode(Frame::control(1, &Reply::Pong), &mut wire)
+            .unwrap();
+        // A second reader starts after the first frame was read by someone else.
+        let mut later = BytesMut::new();
+        codec
+            .encode(Frame::control(0, &Reply::End), &mut later)
+            .unwrap();
+        let mut reader = FrameCodec::new();
+        assert_eq!(
+            decode_all(&mut reader, &mut later),
+            vec![Frame::control(0, &Reply::End)]
+        );
     }
 
     #[test]

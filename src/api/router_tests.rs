@@ -1,0 +1,304 @@
+//! The router without Docker: validation, error bodies and the OpenAPI document,
+//! driven through `app(state).oneshot(request)` against a backend that has no engine
+//! behind it. Whatever reaches the backend is answered "Docker unreachable", so a
+//! request that should have been refused earlier shows up as a 503, not a pass.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::{AppState, app, openapi};
+use crate::backend::{Backend, ContainerInfo, ManagedContainer, SandboxSpec, Transport};
+use crate::config::{Config, List};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::sandbox::Sandboxes;
+
+/// A backend with no engine: every call fails as an unreachable engine would.
+struct NoEngine;
+
+fn unreachable() -> Error {
+    Error::DockerUnavailable("no engine behind this test backend".to_owned())
+}
+
+#[async_trait::async_trait]
+impl Backend for NoEngine {
+    async fn ping(&self, _bound: Duration) -> Result<()> {
+        Err(unreachable())
+    }
+    async fn version(&self) -> Result<String> {
+        Err(unreachable())
+    }
+    async fn image_exists(&self, _image: &str) -> Result<bool> {
+        Err(unreachable())
+    }
+    async fn create(&self, _spec: &SandboxSpec, _agent: &'static [u8]) -> Result<String> {
+        Err(unreachable())
+    }
+    async fn attach(&self, _engine_id: &str) -> Result<Transport> {
+        Err(unreachable())
+    }
+    async fn remove(&self, _engine_id: &str) -> Result<()> {
+        Err(unreachable())
+    }
+    async fn list_managed(&self, _instance: &str) -> Result<Vec<ManagedContainer>> {
+        Err(unreachable())
+    }
+    async fn inspect(&self, _engine_id: &str) -> Result<Option<ContainerInfo>> {
+        Err(unreachable())
+    }
+}
+
+struct Harness {
+    router: axum::Router,
+    sandboxes: Arc<Sandboxes>,
+    _dir: tempfile::TempDir,
+}
+
+fn harness(edit: impl FnOnce(&mut Config)) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::defaults();
+    config.data_dir = dir.path().join("data");
+    config.cache_dir = dir.path().join("cache");
+    config.allowed_git_hosts = List(vec!["git.example".to_owned()]);
+    edit(&mut config);
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let sandboxes =
+        Arc::new(Sandboxes::open(config.clone(), Arc::new(NoEngine), metrics.clone()).unwrap());
+    let router = app(AppState {
+        config,
+        sandboxes: sandboxes.clone(),
+        metrics,
+        started: Instant::now(),
+    });
+    Harness {
+        router,
+        sandboxes,
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(
+            Request::post(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(Request::get(path).body(Body::empty()).unwrap())
+            .await
+    }
+}
+
+/// The spec's error shape, with our machine code.
+fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(body["timestamp"].as_str().unwrap_or("")).is_ok(),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_creates_are_refused_before_the_engine_is_asked() {
+    let harness = harness(|_| {});
+    let url = "https://git.example/r.git";
+    let cases = [
+        json!({}),
+        json!({"repo_url": "ftp://git.example/r"}),
+        json!({"repo_url": "https://evil.example/r"}),
+        json!({"repo_url": "file:///etc"}),
+        json!({"repo_url": url, "branch": "--upload-pack=x"}),
+        json!({"repo_url": url, "branch": "a..b"}),
+        json!({"repo_url": url, "commit": "xyz"}),
+        json!({"repo_url": url, "commit": "abc12"}),
+        json!({"repo_url": url, "max_runtime_secs": 0}),
+        json!({"repo_url": url, "max_runtime_secs": 86401}),
+        json!({"repo_url": url, "environment_vars": {"1BAD": "x"}}),
+        json!({"repo_url": url, "initial_command": ""}),
+        json!({"repo_url": url, "resources": {"cpus": 0}}),
+        json!({"repo_url": url, "resources": {"memory_mb": 1}}),
+        json!({"repo_url": url, "resources": {"pids": 1}}),
+        json!({"repo_url": url, "network": "bridge"}),
+        json!({"repo_url": url, "network": "host"}),
+        json!({"repo_url": 5}),
+    ];
+    for body in cases {
+        let (status, error) = harness.post_json("/api/v1/containers", &body).await;
+        assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    assert_eq!(harness.sandboxes.count(), 0);
+}
+
+#[tokio::test]
+async fn framework_rejections_are_json_errors() {
+    let harness = harness(|config| config.max_request_bytes = 1024);
+    let (status, error) = harness
+        .send(
+            Request::post("/api/v1/containers")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{not json"))
+                .unwrap(),
+        )
+        .await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_request");
+    let (status, error) = harness
+        .send(
+            Request::post("/api/v1/containers")
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_error(
+        status,
+        &error,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    let big = json!({"repo_url": "x".repeat(2000)});
+    let (status, error) = harness.post_json("/api/v1/containers", &big).await;
+    assert_error(status, &error, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    let (status, error) = harness.get("/api/v1/nothing-here").await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "route_not_found");
+    let (status, error) = harness
+        .send(
+            Request::patch("/api/v1/health")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_error(
+        status,
+        &error,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+}
+
+#[tokio::test]
+async fn unknown_sandboxes_are_404_on_every_route() {
+    let harness = harness(|_| {});
+    let id = "repo-container-1-999";
+    for path in [
+        format!("/api/v1/containers/{id}"),
+        format!("/api/v1/containers/{id}/browse?path=/workspace"),
+        format!("/api/v1/containers/{id}/files?file_path=/x"),
+        format!("/api/v1/containers/{id}/files/raw?file_path=/x"),
+        format!("/api/v1/containers/{id}/archive?path=/x"),
+    ] {
+        let (status, error) = harness.get(&path).await;
+        assert_error(status, &error, StatusCode::NOT_FOUND, "container_not_found");
+    }
+    for path in ["execute", "execute/stream"] {
+        let (status, error) = harness
+            .post_json(
+                &format!("/api/v1/containers/{id}/{path}"),
+                &json!({"command": "true"}),
+            )
+            .await;
+        assert_error(status, &error, StatusCode::NOT_FOUND, "container_not_found");
+    }
+}
+
+#[tokio::test]
+async fn a_valid_create_reaches_the_engine_and_leaves_nothing_when_it_fails() {
+    let harness = harness(|_| {});
+    let (status, error) = harness
+        .post_json(
+            "/api/v1/containers",
+            &json!({"repo_url": "https://git.example/r.git"}),
+        )
+        .await;
+    // Git or the engine fails first; either way a clean error, nothing registered.
+    assert!(
+        status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::UNPROCESSABLE_ENTITY,
+        "{status}: {error}"
+    );
+    assert_eq!(harness.sandboxes.count(), 0);
+}
+
+#[tokio::test]
+async fn keys_are_required_when_configured() {
+    let harness = harness(|config| config.api_keys = List(vec!["k1".to_owned()]));
+    let (status, error) = harness.get("/api/v1/containers").await;
+    assert_error(status, &error, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, _) = harness.get("/api/v1/health/live").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = harness
+        .send(
+            Request::get("/api/v1/info")
+                .header(header::AUTHORIZATION, "Bearer k1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[test]
+fn the_openapi_document_is_what_was_reviewed() {
+    // The document of a server with default settings; any API change shows here.
+    let mut config = Config::defaults();
+    config.api_keys = List(Vec::new());
+    let mut document = serde_json::to_value(openapi(&config)).unwrap();
+    // The version changes with every release; the API does not.
+    document["info"]["version"] = json!("(version)");
+    insta::assert_json_snapshot!("openapi", document);
+}
+
+#[test]
+fn the_document_declares_what_each_route_can_answer() {
+    let config = Config::defaults();
+    let document = serde_json::to_value(openapi(&config)).unwrap();
+    let execute = &document["paths"]["/api/v1/containers/{container_id}/execute"]["post"];
+    for status in ["200", "400", "404", "409", "413", "415", "503"] {
+        assert!(
+            execute["responses"][status].is_object(),
+            "execute lacks {status}"
+        );
+    }
+    let timeout =
+        &document["components"]["schemas"]["ExecuteCommandRequest"]["properties"]["timeout_secs"];
+    assert_eq!(timeout["minimum"], 1.0);
+    assert_eq!(timeout["maximum"], config.max_exec_timeout_secs as f64);
+    // Without keys, no route asks for one.
+    assert!(document.get("security").is_none());
+    let mut keyed = Config::defaults();
+    keyed.api_keys = List(vec!["k".to_owned()]);
+    let document = serde_json::to_value(openapi(&keyed)).unwrap();
+    assert!(document["security"].is_array());
+    assert!(document["paths"]["/api/v1/containers"]["get"]["responses"]["401"].is_object());
+    assert!(document["paths"]["/api/v1/health/live"]["get"]["responses"]["401"].is_null());
+}

@@ -1,0 +1,156 @@
+//! The backend boundary: where sandboxes live. Container lifecycle on one side (create
+//! with the agent in it, inspect, list, remove), and on the other the byte stream to
+//! each sandbox's agent, which [`crate::agent`] speaks its protocol over.
+//!
+//! Docker ([`crate::docker::Runtime`]) is the implementation today. A Kubernetes
+//! backend would be a second one: a pod per sandbox (the agent as its container's
+//! command, copied in by an init container), `pods/attach` for the stream, labels
+//! for ownership. Nothing above this trait names an engine.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::Result;
+
+/// Label set on every container repobox owns.
+pub const LABEL_MANAGED: &str = "repobox.managed";
+/// Label naming the repobox instance (one `DATA_DIR`) that owns the container, so
+/// that several instances can share one engine without touching each other's.
+pub const LABEL_INSTANCE: &str = "repobox.instance";
+/// Label holding the sandbox id.
+pub const LABEL_ID: &str = "repobox.id";
+/// Label holding the agent protocol version the sandbox was made for. Containers
+/// without it were made by a repobox from before the agent.
+pub const LABEL_AGENT_PROTOCOL: &str = "repobox.agent_protocol";
+/// Label prefix for sandbox metadata that must survive a restart.
+pub const LABEL_PREFIX: &str = "repobox.";
+
+/// Where checkouts go inside a sandbox.
+pub const WORKSPACE: &str = "/workspace";
+/// Where the agent binary is placed inside a sandbox.
+pub const AGENT_PATH: &str = "/.repobox/agent";
+
+/// How a sandbox reaches the network.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// No interface but loopback (the default).
+    None,
+    /// Docker's default bridge (only when `ALLOW_NETWORK=true`).
+    Bridge,
+}
+
+/// Everything needed to create one sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// The sandbox id (labelled on the container).
+    pub id: String,
+    /// Container name: unique on the engine, also across repobox instances.
+    pub name: String,
+    /// Host name inside the sandbox (unique per sandbox).
+    pub hostname: String,
+    /// The repobox instance that owns it (see [`LABEL_INSTANCE`]).
+    pub instance: String,
+    /// Image reference.
+    pub image: String,
+    /// `NAME=value` pairs for the container and every command in it.
+    pub env: Vec<String>,
+    /// CPU limit.
+    pub cpus: f64,
+    /// Memory limit in MiB.
+    pub memory_mb: u64,
+    /// Process limit.
+    pub pids: i64,
+    /// Network mode.
+    pub network: Network,
+    /// Labels (metadata that must outlive the server process).
+    pub labels: HashMap<String, String>,
+    /// OCI runtime (e.g. `runsc`); `None`: the engine's default.
+    pub runtime: Option<String>,
+}
+
+/// What the engine says about a container's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created, not yet started.
+    Created,
+    /// Running (or paused/restarting).
+    Running,
+    /// Exited or dead.
+    Exited,
+    /// Being removed.
+    Removing,
+}
+
+/// A container's state with, for one that ended, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Its state.
+    pub state: ContainerState,
+    /// Killed by the kernel's OOM killer.
+    pub oom_killed: bool,
+    /// Exit code of its main process (the init, which passes on the agent's).
+    pub exit_code: Option<i64>,
+}
+
+/// A container carrying our labels, as found by [`Backend::list_managed`].
+#[derive(Debug, Clone)]
+pub struct ManagedContainer {
+    /// The engine's id.
+    pub engine_id: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+    /// Its state.
+    pub state: ContainerState,
+}
+
+/// A byte stream coming out of the engine.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// A body streaming into a sandbox.
+pub type BodyStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// The two directions of the stream to a sandbox's agent (its stdin and stdout).
+pub struct Transport {
+    /// What the agent writes.
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+    /// What the agent reads.
+    pub writer: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
+/// Where sandboxes live: the verbs the service needs from an engine.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Checks the engine answers, within `bound`.
+    async fn ping(&self, bound: Duration) -> Result<()>;
+
+    /// The engine's version string.
+    async fn version(&self) -> Result<String>;
+
+    /// Whether `image` is present (nothing is ever pulled).
+    async fn image_exists(&self, image: &str) -> Result<bool>;
+
+    /// Creates and starts a sandbox whose main process is `agent` (a static binary,
+    /// placed at [`AGENT_PATH`]); returns the engine's id. A failed start leaves
+    /// nothing behind.
+    async fn create(&self, spec: &SandboxSpec, agent: &'static [u8]) -> Result<String>;
+
+    /// Attaches to the agent's stdin and stdout.
+    async fn attach(&self, engine_id: &str) -> Result<Transport>;
+
+    /// Removes a sandbox, killing it if running; one already gone is not an error.
+    async fn remove(&self, engine_id: &str) -> Result<()>;
+
+    /// Every sandbox (running or not) of repobox instance `instance`.
+    async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>>;
+
+    /// A sandbox's state; `None` when it no longer exists.
+    async fn inspect(&self, engine_id: &str) -> Result<Option<ContainerInfo>>;
+}
