@@ -41,6 +41,10 @@ git -C "$work/srv/smoke.git" update-server-info
 head=$(git -C "$work/src" rev-parse HEAD)
 (cd "$work/srv" && exec python3 -m http.server "$GIT_PORT" --bind 127.0.0.1 >/dev/null 2>&1) &
 git_pid=$!
+for _ in $(seq 1 50); do
+  curl -fsS "http://127.0.0.1:$GIT_PORT/smoke.git/HEAD" >/dev/null 2>&1 && break
+  sleep 0.2
+done
 
 say "starting $NAME"
 # Host networking so the server reaches the fixture on the host's loopback; the
@@ -60,8 +64,11 @@ say "health: $health"
 echo "$health" | grep -q '"docker_available":true' || die "docker_available is not true"
 
 say "creating a sandbox through the containerised server"
-created=$(curl -fsS -X POST "$api/containers/" -H 'Content-Type: application/json' \
-  -d "{\"repo_url\": \"http://127.0.0.1:$GIT_PORT/smoke.git\"}") || die "create failed"
+created=$(curl -sS -w '\n%{http_code}' -X POST "$api/containers/" -H 'Content-Type: application/json' \
+  -d "{\"repo_url\": \"http://127.0.0.1:$GIT_PORT/smoke.git\"}") || die "create failed: no answer"
+code=${created##*$'\n'}
+created=${created%$'\n'*}
+[ "$code" = 201 ] || die "create answered $code: $created; server log: $(docker logs "$NAME" 2>&1 | tail -5)"
 id=$(echo "$created" | python3 -c 'import json,sys; print(json.load(sys.stdin)["container_id"])')
 out=$(curl -fsS -X POST "$api/containers/$id/execute" -H 'Content-Type: application/json' \
   -d '{"command": "git rev-parse HEAD; cat README"}')
