@@ -60,24 +60,55 @@ impl Window {
     }
 }
 
-/// Where one operation's frames go: the writer's queue, unless the operation has been
+/// The writer's two queues. Control frames of operations that have sent no data (the
+/// answer to a small command, a stat, a credit) go ahead of bulk data, so a large
+/// stream never delays a small operation by more than the frame being written; an
+/// operation's control frames after its first data go behind that data, in order.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    /// Ahead of everything.
+    pub urgent: mpsc::Sender<Frame>,
+    /// In order.
+    pub bulk: mpsc::Sender<Frame>,
+}
+
+/// Where one operation's frames go: the writer's queues, unless the operation has been
 /// ended (cancelled, or a new connection said hello), after which nothing more is sent.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     id: u64,
-    tx: mpsc::Sender<Frame>,
+    writer: Writer,
     alive: Arc<AtomicBool>,
+    /// Data has been queued: later frames must follow it.
+    ordered: Arc<AtomicBool>,
 }
 
 impl Outbox {
     /// An outbox for operation `id`.
-    pub fn new(id: u64, tx: mpsc::Sender<Frame>, alive: Arc<AtomicBool>) -> Self {
-        Self { id, tx, alive }
+    pub fn new(id: u64, writer: Writer, alive: Arc<AtomicBool>) -> Self {
+        Self {
+            id,
+            writer,
+            alive,
+            ordered: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Queues a frame (dropped once the operation is dead). Returns whether it was queued.
     pub async fn send(&self, frame: Frame) -> bool {
-        let Ok(permit) = self.tx.reserve().await else {
+        self.queue(frame, false).await
+    }
+
+    async fn queue(&self, frame: Frame, is_credit: bool) -> bool {
+        let queue = if frame.tag != repobox_protocol::Tag::Control {
+            self.ordered.store(true, Ordering::Release);
+            &self.writer.bulk
+        } else if is_credit || !self.ordered.load(Ordering::Acquire) {
+            &self.writer.urgent
+        } else {
+            &self.writer.bulk
+        };
+        let Ok(permit) = queue.reserve().await else {
             return false;
         };
         // Checked after the wait and before queuing, with no await in between: once the
@@ -92,6 +123,7 @@ impl Outbox {
     /// Queues a control reply (one too large for a frame, such as the listing of a
     /// gigantic directory, becomes an error).
     pub async fn reply(&self, reply: &Reply) -> bool {
+        let is_credit = matches!(reply, Reply::Credit { .. });
         let mut frame = Frame::control(self.id, reply);
         if frame.body.len() > repobox_protocol::MAX_FRAME {
             let error = Reply::error(
@@ -100,7 +132,7 @@ impl Outbox {
             );
             frame = Frame::control(self.id, &error);
         }
-        self.send(frame).await
+        self.queue(frame, is_credit).await
     }
 
     /// Sends `data` as frames of `tag`, at most `MAX_CHUNK` each, within `window`.

@@ -31,7 +31,7 @@ use tokio::task::AbortHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::error::OpError;
-use crate::flow::{Outbox, Window};
+use crate::flow::{Outbox, Window, Writer};
 use crate::stream::ChunkSink;
 
 /// The agent's version.
@@ -106,7 +106,7 @@ type OpFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 struct Dispatcher {
     ops: HashMap<u64, Op>,
-    writer: mpsc::Sender<Frame>,
+    writer: Writer,
     done: mpsc::UnboundedSender<(u64, u64)>,
     serial: u64,
     warned: bool,
@@ -120,7 +120,7 @@ impl Dispatcher {
     }
 
     async fn reply(&self, id: u64, reply: &Reply) {
-        let _ = self.writer.send(Frame::control(id, reply)).await;
+        let _ = self.writer.urgent.send(Frame::control(id, reply)).await;
     }
 
     async fn handle(&mut self, frame: Frame) {
@@ -311,16 +311,29 @@ where
     stream::send_produced(&out, &window, chunks, producer).await;
 }
 
-/// Owns stdout: writes the queued frames, flushing whenever the queue runs dry.
-async fn write_frames(mut rx: mpsc::Receiver<Frame>) {
+/// Owns stdout: writes the queued frames (urgent ones first), flushing whenever the
+/// queues run dry.
+async fn write_frames(mut urgent: mpsc::Receiver<Frame>, mut bulk: mpsc::Receiver<Frame>) {
     let mut sink = FramedWrite::new(tokio::io::stdout(), FrameCodec::new());
     let mut failed = false;
-    while let Some(frame) = rx.recv().await {
+    loop {
+        let frame = tokio::select! {
+            biased;
+            Some(frame) = urgent.recv() => frame,
+            Some(frame) = bulk.recv() => frame,
+            else => break,
+        };
         let mut result = sink.feed(frame).await;
         for _ in 1..FLUSH_EVERY {
-            let Ok(frame) = rx.try_recv() else { break };
+            let next = match urgent.try_recv() {
+                Ok(frame) => frame,
+                Err(_) => match bulk.try_recv() {
+                    Ok(frame) => frame,
+                    Err(_) => break,
+                },
+            };
             if result.is_ok() {
-                result = sink.feed(frame).await;
+                result = sink.feed(next).await;
             }
         }
         if result.is_ok() {
@@ -335,8 +348,12 @@ async fn write_frames(mut rx: mpsc::Receiver<Frame>) {
 }
 
 async fn serve() {
-    let (writer, writer_rx) = mpsc::channel(256);
-    tokio::spawn(write_frames(writer_rx));
+    let (urgent, urgent_rx) = mpsc::channel(256);
+    // Few bulk frames wait: data is flow-controlled per operation anyway, and what waits
+    // here is what an urgent frame could have to follow.
+    let (bulk, bulk_rx) = mpsc::channel(4);
+    tokio::spawn(write_frames(urgent_rx, bulk_rx));
+    let writer = Writer { urgent, bulk };
     let (done, mut done_rx) = mpsc::unbounded_channel();
     let mut dispatcher = Dispatcher {
         ops: HashMap::new(),

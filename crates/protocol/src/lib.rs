@@ -174,7 +174,8 @@ fn unstuff(src: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn parse_frame(raw: &[u8]) -> Option<Frame> {
+/// A frame from its unstuffed bytes (taken without a copy).
+fn parse_frame(mut raw: Bytes) -> Option<Frame> {
     if raw.len() < HEADER {
         return None;
     }
@@ -185,11 +186,8 @@ fn parse_frame(raw: &[u8]) -> Option<Frame> {
     if len != raw.len() - HEADER {
         return None;
     }
-    Some(Frame {
-        tag,
-        id,
-        body: Bytes::copy_from_slice(&raw[HEADER..]),
-    })
+    raw.advance(HEADER);
+    Some(Frame { tag, id, body: raw })
 }
 
 impl Encoder<Frame> for FrameCodec {
@@ -248,7 +246,15 @@ impl Decoder for FrameCodec {
                 }
                 continue;
             }
-            match unstuff(&raw[..end]).as_deref().and_then(parse_frame) {
+            let mut raw = raw.freeze();
+            raw.truncate(end);
+            // Most frames (text, small messages) have nothing stuffed: no copy then.
+            let unstuffed = if memchr::memchr(ESCAPE, &raw).is_none() {
+                Some(raw)
+            } else {
+                unstuff(&raw).map(Bytes::from)
+            };
+            match unstuffed.and_then(parse_frame) {
                 Some(frame) => return Ok(Some(frame)),
                 None => self.dropped += 1,
             }
