@@ -74,6 +74,17 @@ pub struct SandboxSpec {
     pub labels: HashMap<String, String>,
     /// OCI runtime (e.g. `runsc`); `None`: the engine's default.
     pub runtime: Option<String>,
+    /// Most the sandbox may write, in MiB (`None`: no limit).
+    pub disk_mb: Option<u64>,
+}
+
+/// Whether the engine can cap what a sandbox writes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct DiskLimits {
+    /// Whether `resources.disk_mb` is enforced.
+    pub enforced: bool,
+    /// Why not, when it is not.
+    pub reason: Option<String>,
 }
 
 /// What the engine says about a container's life.
@@ -150,6 +161,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Every sandbox (running or not) of repobox instance `instance`.
     async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>>;
+
+    /// Whether the engine can enforce a sandbox's disk limit.
+    async fn disk_limits(&self) -> Result<DiskLimits>;
 
     /// A sandbox's state; `None` when it no longer exists.
     async fn inspect(&self, engine_id: &str) -> Result<Option<ContainerInfo>>;

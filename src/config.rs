@@ -151,6 +151,13 @@ pub struct Config {
     /// Largest process limit a sandbox may ask for.
     #[arg(long, env = "MAX_PIDS", default_value_t = 4096)]
     pub max_pids: i64,
+    /// What (MiB) a sandbox may write (its writable layer, `/workspace` included) when
+    /// it asks for no `disk_mb`; applied only where the engine can enforce it.
+    #[arg(long, env = "DEFAULT_DISK_MB", default_value_t = 10240)]
+    pub default_disk_mb: u64,
+    /// Largest `disk_mb` a sandbox may ask for.
+    #[arg(long, env = "MAX_DISK_MB", default_value_t = 102400)]
+    pub max_disk_mb: u64,
     /// Where sandbox records live (survives restarts).
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,

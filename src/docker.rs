@@ -22,7 +22,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use crate::backend::{
-    AGENT_PATH, Backend, ContainerInfo, ContainerState, LABEL_AGENT_PROTOCOL, LABEL_ID,
+    AGENT_PATH, Backend, ContainerInfo, ContainerState, DiskLimits, LABEL_AGENT_PROTOCOL, LABEL_ID,
     LABEL_INSTANCE, LABEL_MANAGED, ManagedContainer, Network, SandboxSpec, Transport, WORKSPACE,
 };
 use crate::error::{Error, Result};
@@ -102,6 +102,9 @@ pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
             devices: None,
             ipc_mode: Some("private".to_owned()),
             runtime: spec.runtime.clone(),
+            storage_opt: spec
+                .disk_mb
+                .map(|mb| HashMap::from([("size".to_owned(), format!("{mb}M"))])),
             log_config: Some(bollard::models::HostConfigLogConfig {
                 typ: Some("none".to_owned()),
                 config: None,
@@ -381,6 +384,42 @@ impl Backend for Runtime {
             .collect())
     }
 
+    async fn disk_limits(&self) -> Result<DiskLimits> {
+        let info = self
+            .client()?
+            .info()
+            .await
+            .map_err(unavailable_or_internal)?;
+        let driver = info.driver.unwrap_or_default();
+        let backing = info
+            .driver_status
+            .unwrap_or_default()
+            .into_iter()
+            .find(|pair| pair.first().map(String::as_str) == Some("Backing Filesystem"))
+            .and_then(|pair| pair.get(1).cloned())
+            .unwrap_or_default();
+        // Docker caps a container's writable layer (`--storage-opt size`) only on
+        // overlay2 over xfs mounted with project quotas.
+        Ok(if driver == "overlay2" && backing == "xfs" {
+            DiskLimits {
+                enforced: true,
+                reason: None,
+            }
+        } else {
+            DiskLimits {
+                enforced: false,
+                reason: Some(format!(
+                    "the engine's storage is {driver} on {backing}: Docker limits a container's size only with overlay2 on xfs mounted with pquota (and this machine's kernel may lack XFS quotas)",
+                    backing = if backing.is_empty() {
+                        "an unknown filesystem"
+                    } else {
+                        &backing
+                    }
+                )),
+            }
+        })
+    }
+
     async fn inspect(&self, docker_id: &str) -> Result<Option<ContainerInfo>> {
         match self.client()?.inspect_container(docker_id, None).await {
             Ok(inspect) => {
@@ -446,6 +485,7 @@ mod tests {
             network: Network::None,
             labels: HashMap::new(),
             runtime: None,
+            disk_mb: None,
         }
     }
 

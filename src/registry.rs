@@ -27,6 +27,10 @@ pub struct Resources {
     pub memory_mb: u64,
     /// Process limit.
     pub pids: i64,
+    /// What the sandbox may write, in MiB (`None`: not limited, because the engine
+    /// cannot enforce it).
+    #[serde(default)]
+    pub disk_mb: Option<u64>,
 }
 
 /// What the server keeps about one sandbox.
@@ -390,6 +394,7 @@ mod tests {
                 cpus: 1.0,
                 memory_mb: 64,
                 pids: 64,
+                disk_mb: None,
             },
             initial_command_result: None,
         }

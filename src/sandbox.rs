@@ -24,8 +24,8 @@ use utoipa::ToSchema;
 
 use crate::agent::{AGENT_BINARY, AgentClient};
 use crate::backend::{
-    Backend, ContainerInfo, ContainerState, LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_PREFIX, Network,
-    SandboxSpec, WORKSPACE,
+    Backend, ContainerInfo, ContainerState, DiskLimits, LABEL_AGENT_PROTOCOL, LABEL_ID,
+    LABEL_PREFIX, Network, SandboxSpec, WORKSPACE,
 };
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -147,6 +147,7 @@ pub struct Sandboxes {
     reconciled: AtomicBool,
     agents: std::sync::Mutex<HashMap<String, Arc<AgentSlot>>>,
     policy: CommandPolicy,
+    disk_limits: tokio::sync::OnceCell<DiskLimits>,
 }
 
 impl Sandboxes {
@@ -180,6 +181,7 @@ impl Sandboxes {
             reconciled: AtomicBool::new(false),
             agents: std::sync::Mutex::new(HashMap::new()),
             policy,
+            disk_limits: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -202,6 +204,37 @@ impl Sandboxes {
     ) -> Result<()> {
         self.policy.check(command)?;
         self.policy.check_environment(env_names)?;
+        Ok(())
+    }
+
+    /// Whether the engine can cap what a sandbox writes (asked once, then kept).
+    pub async fn disk_limits(&self) -> Result<DiskLimits> {
+        self.disk_limits
+            .get_or_try_init(|| async {
+                let limits = self.backend.disk_limits().await?;
+                if let Some(reason) = &limits.reason {
+                    tracing::warn!(%reason, "disk limits are not enforced: a sandbox can fill the engine's disk");
+                }
+                Ok(limits)
+            })
+            .await
+            .cloned()
+    }
+
+    /// Settles a create's disk limit: the default where the engine enforces one, and
+    /// a clear 400 for an explicit `disk_mb` where it cannot (rather than pretending).
+    pub async fn apply_disk_limit(&self, resources: &mut Resources) -> Result<()> {
+        let limits = self.disk_limits().await?;
+        match (limits.enforced, resources.disk_mb) {
+            (true, None) => resources.disk_mb = Some(self.config.default_disk_mb),
+            (true, Some(_)) | (false, None) => {}
+            (false, Some(_)) => {
+                return Err(Error::invalid(format!(
+                    "resources.disk_mb cannot be enforced by this engine: {}",
+                    limits.reason.unwrap_or_default()
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -442,6 +475,7 @@ impl Sandboxes {
             labels,
             runtime: (!self.config.docker_runtime.is_empty())
                 .then(|| self.config.docker_runtime.clone()),
+            disk_mb: request.resources.disk_mb,
         }
     }
 
@@ -597,6 +631,8 @@ impl Sandboxes {
             })
             .await;
         self.reconciled.store(true, Ordering::SeqCst);
+        // Said at start, once: whether a sandbox's writes are bounded.
+        let _ = self.disk_limits().await;
         Ok(())
     }
 }

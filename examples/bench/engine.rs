@@ -128,6 +128,7 @@ impl Engine {
                 (LABEL_PID.to_owned(), std::process::id().to_string()),
             ]),
             runtime: (!limits.runtime.is_empty()).then(|| limits.runtime.clone()),
+            disk_mb: None,
         });
         // The floor has no agent: its container idles, as a plain Docker sandbox does,
         // and everything is done to it by Docker exec and the archive API.

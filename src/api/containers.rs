@@ -58,6 +58,9 @@ pub struct ResourcesRequest {
     pub memory_mb: Option<u64>,
     /// Process limit.
     pub pids: Option<i64>,
+    /// What the sandbox may write, in MiB (its writable layer, `/workspace` included);
+    /// only where the engine can enforce it (see `/info`'s `disk_limits`), 400 otherwise.
+    pub disk_mb: Option<u64>,
 }
 
 /// A sandbox, as every container endpoint returns it.
@@ -178,7 +181,17 @@ impl CreateContainerRequest {
             cpus: requested.cpus.unwrap_or(config.default_cpus),
             memory_mb: requested.memory_mb.unwrap_or(config.default_memory_mb),
             pids: requested.pids.unwrap_or(config.default_pids),
+            // Decided with the engine's abilities (`Sandboxes::apply_disk_limit`).
+            disk_mb: requested.disk_mb,
         };
+        if let Some(disk_mb) = resources.disk_mb
+            && !(1..=config.max_disk_mb).contains(&disk_mb)
+        {
+            return Err(Error::invalid(format!(
+                "resources.disk_mb must be in [1, {}]",
+                config.max_disk_mb
+            )));
+        }
         if !(resources.cpus > 0.0 && resources.cpus <= config.max_cpus) {
             return Err(Error::invalid(format!(
                 "resources.cpus must be in (0, {}]",
@@ -231,7 +244,11 @@ pub async fn create_container(
     State(state): State<AppState>,
     Json(request): Json<CreateContainerRequest>,
 ) -> Result<(StatusCode, Json<ContainerResponse>)> {
-    let request = request.validate(&state.config)?;
+    let mut request = request.validate(&state.config)?;
+    state
+        .sandboxes
+        .apply_disk_limit(&mut request.resources)
+        .await?;
     // The sandbox's variables reach every command, the initial one included.
     state.sandboxes.allow(
         request.initial_command.as_deref().unwrap_or("true"),

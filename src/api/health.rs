@@ -152,6 +152,8 @@ pub struct InfoResponse {
     pub agent: AgentInfo,
     /// The command policy.
     pub command_policy: CommandPolicyInfo,
+    /// Whether `resources.disk_mb` is enforced by the engine.
+    pub disk_limits: crate::backend::DiskLimits,
     /// Limits.
     pub limits: Limits,
 }
@@ -232,6 +234,12 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
             .map(|&cap| cap.to_owned())
             .collect(),
         auth_required: !config.api_keys.is_empty(),
+        disk_limits: state.sandboxes.disk_limits().await.unwrap_or_else(|err| {
+            crate::backend::DiskLimits {
+                enforced: false,
+                reason: Some(format!("the engine could not be asked: {err}")),
+            }
+        }),
         command_policy: CommandPolicyInfo {
             enforced: !state.sandboxes.policy().allows_everything(),
             allowlist: state.sandboxes.policy().programs().to_vec(),
@@ -255,11 +263,13 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
                 cpus: config.default_cpus,
                 memory_mb: config.default_memory_mb,
                 pids: config.default_pids,
+                disk_mb: Some(config.default_disk_mb),
             },
             max_resources: Resources {
                 cpus: config.max_cpus,
                 memory_mb: config.max_memory_mb,
                 pids: config.max_pids,
+                disk_mb: Some(config.max_disk_mb),
             },
         },
     }))

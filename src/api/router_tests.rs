@@ -48,6 +48,9 @@ impl Backend for NoEngine {
     async fn list_managed(&self, _instance: &str) -> Result<Vec<ManagedContainer>> {
         Err(unreachable())
     }
+    async fn disk_limits(&self) -> Result<crate::backend::DiskLimits> {
+        Err(unreachable())
+    }
     async fn inspect(&self, _engine_id: &str) -> Result<Option<ContainerInfo>> {
         Err(unreachable())
     }

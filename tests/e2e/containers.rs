@@ -732,3 +732,43 @@ async fn a_new_commit_upstream_is_seen_by_the_next_create() {
         .await;
     assert_eq!(log["stdout"], format!("upstream moved\n{new}\n"));
 }
+
+#[tokio::test]
+async fn disk_limits_are_enforced_or_refused_never_pretended() {
+    let world = world();
+    let app = &world.app;
+    let (_, info) = app.get("/api/v1/info").await;
+    let limits = &info["disk_limits"];
+    let url = world.git.url(&unique("disk"), "simple");
+    let request = json!({"repo_url": url, "resources": {"disk_mb": 64}});
+    if limits["enforced"] == true {
+        let (_, sandbox) = app.sandbox(request).await;
+        let result = app
+            .exec_with(
+                &sandbox.id,
+                json!({"command": "dd if=/dev/zero of=/workspace/big bs=1M count=200 2>&1 | tail -1", "timeout_secs": 60}),
+            )
+            .await;
+        assert!(
+            result["stdout"]
+                .as_str()
+                .unwrap()
+                .contains("No space left on device"),
+            "{result}"
+        );
+    } else {
+        // Said plainly in /info, and a create that asks for a limit is refused.
+        let reason = limits["reason"].as_str().unwrap();
+        assert!(reason.contains("overlay2"), "{limits}");
+        let (status, error, _guard) = app.create(request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+        assert!(
+            error["detail"]
+                .as_str()
+                .unwrap()
+                .contains("cannot be enforced"),
+            "{error}"
+        );
+        eprintln!("disk limits not enforced on this engine: {reason}");
+    }
+}
