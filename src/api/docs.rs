@@ -170,7 +170,13 @@ pub(super) fn configure(openapi: &mut utoipa::openapi::OpenApi, config: &crate::
         false,
     );
     bound("ResourcesRequest", "cpus", 0.0, config.max_cpus, true);
-    bound("ResourcesRequest", "disk_mb", 1.0, max(config.max_disk_mb), false);
+    bound(
+        "ResourcesRequest",
+        "disk_mb",
+        1.0,
+        max(config.max_disk_mb),
+        false,
+    );
     bound(
         "ResourcesRequest",
         "memory_mb",
