@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup engine image run test lint unit e2e bench smoke clean
+.PHONY: setup engine image run test lint unit e2e bench smoke schemathesis clean
 
 ## setup: a Docker engine and the sandbox image (no-op when both are there)
 setup: image
@@ -19,10 +19,12 @@ run: setup
 	$(CARGO) run --locked --release -- serve
 
 ## test: formatting, lints, unit tests, the end-to-end suite against the real engine,
-## and the container smoke test (repobox itself in a container)
+## the engine-restart test, the container smoke test (repobox itself in a container)
+## and schemathesis against the OpenAPI document
 test: setup lint
 	$(CARGO) test --locked --workspace --all-targets
 	bash scripts/smoke-container.sh
+	bash scripts/schemathesis.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -43,6 +45,10 @@ bench: setup
 ## smoke: build and run repobox itself in a container, check it reaches Docker
 smoke: setup
 	bash scripts/smoke-container.sh
+
+## schemathesis: property-based tests of /openapi.json against a running server
+schemathesis: setup
+	bash scripts/schemathesis.sh
 
 clean:
 	$(CARGO) clean
