@@ -220,6 +220,37 @@ impl Registry {
         all
     }
 
+    /// Replaces a live sandbox's record: written to disk (atomically) before the map
+    /// changes, so what a client is told has been persisted. `None` when it is gone.
+    pub async fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Sandbox),
+    ) -> Result<Option<Arc<Sandbox>>> {
+        let Some(current) = self.get(id) else {
+            return Ok(None);
+        };
+        let mut sandbox = (*current).clone();
+        change(&mut sandbox);
+        let path = self.record_path(&sandbox.id);
+        let bytes = serde_json::to_vec_pretty(&sandbox)
+            .map_err(|err| Error::internal(format!("encoding record: {err}")))?;
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|err| Error::internal(format!("record writer: {err}")))?
+            .map_err(|err| Error::internal(format!("writing sandbox record: {err}")))?;
+        let sandbox = Arc::new(sandbox);
+        let mut map = self.sandboxes.write().expect("registry poisoned");
+        if !map.contains_key(id) {
+            // Destroyed meanwhile: its record must not come back.
+            drop(map);
+            let _ = std::fs::remove_file(self.record_path(id));
+            return Ok(None);
+        }
+        map.insert(sandbox.id.clone(), sandbox.clone());
+        Ok(Some(sandbox))
+    }
+
     /// Persists and registers a sandbox whose create has finished.
     pub async fn insert(&self, sandbox: Sandbox, mut slot: Slot<'_>) -> Result<Arc<Sandbox>> {
         let path = self.record_path(&sandbox.id);

@@ -148,6 +148,8 @@ pub struct Sandboxes {
     agents: std::sync::Mutex<HashMap<String, Arc<AgentSlot>>>,
     policy: CommandPolicy,
     disk_limits: tokio::sync::OnceCell<DiskLimits>,
+    /// Held while a deadline is changed and while an expiry checks its deadline.
+    lifetimes: tokio::sync::Mutex<()>,
 }
 
 impl Sandboxes {
@@ -182,6 +184,7 @@ impl Sandboxes {
             agents: std::sync::Mutex::new(HashMap::new()),
             policy,
             disk_limits: tokio::sync::OnceCell::new(),
+            lifetimes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -535,12 +538,49 @@ impl Sandboxes {
         Ok(())
     }
 
+    /// Sets a sandbox's lifetime: it expires `lifetime` from now, or never (`None`).
+    /// The new deadline is persisted before the answer; 409 when not running.
+    pub async fn set_lifetime(&self, id: &str, lifetime: Option<Duration>) -> Result<Arc<Sandbox>> {
+        let sandbox = self.get(id)?;
+        let condition = self.status(&sandbox).await?;
+        if condition.status != Status::Running {
+            return Err(Error::NotRunning(format!("container {id} is not running")));
+        }
+        let _lifetime = self.lifetimes.lock().await;
+        let expires_at = lifetime.map(|lifetime| {
+            Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX)
+        });
+        let updated = self
+            .registry
+            .update(id, |record| record.expires_at = expires_at)
+            .await?
+            .ok_or_else(|| Error::ContainerNotFound(id.to_owned()))?;
+        match expires_at {
+            Some(at) => self.expiries.schedule(id, at),
+            None => self.expiries.cancel(id),
+        }
+        tracing::info!(sandbox = %id, expires_at = ?expires_at, "sandbox lifetime changed");
+        Ok(updated)
+    }
+
     /// Destroys a sandbox whose deadline has come. If the engine cannot be reached,
     /// tries again a little later rather than forgetting a container that still runs.
     pub async fn expire(&self, id: &str) {
+        // Under the lifetime lock, the deadline that counts is the record's now, not the
+        // one this call was scheduled for: a sandbox extended a moment ago lives on.
+        let _lifetime = self.lifetimes.lock().await;
         let Some(sandbox) = self.registry.get(id) else {
             return;
         };
+        let now = Utc::now();
+        match sandbox.expires_at {
+            Some(at) if at <= now => {}
+            Some(at) => {
+                self.expiries.schedule(id, at);
+                return;
+            }
+            None => return,
+        }
         match self.backend.remove(&sandbox.docker_id).await {
             Ok(()) => {
                 self.forget(id, "expired");

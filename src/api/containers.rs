@@ -22,7 +22,7 @@ use crate::sandbox::{Condition, NewSandbox, Status};
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_container, list_containers))
-        .routes(routes!(get_container, destroy_container))
+        .routes(routes!(get_container, destroy_container, update_container))
 }
 
 /// Body of `POST /containers`.
@@ -297,6 +297,69 @@ pub async fn get_container(
     let sandbox = state.sandboxes.get(&container_id)?;
     let condition = state.sandboxes.status(&sandbox).await?;
     Ok(Json(ContainerResponse::new(&sandbox, &condition)))
+}
+
+/// Body of `PATCH /containers/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateContainerRequest {
+    /// The sandbox now expires this many seconds from now (1 … `MAX_RUNTIME_SECS`);
+    /// `null`: it no longer expires. Required.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, required = true)]
+    pub max_runtime_secs: Option<Option<i64>>,
+}
+
+/// Tells `"field": null` (`Some(None)`) from an absent field (`None`).
+fn present<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// (ext) Extend, shorten or remove a sandbox's lifetime. The new `expires_at` is
+/// persisted before the answer and holds across restarts; a sandbox extended a moment
+/// before its old deadline is never reaped at the old one.
+#[utoipa::path(patch, path = "/containers/{container_id}", tag = "containers",
+    params(("container_id" = String, Path, description = "Sandbox id")),
+    request_body = UpdateContainerRequest,
+    responses(
+        (status = 200, body = ContainerResponse),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The sandbox is not running"),
+    ))]
+pub async fn update_container(
+    State(state): State<AppState>,
+    Path(container_id): Path<String>,
+    Json(request): Json<UpdateContainerRequest>,
+) -> Result<Json<ContainerResponse>> {
+    let lifetime = match request.max_runtime_secs {
+        None => {
+            return Err(Error::invalid(
+                "max_runtime_secs is required: seconds from now, or null for no expiry",
+            ));
+        }
+        Some(None) => None,
+        Some(Some(secs)) => {
+            if secs < 1 || secs.unsigned_abs() > state.config.max_runtime_secs {
+                return Err(Error::invalid(format!(
+                    "max_runtime_secs must be between 1 and {} (MAX_RUNTIME_SECS), or null",
+                    state.config.max_runtime_secs
+                )));
+            }
+            Some(Duration::from_secs(secs.unsigned_abs()))
+        }
+    };
+    let sandbox = state
+        .sandboxes
+        .set_lifetime(&container_id, lifetime)
+        .await?;
+    Ok(Json(ContainerResponse::new(
+        &sandbox,
+        &Condition::plain(Status::Running),
+    )))
 }
 
 /// Destroy a sandbox: its container and everything kept for it.

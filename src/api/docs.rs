@@ -169,6 +169,13 @@ pub(super) fn configure(openapi: &mut utoipa::openapi::OpenApi, config: &crate::
         max(config.max_exec_timeout_secs),
         false,
     );
+    bound(
+        "UpdateContainerRequest",
+        "max_runtime_secs",
+        1.0,
+        max(config.max_runtime_secs),
+        false,
+    );
     bound("ResourcesRequest", "cpus", 0.0, config.max_cpus, true);
     bound(
         "ResourcesRequest",

@@ -772,3 +772,100 @@ async fn disk_limits_are_enforced_or_refused_never_pretended() {
         eprintln!("disk limits not enforced on this engine: {reason}");
     }
 }
+
+#[tokio::test]
+async fn lifetimes_can_be_extended_shortened_and_removed() {
+    let world = world();
+    let dir = scratch();
+    let server = spawn_app(test_config(dir.path())).await;
+    let app = &server.app;
+    let url = world.git.url(&unique("lifetime"), "simple");
+    let (created, kept) = app
+        .sandbox(json!({"repo_url": url, "max_runtime_secs": 6}))
+        .await;
+    let deadline =
+        chrono::DateTime::parse_from_rfc3339(created["expires_at"].as_str().unwrap()).unwrap();
+    let (_, shortened) = app.sandbox(json!({"repo_url": url})).await;
+    let (_, forever) = app
+        .sandbox(json!({"repo_url": url, "max_runtime_secs": 8}))
+        .await;
+    let patch = |id: &str, body: Value| {
+        let app = app.clone();
+        let id = id.to_owned();
+        async move {
+            let response = app
+                .request(reqwest::Method::PATCH, &format!("/api/v1/containers/{id}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    // Bad input first: nothing changes.
+    for body in [
+        json!({}),
+        json!({"max_runtime_secs": 0}),
+        json!({"max_runtime_secs": "x"}),
+        json!({"max_runtime_secs": 86401}),
+    ] {
+        let (status, error) = patch(&kept.id, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {error}");
+    }
+    let (status, _) = patch("repo-container-1-999999", json!({"max_runtime_secs": 5})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Extended at the last moment before its deadline: it lives on.
+    let left =
+        deadline.signed_duration_since(chrono::Utc::now()) - chrono::Duration::milliseconds(300);
+    tokio::time::sleep(left.to_std().unwrap_or_default()).await;
+    let (status, body) = patch(&kept.id, json!({"max_runtime_secs": 600})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(body["expires_at"].as_str().unwrap()).unwrap();
+    assert!(
+        expires > chrono::Utc::now() + chrono::Duration::seconds(590),
+        "{body}"
+    );
+    let (status, body) = patch(&forever.id, json!({"max_runtime_secs": null})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["expires_at"].is_null());
+    let (status, _) = patch(&shortened.id, json!({"max_runtime_secs": 1})).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let gone = app
+        .get(&format!("/api/v1/containers/{}", shortened.id))
+        .await
+        .0;
+    assert_eq!(
+        gone,
+        StatusCode::NOT_FOUND,
+        "the shortened sandbox did not expire"
+    );
+    for id in [&kept.id, &forever.id] {
+        let (status, body) = app.get(&format!("/api/v1/containers/{id}")).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{id} was reaped at its old deadline: {body}"
+        );
+    }
+    // The new deadlines are on disk: a restarted server keeps them.
+    let (_, before) = app.get(&format!("/api/v1/containers/{}", kept.id)).await;
+    server.stop().await;
+    let server = spawn_app(test_config(dir.path())).await;
+    let (_, after) = server
+        .app
+        .get(&format!("/api/v1/containers/{}", kept.id))
+        .await;
+    assert_eq!(after["expires_at"], before["expires_at"]);
+    let (_, after) = server
+        .app
+        .get(&format!("/api/v1/containers/{}", forever.id))
+        .await;
+    assert!(after["expires_at"].is_null(), "{after}");
+}
