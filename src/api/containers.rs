@@ -311,6 +311,10 @@ pub struct UpdateContainerRequest {
 }
 
 /// Tells `"field": null` (`Some(None)`) from an absent field (`None`).
+#[expect(
+    clippy::option_option,
+    reason = "absent, null and a value mean three things here"
+)]
 fn present<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
