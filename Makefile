@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup engine image run test lint unit e2e bench smoke schemathesis clean
+.PHONY: setup engine image run test lint unit e2e bench smoke schemathesis soak clean
 
 ## setup: a Docker engine and the sandbox image (no-op when both are there)
 setup: image
@@ -49,6 +49,13 @@ smoke: setup
 ## schemathesis: property-based tests of /openapi.json against a running server
 schemathesis: setup
 	bash scripts/schemathesis.sh
+
+## soak: 20 clients x 10 minutes of mixed traffic, 10 kill -9 restarts of the server and
+## one restart of dockerd; prints what it saw, fails on a 5xx, a lost or a leaked sandbox.
+## SOAK_ARGS="--clients 10 --minutes 2 --kills 3" for a shorter run.
+soak: setup
+	$(CARGO) build --locked --release --bin repobox
+	python3 scripts/soak.py $(SOAK_ARGS)
 
 clean:
 	$(CARGO) clean
