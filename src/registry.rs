@@ -232,13 +232,7 @@ impl Registry {
         };
         let mut sandbox = (*current).clone();
         change(&mut sandbox);
-        let path = self.record_path(&sandbox.id);
-        let bytes = serde_json::to_vec_pretty(&sandbox)
-            .map_err(|err| Error::internal(format!("encoding record: {err}")))?;
-        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
-            .await
-            .map_err(|err| Error::internal(format!("record writer: {err}")))?
-            .map_err(|err| Error::internal(format!("writing sandbox record: {err}")))?;
+        self.persist(&sandbox).await?;
         let sandbox = Arc::new(sandbox);
         let mut map = self.sandboxes.write().expect("registry poisoned");
         if !map.contains_key(id) {
@@ -251,15 +245,20 @@ impl Registry {
         Ok(Some(sandbox))
     }
 
-    /// Persists and registers a sandbox whose create has finished.
-    pub async fn insert(&self, sandbox: Sandbox, mut slot: Slot<'_>) -> Result<Arc<Sandbox>> {
+    /// Writes a sandbox's record (atomically, on a blocking thread).
+    async fn persist(&self, sandbox: &Sandbox) -> Result<()> {
         let path = self.record_path(&sandbox.id);
-        let bytes = serde_json::to_vec_pretty(&sandbox)
+        let bytes = serde_json::to_vec_pretty(sandbox)
             .map_err(|err| Error::internal(format!("encoding record: {err}")))?;
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
             .map_err(|err| Error::internal(format!("record writer: {err}")))?
-            .map_err(|err| Error::internal(format!("writing sandbox record: {err}")))?;
+            .map_err(|err| Error::internal(format!("writing sandbox record: {err}")))
+    }
+
+    /// Persists and registers a sandbox whose create has finished.
+    pub async fn insert(&self, sandbox: Sandbox, mut slot: Slot<'_>) -> Result<Arc<Sandbox>> {
+        self.persist(&sandbox).await?;
         let sandbox = Arc::new(sandbox);
         {
             // From pending to live in one step, as the admission check sees it.
