@@ -18,6 +18,7 @@ Usage: scripts/soak.py [--clients 20] [--minutes 10] [--kills 10] [--no-engine-r
 """
 
 import argparse
+import http.client
 import http.server
 import json
 import os
@@ -148,7 +149,8 @@ def call(base, method, path, body=None, timeout=60, raw=False):
             return err.code, json.loads(payload)
         except ValueError:
             return err.code, payload
-    except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, OSError):
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError,
+            socket.timeout, OSError):
         return None, None  # the server is down (killed on purpose) or restarting
 
 
