@@ -27,6 +27,10 @@ pub const LABEL_ID: &str = "repobox.id";
 /// Label holding the agent protocol version the sandbox was made for. Containers
 /// without it were made by a repobox from before the agent.
 pub const LABEL_AGENT_PROTOCOL: &str = "repobox.agent_protocol";
+/// Label on the members of the warm pool: the pool key they were made for. Docker
+/// fixes labels at creation, so a claimed member keeps it; a sandbox's record (by
+/// engine id) and its container's name say which members became sandboxes.
+pub const LABEL_POOL: &str = "repobox.pool";
 /// Label prefix for sandbox metadata that must survive a restart.
 pub const LABEL_PREFIX: &str = "repobox.";
 
@@ -60,8 +64,6 @@ pub struct SandboxSpec {
     pub instance: String,
     /// Image reference.
     pub image: String,
-    /// `NAME=value` pairs for the container and every command in it.
-    pub env: Vec<String>,
     /// CPU limit.
     pub cpus: f64,
     /// Memory limit in MiB.
@@ -76,6 +78,28 @@ pub struct SandboxSpec {
     pub runtime: Option<String>,
     /// Most the sandbox may write, in MiB (`None`: no limit).
     pub disk_mb: Option<u64>,
+}
+
+/// The limits of a running container that can change after its creation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// CPU limit.
+    pub cpus: f64,
+    /// Memory limit in MiB.
+    pub memory_mb: u64,
+    /// Process limit.
+    pub pids: i64,
+}
+
+impl SandboxSpec {
+    /// The limits this spec asks for.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            cpus: self.cpus,
+            memory_mb: self.memory_mb,
+            pids: self.pids,
+        }
+    }
 }
 
 /// Whether the engine can cap what a sandbox writes.
@@ -152,6 +176,12 @@ pub trait Backend: Send + Sync + 'static {
     /// placed at [`AGENT_PATH`]); returns the engine's id. A failed start leaves
     /// nothing behind.
     async fn create(&self, spec: &SandboxSpec, agent: &'static [u8]) -> Result<String>;
+
+    /// Makes a started pool member the sandbox `spec` describes: renames it to
+    /// `spec.name` and applies `spec`'s resources (cpus, memory, pids) when they
+    /// differ from `current`. What only creation can set (image, runtime, network,
+    /// disk limit, host name) is the pool key's and the member's own.
+    async fn assign(&self, engine_id: &str, spec: &SandboxSpec, current: Limits) -> Result<()>;
 
     /// Attaches to the agent's stdin and stdout.
     async fn attach(&self, engine_id: &str) -> Result<Transport>;

@@ -13,6 +13,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// The default sandbox image, built by `scripts/build-image.sh`.
 pub const DEFAULT_BASE_IMAGE: &str = "repobox/sandbox:bookworm";
 
+/// Largest `POOL_SIZE`: members are started containers, each holding memory.
+pub const MAX_POOL_SIZE: usize = 64;
+
 /// Command line of the `repobox` binary.
 #[derive(Debug, Parser)]
 #[command(
@@ -158,6 +161,14 @@ pub struct Config {
     /// Largest `disk_mb` a sandbox may ask for.
     #[arg(long, env = "MAX_DISK_MB", default_value_t = 102400)]
     pub max_disk_mb: u64,
+    /// Started sandboxes kept warm per pooled image, so that a create starts no
+    /// container; 0 turns the pool off.
+    #[arg(long, env = "POOL_SIZE", default_value_t = 2)]
+    pub pool_size: usize,
+    /// Comma-separated images kept warm besides `DOCKER_BASE_IMAGE` (each with
+    /// `POOL_SIZE` members).
+    #[arg(long, env = "POOL_IMAGES", default_value = "", value_parser = parse_list)]
+    pub pool_images: List,
     /// Where sandbox records live (survives restarts).
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -209,6 +220,10 @@ impl Config {
 
     /// Checks relations between settings that clap cannot express.
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.pool_size <= MAX_POOL_SIZE,
+            "POOL_SIZE must be at most {MAX_POOL_SIZE}"
+        );
         anyhow::ensure!(
             self.default_exec_timeout_secs >= 1,
             "DEFAULT_EXEC_TIMEOUT_SECS must be at least 1"

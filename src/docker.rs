@@ -13,17 +13,19 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum, HostConfig,
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum, ContainerUpdateBody,
+    HostConfig,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
 use crate::backend::{
     AGENT_PATH, Backend, ContainerInfo, ContainerState, DiskLimits, LABEL_AGENT_PROTOCOL, LABEL_ID,
-    LABEL_INSTANCE, LABEL_MANAGED, ManagedContainer, Network, SandboxSpec, Transport, WORKSPACE,
+    LABEL_INSTANCE, LABEL_MANAGED, Limits, ManagedContainer, Network, SandboxSpec, Transport,
+    WORKSPACE,
 };
 use crate::error::{Error, Result};
 
@@ -51,7 +53,7 @@ fn network_mode(network: Network) -> &'static str {
 
 /// Builds the container configuration. All hardening is here.
 pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
-    let memory = i64::try_from(spec.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+    let memory = memory_bytes(spec.memory_mb);
     let mut labels = spec.labels.clone();
     labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
     labels.insert(LABEL_ID.to_owned(), spec.id.clone());
@@ -72,7 +74,8 @@ pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         tty: Some(false),
-        env: Some(spec.env.clone()),
+        // No sandbox environment here: the agent gives it to every command, the same
+        // way for a sandbox made now and for a pool member made before its request.
         working_dir: Some(WORKSPACE.to_owned()),
         labels: Some(labels),
         hostname: Some(spec.hostname.clone()),
@@ -111,6 +114,23 @@ pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
             }),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+fn memory_bytes(mb: u64) -> i64 {
+    i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)
+}
+
+/// The resource part of [`container_config`], for a running container.
+fn limits_update(limits: Limits) -> ContainerUpdateBody {
+    let memory = memory_bytes(limits.memory_mb);
+    ContainerUpdateBody {
+        memory: Some(memory),
+        // Same as memory: no swap on top of the limit.
+        memory_swap: Some(memory),
+        nano_cpus: Some((limits.cpus * 1e9) as i64),
+        pids_limit: Some(limits.pids),
         ..Default::default()
     }
 }
@@ -305,6 +325,30 @@ impl Backend for Runtime {
         Ok(created.id)
     }
 
+    async fn assign(&self, docker_id: &str, spec: &SandboxSpec, current: Limits) -> Result<()> {
+        let client = self.client()?;
+        let rename = async {
+            let options = RenameContainerOptionsBuilder::default()
+                .name(&spec.name)
+                .build();
+            client
+                .rename_container(docker_id, options)
+                .await
+                .map_err(exec_error)
+        };
+        let update = async {
+            if spec.limits() == current {
+                return Ok(());
+            }
+            client
+                .update_container(docker_id, limits_update(spec.limits()))
+                .await
+                .map_err(exec_error)
+        };
+        let (renamed, updated) = tokio::join!(rename, update);
+        renamed.and(updated)
+    }
+
     async fn attach(&self, docker_id: &str) -> Result<Transport> {
         let options = AttachContainerOptionsBuilder::default()
             .stdin(true)
@@ -478,7 +522,6 @@ mod tests {
             hostname: "rb-0123456789ab".into(),
             instance: "abc".into(),
             image: "img".into(),
-            env: vec!["A=b".into()],
             cpus: 1.5,
             memory_mb: 256,
             pids: 128,

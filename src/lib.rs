@@ -31,6 +31,7 @@ pub mod files;
 pub mod git;
 pub mod metrics;
 pub mod policy;
+pub mod pool;
 pub mod reaper;
 pub mod registry;
 pub mod sandbox;

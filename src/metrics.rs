@@ -50,6 +50,14 @@ pub struct Metrics {
     /// Cache lookups by result: the mirror (`hit`, `miss`) and the checkout tars
     /// (`tree_hit`, `tree_miss`).
     pub cache: Family<KindLabels, Counter>,
+    /// Warm pool members ready to be claimed.
+    pub pool_ready: Gauge,
+    /// Creates' claims on the pool by result (`hit`, `miss`, `unpooled`).
+    pub pool_claims: Family<KindLabels, Counter>,
+    /// Time to make a claimed member the sandbox (rename, limits).
+    pub pool_claim_seconds: Histogram,
+    /// Time to make a pool member (create, start, agent hello).
+    pub pool_refill_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -74,6 +82,10 @@ impl Metrics {
         let exec_seconds = latency_histogram();
         let clone_seconds = latency_histogram();
         let cache = Family::<KindLabels, Counter>::default();
+        let pool_ready = Gauge::default();
+        let pool_claims = Family::<KindLabels, Counter>::default();
+        let pool_claim_seconds = latency_histogram();
+        let pool_refill_seconds = latency_histogram();
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -120,6 +132,26 @@ impl Metrics {
             "Mirror cache lookups by result",
             cache.clone(),
         );
+        registry.register(
+            "pool_ready",
+            "Warm pool members ready to be claimed",
+            pool_ready.clone(),
+        );
+        registry.register(
+            "pool_claims",
+            "Claims on the warm pool by result",
+            pool_claims.clone(),
+        );
+        registry.register(
+            "pool_claim_duration_seconds",
+            "Time to make a claimed pool member the sandbox",
+            pool_claim_seconds.clone(),
+        );
+        registry.register(
+            "pool_refill_duration_seconds",
+            "Time to make a pool member",
+            pool_refill_seconds.clone(),
+        );
         Self {
             registry,
             requests,
@@ -132,6 +164,10 @@ impl Metrics {
             exec_seconds,
             clone_seconds,
             cache,
+            pool_ready,
+            pool_claims,
+            pool_claim_seconds,
+            pool_refill_seconds,
         }
     }
 

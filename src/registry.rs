@@ -6,7 +6,7 @@
 //! without one is the leftover of an interrupted create. The in-memory map sits behind a
 //! std `RwLock` that is never held across an `.await`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -60,6 +60,24 @@ pub struct Sandbox {
     pub resources: Resources,
     /// Result of the initial command, if one was given.
     pub initial_command_result: Option<ExecResult>,
+    /// `environment_vars`: given by the agent to every command (a command's own
+    /// `environment` wins). Records from before the pool have none here: their
+    /// containers carry it instead.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl Sandbox {
+    /// The environment of a command in this sandbox: the sandbox's, then the
+    /// command's own over it.
+    pub fn command_env(&self, own: Vec<(String, String)>) -> Vec<(String, String)> {
+        if self.env.is_empty() {
+            return own;
+        }
+        let mut merged = self.env.clone();
+        merged.extend(own);
+        merged.into_iter().collect()
+    }
 }
 
 /// Ids are `repo-container-<unix seconds>-<sequence>`; the sequence never repeats,
@@ -364,9 +382,20 @@ fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// Writes a whole file or nothing. Readable by the owner only: a record holds the
+/// sandbox's environment, which may carry secrets.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    drop(file);
     std::fs::rename(&tmp, path)
 }
 
@@ -427,6 +456,7 @@ mod tests {
                 disk_mb: None,
             },
             initial_command_result: None,
+            env: BTreeMap::new(),
         }
     }
 

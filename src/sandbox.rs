@@ -24,8 +24,8 @@ use utoipa::ToSchema;
 
 use crate::agent::{AGENT_BINARY, AgentClient};
 use crate::backend::{
-    Backend, ContainerInfo, ContainerState, DiskLimits, LABEL_AGENT_PROTOCOL, LABEL_ID,
-    LABEL_PREFIX, Network, SandboxSpec, WORKSPACE,
+    Backend, ContainerInfo, ContainerState, DiskLimits, LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_POOL,
+    LABEL_PREFIX, Limits, Network, SandboxSpec, WORKSPACE,
 };
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -33,6 +33,7 @@ use crate::exec;
 use crate::git::{Checkout, GitCache, RepoUrl, Tree};
 use crate::metrics::Metrics;
 use crate::policy::CommandPolicy;
+use crate::pool::{Member, Pool};
 use crate::reaper::Expiries;
 use crate::registry::{Registry, Resources, Sandbox};
 
@@ -130,6 +131,8 @@ pub struct NewSandbox {
 
 /// How long a new or re-attached agent has to answer its hello (gVisor starts slowly).
 const AGENT_HELLO_BOUND: Duration = Duration::from_secs(30);
+/// How long a claimed pool member's agent has to answer a ping.
+const CLAIM_PING_BOUND: Duration = Duration::from_secs(2);
 /// Agents connected at once while adopting sandboxes after a start.
 const ADOPT_CONCURRENCY: usize = 8;
 
@@ -150,6 +153,9 @@ pub struct Sandboxes {
     disk_limits: tokio::sync::OnceCell<DiskLimits>,
     /// Held while a deadline is changed and while an expiry checks its deadline.
     lifetimes: tokio::sync::Mutex<()>,
+    pool: Pool,
+    /// Numbers pool members' names.
+    members_made: std::sync::atomic::AtomicU64,
 }
 
 impl Sandboxes {
@@ -173,7 +179,12 @@ impl Sandboxes {
         }
         metrics.sandboxes_active.set(registry.len() as i64);
         let policy = CommandPolicy::new(config.command_allowlist.items());
+        let mut pooled = vec![config.docker_base_image.clone()];
+        pooled.extend(config.pool_images.items().iter().cloned());
+        let pool = Pool::new(config.pool_size, &pooled, metrics.clone());
         Ok(Self {
+            pool,
+            members_made: std::sync::atomic::AtomicU64::new(0),
             config,
             backend,
             git,
@@ -191,6 +202,95 @@ impl Sandboxes {
     /// The backend (for health checks).
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
+    }
+
+    /// This server's instance id (see [`crate::backend::LABEL_INSTANCE`]).
+    pub fn instance(&self) -> &str {
+        self.registry.instance()
+    }
+
+    /// The warm pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The disk limit of pool members: the default where the engine enforces one.
+    pub async fn pool_disk_mb(&self) -> Result<Option<u64>> {
+        let limits = self.disk_limits().await?;
+        Ok(limits.enforced.then_some(self.config.default_disk_mb))
+    }
+
+    fn default_limits(&self) -> Limits {
+        Limits {
+            cpus: self.config.default_cpus,
+            memory_mb: self.config.default_memory_mb,
+            pids: self.config.default_pids,
+        }
+    }
+
+    /// Makes a pool member of `image`: a started container with its agent answering,
+    /// with the default limits and no sandbox's identity (its name, host name and
+    /// labels are its own). A failure leaves nothing.
+    pub async fn make_pool_member(&self, image: &str) -> Result<Member> {
+        let number = self.members_made.fetch_add(1, Ordering::Relaxed);
+        let id = format!(
+            "pool-{}",
+            &hostname_for(&format!(
+                "{}/{number}/{}",
+                self.registry.instance(),
+                Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            ))[3..]
+        );
+        let name = format!("{id}.{}", self.registry.instance());
+        let limits = self.default_limits();
+        let disk_mb = self.pool_disk_mb().await?;
+        let spec = SandboxSpec {
+            id,
+            hostname: hostname_for(&name),
+            name: name.clone(),
+            instance: self.registry.instance().to_owned(),
+            image: image.to_owned(),
+            cpus: limits.cpus,
+            memory_mb: limits.memory_mb,
+            pids: limits.pids,
+            network: Network::None,
+            labels: HashMap::from([(LABEL_POOL.to_owned(), image.to_owned())]),
+            runtime: self.runtime(),
+            disk_mb,
+        };
+        let mut guard = ContainerGuard::new(self.backend.clone(), name);
+        let made = async {
+            let engine_id = self.backend.create(&spec, AGENT_BINARY).await?;
+            guard.engine_id = engine_id.clone();
+            let agent = self.connect_agent(&engine_id).await?;
+            Ok::<_, Error>(Member {
+                engine_id,
+                agent,
+                limits,
+            })
+        }
+        .await;
+        match made {
+            Ok(member) => {
+                guard.keep();
+                Ok(member)
+            }
+            Err(err) => {
+                guard.remove().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Removes a pool member (dead, or left when the server stops).
+    pub async fn remove_pool_member(&self, engine_id: &str) {
+        if let Err(err) = self.backend.remove(engine_id).await {
+            tracing::warn!(%engine_id, %err, "could not remove a pool member; the next start removes it");
+        }
+    }
+
+    fn runtime(&self) -> Option<String> {
+        (!self.config.docker_runtime.is_empty()).then(|| self.config.docker_runtime.clone())
     }
 
     /// The command policy (`COMMAND_ALLOWLIST`).
@@ -339,14 +439,43 @@ impl Sandboxes {
         });
         let spec = self.spec(&id, &request, created_at, expires_at);
         // Armed before the first await: a create dropped while the engine makes its
-        // container still gets that container removed (by its unique name).
+        // container still gets that container removed (by its unique name), and one
+        // dropped while it claims a pool member gets the member removed.
         let mut guard = ContainerGuard::new(self.backend.clone(), spec.name.clone());
+        let claimed = self
+            .pool
+            .claim(&request.image, request.network, request.resources.disk_mb);
+        if let Some(member) = &claimed {
+            guard.engine_id = member.engine_id.clone();
+        }
 
         let clone_started = Instant::now();
         // `join!` polls in order: the container's request goes out first, before the
         // git processes are spawned (spawning holds the thread for a moment).
         let (agent, checkout) = tokio::join!(
             async {
+                if let Some(member) = claimed {
+                    let started = Instant::now();
+                    // Handed out only once its agent answers again (its connection
+                    // may have closed a moment ago).
+                    let (assigned, answered) = tokio::join!(
+                        self.backend.assign(&member.engine_id, &spec, member.limits),
+                        member.agent.ping(CLAIM_PING_BOUND)
+                    );
+                    match assigned.and(answered) {
+                        Ok(()) => {
+                            self.metrics
+                                .pool_claim_seconds
+                                .observe(started.elapsed().as_secs_f64());
+                            return Ok((member.engine_id, member.agent));
+                        }
+                        Err(err) => {
+                            tracing::warn!(sandbox = %id, %err, "could not claim a pool member; making a container instead");
+                            self.remove_pool_member(&member.engine_id).await;
+                            guard.engine_id.clear();
+                        }
+                    }
+                }
                 let engine_id = self.backend.create(&spec, AGENT_BINARY).await?;
                 guard.engine_id = engine_id.clone();
                 let agent = self.connect_agent(&engine_id).await?;
@@ -397,7 +526,7 @@ impl Sandboxes {
                         command: command.clone(),
                         working_dir: WORKSPACE.to_owned(),
                         timeout: Duration::from_secs(self.config.max_exec_timeout_secs),
-                        env: Vec::new(),
+                        env: request.env.clone().into_iter().collect(),
                         stdin: None,
                     };
                     let result = exec::run(&agent, command, self.config.max_output_bytes).await?;
@@ -418,6 +547,7 @@ impl Sandboxes {
                 network: request.network,
                 resources: request.resources,
                 initial_command_result,
+                env: request.env.clone(),
             };
             let sandbox = self.registry.insert(sandbox, slot).await?;
             *self.agent_slot(&id).lock().await = Some(agent);
@@ -466,18 +596,12 @@ impl Sandboxes {
             name,
             instance: self.registry.instance().to_owned(),
             image: request.image.clone(),
-            env: request
-                .env
-                .iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect(),
             cpus: request.resources.cpus,
             memory_mb: request.resources.memory_mb,
             pids: request.resources.pids,
             network: request.network,
             labels,
-            runtime: (!self.config.docker_runtime.is_empty())
-                .then(|| self.config.docker_runtime.clone()),
+            runtime: self.runtime(),
             disk_mb: request.resources.disk_mb,
         }
     }
@@ -615,28 +739,39 @@ impl Sandboxes {
     /// Brings the registry and the engine into agreement after a start: adopts
     /// containers with a record (re-attaching to their agents, which ends whatever
     /// commands the previous server left running), destroys the expired ones, removes
-    /// containers without a record (interrupted creates) and those made by a repobox
-    /// from before the agent, and forgets records whose container vanished.
+    /// containers without a record (interrupted creates, and pool members a previous
+    /// run left: a claim may have been under way on any of them) and those made by a
+    /// repobox from before the agent, and forgets records whose container vanished.
+    ///
+    /// A container is matched to its record by engine id, not by its labels: a
+    /// sandbox made from a pool member carries the member's labels.
     pub async fn reconcile(&self) -> Result<()> {
         // Records are read before containers are listed: a record written meanwhile
         // belongs to a container the listing may not show yet.
         let records = self.registry.all();
+        let by_engine_id: HashMap<&str, &Arc<Sandbox>> = records
+            .iter()
+            .map(|sandbox| (sandbox.docker_id.as_str(), sandbox))
+            .collect();
         let containers = self.backend.list_managed(self.registry.instance()).await?;
         let now = Utc::now();
         let mut seen = std::collections::HashSet::new();
         let mut adopted = Vec::new();
         for container in containers {
-            let id = container.labels.get(LABEL_ID).cloned().unwrap_or_default();
-            if self.registry.is_creating(&id) {
-                // A create under way (requests are served while reconciling).
+            let label_id = container.labels.get(LABEL_ID).cloned().unwrap_or_default();
+            let pooled = container.labels.contains_key(LABEL_POOL);
+            if !pooled && self.registry.is_creating(&label_id) {
+                // A create under way (requests are served while reconciling; the pool
+                // starts only afterwards, so no claim is).
                 continue;
             }
             let speaks_agent = container
                 .labels
                 .get(LABEL_AGENT_PROTOCOL)
                 .is_some_and(|v| *v == repobox_protocol::PROTOCOL_VERSION.to_string());
-            match self.registry.get(&id) {
-                Some(sandbox) if sandbox.docker_id == container.engine_id && speaks_agent => {
+            match by_engine_id.get(container.engine_id.as_str()) {
+                Some(sandbox) if speaks_agent => {
+                    let id = sandbox.id.clone();
                     if sandbox.expires_at.is_some_and(|at| at <= now) {
                         self.expire(&id).await;
                     } else if container.state == ContainerState::Running {
@@ -644,12 +779,16 @@ impl Sandboxes {
                     }
                     seen.insert(id);
                 }
-                Some(_) if !speaks_agent => {
-                    tracing::warn!(sandbox = %id, "removing a sandbox made by an earlier repobox (before the agent); it cannot be served");
+                Some(sandbox) => {
+                    tracing::warn!(sandbox = %sandbox.id, "removing a sandbox made by an earlier repobox (before the agent); it cannot be served");
                     self.backend.remove(&container.engine_id).await?;
                 }
-                _ => {
-                    tracing::info!(sandbox = %id, engine_id = %container.engine_id, "removing leftover of an interrupted create");
+                None if pooled => {
+                    tracing::info!(engine_id = %container.engine_id, "removing a pool member left by a previous run");
+                    self.backend.remove(&container.engine_id).await?;
+                }
+                None => {
+                    tracing::info!(sandbox = %label_id, engine_id = %container.engine_id, "removing leftover of an interrupted create");
                     self.backend.remove(&container.engine_id).await?;
                 }
             }

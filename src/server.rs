@@ -15,6 +15,7 @@ use crate::backend::Backend;
 use crate::config::Config;
 use crate::docker::Runtime;
 use crate::metrics::Metrics;
+use crate::pool;
 use crate::reaper;
 use crate::sandbox::Sandboxes;
 
@@ -41,6 +42,7 @@ pub async fn run(
 
     let mut tasks = JoinSet::new();
     tasks.spawn(reaper::run(sandboxes.clone(), stop.clone()));
+    tasks.spawn(pool::run(sandboxes.clone(), stop.clone()));
     tasks.spawn(watch_docker(
         sandboxes.clone(),
         metrics.clone(),

@@ -118,7 +118,6 @@ impl Engine {
             hostname: "floor".to_owned(),
             instance: format!("rbbench-floor-{}", self.run),
             image: limits.image.clone(),
-            env: Vec::new(),
             cpus: limits.cpus,
             memory_mb: limits.memory_mb,
             pids: limits.pids,

@@ -117,14 +117,15 @@ pub async fn execute_command(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ExecResult>> {
-    state.sandboxes.get(&container_id)?;
+    let sandbox = state.sandboxes.get(&container_id)?;
     let request: ExecuteCommandRequest =
         json_body(&headers, body, body_limit(&state.config)).await?;
-    let command = request.validate(&state.config)?;
+    let mut command = request.validate(&state.config)?;
     state.sandboxes.allow(
         &command.command,
         command.env.iter().map(|(name, _)| name.as_str()),
     )?;
+    command.env = sandbox.command_env(command.env);
     let agent = state.sandboxes.agent(&container_id).await?;
     let result = exec::run(&agent, command, state.config.max_output_bytes).await?;
     state
@@ -157,14 +158,15 @@ pub async fn stream_command(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    state.sandboxes.get(&container_id)?;
+    let sandbox = state.sandboxes.get(&container_id)?;
     let request: ExecuteCommandRequest =
         json_body(&headers, body, body_limit(&state.config)).await?;
-    let command = request.validate(&state.config)?;
+    let mut command = request.validate(&state.config)?;
     state.sandboxes.allow(
         &command.command,
         command.env.iter().map(|(name, _)| name.as_str()),
     )?;
+    command.env = sandbox.command_env(command.env);
     let agent = state.sandboxes.agent(&container_id).await?;
     let events = exec::stream(&agent, command).await?;
     crate::metrics::Metrics::count(&state.metrics.execs, "stream");

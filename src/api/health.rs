@@ -154,6 +154,11 @@ pub struct InfoResponse {
     pub command_policy: CommandPolicyInfo,
     /// Whether `resources.disk_mb` is enforced by the engine.
     pub disk_limits: crate::backend::DiskLimits,
+    /// The warm pool.
+    pub pool: PoolInfo,
+    /// This server's instance id: the `repobox.instance` label on its containers,
+    /// and the suffix of their names (`<container_id>.<instance>`).
+    pub instance: String,
     /// Limits.
     pub limits: Limits,
 }
@@ -165,6 +170,19 @@ pub struct CommandPolicyInfo {
     pub enforced: bool,
     /// Programs commands may start.
     pub allowlist: Vec<String>,
+}
+
+/// The warm pool (`POOL_SIZE`, `POOL_IMAGES`): started sandboxes waiting for a
+/// create, so that it starts no container. A create is served from it when it asks
+/// for a pooled image, `network: "none"` and the default disk limit.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct PoolInfo {
+    /// Members kept per pooled image (0: no pool).
+    pub size: usize,
+    /// Pooled images (`DOCKER_BASE_IMAGE` first).
+    pub images: Vec<String>,
+    /// Members ready now, over all images.
+    pub ready: usize,
 }
 
 /// The sandbox agent.
@@ -240,6 +258,12 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
                 reason: Some(format!("the engine could not be asked: {err}")),
             }
         }),
+        pool: PoolInfo {
+            size: state.sandboxes.pool().size(),
+            images: state.sandboxes.pool().images(),
+            ready: state.sandboxes.pool().ready(),
+        },
+        instance: state.sandboxes.instance().to_owned(),
         command_policy: CommandPolicyInfo {
             enforced: !state.sandboxes.policy().allows_everything(),
             allowlist: state.sandboxes.policy().programs().to_vec(),

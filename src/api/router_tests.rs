@@ -39,6 +39,14 @@ impl Backend for NoEngine {
     async fn create(&self, _spec: &SandboxSpec, _agent: &'static [u8]) -> Result<String> {
         Err(unreachable())
     }
+    async fn assign(
+        &self,
+        _engine_id: &str,
+        _spec: &SandboxSpec,
+        _current: crate::backend::Limits,
+    ) -> Result<()> {
+        Err(unreachable())
+    }
     async fn attach(&self, _engine_id: &str) -> Result<Transport> {
         Err(unreachable())
     }

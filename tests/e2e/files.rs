@@ -751,7 +751,12 @@ async fn a_body_of_another_length_than_its_content_length_is_refused() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    let sandbox = SandboxGuard::of(&created);
+    let id = created["container_id"].as_str().unwrap().to_owned();
+    let instance = std::fs::read_to_string(dir.path().join("data/instance-id")).unwrap();
+    let sandbox = SandboxGuard {
+        name: format!("{id}.{}", instance.trim()),
+        id,
+    };
     let path = route(&sandbox.id, "files/raw", "file_path", "/tmp/length.bin");
     for (declared, actual) in [(100, 50), (10, 50), (50, 50)] {
         let (status, answer) = send(

@@ -7,5 +7,6 @@ mod containers;
 mod exec;
 mod files;
 mod health;
+mod pool;
 mod restart;
 mod support;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{TestApp, containers_with_label, scratch, unique, world};
+use crate::support::{TestApp, containers_with_label, remove_after_exit, scratch, unique, world};
 
 /// A server process, killed when dropped (also when the test fails).
 struct Server(Child);
@@ -19,10 +19,13 @@ impl Drop for Server {
     }
 }
 
-/// The `repobox` binary, started with the settings of a test server.
-fn start_binary(dir: &std::path::Path, port: u16) -> Server {
+/// The `repobox` binary, started with the settings of a test server and a warm pool
+/// of `pool_size` (0 for the tests of the ordinary path: their interrupted create
+/// must make its own container).
+fn start_binary(dir: &std::path::Path, port: u16, pool_size: usize) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_repobox"))
         .arg("serve")
+        .env("POOL_SIZE", pool_size.to_string())
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
         .env("DATA_DIR", dir.join("data"))
@@ -70,7 +73,7 @@ async fn kill_9_loses_no_sandbox_and_leaks_no_container() {
     let app = TestApp::at(format!("http://127.0.0.1:{port}"));
     let url = world.git.url(&unique("restart"), "simple");
 
-    let mut server = start_binary(dir.path(), port);
+    let mut server = start_binary(dir.path(), port, 0);
     app.wait_live().await;
     let (created, sandbox) = app
         .sandbox(json!({ "repo_url": url, "max_runtime_secs": 15 }))
@@ -129,7 +132,7 @@ async fn kill_9_loses_no_sandbox_and_leaks_no_container() {
     let _ = interrupted.await;
     let _ = in_flight.await;
 
-    let mut server = start_binary(dir.path(), port);
+    let mut server = start_binary(dir.path(), port, 0);
     app.wait_live().await;
     // Reconciliation runs as soon as the engine answers.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -193,7 +196,7 @@ async fn graceful_shutdown_keeps_sandboxes() {
     let port = free_port();
     let app = TestApp::at(format!("http://127.0.0.1:{port}"));
     let url = world.git.url(&unique("graceful"), "simple");
-    let mut server = start_binary(dir.path(), port);
+    let mut server = start_binary(dir.path(), port, 0);
     app.wait_live().await;
     let (_, sandbox) = app.sandbox(json!({ "repo_url": url })).await;
     let started = Instant::now();
@@ -213,8 +216,112 @@ async fn graceful_shutdown_keeps_sandboxes() {
         1,
         "shutdown destroyed a sandbox"
     );
-    let mut server = start_binary(dir.path(), port);
+    let mut server = start_binary(dir.path(), port, 0);
     app.wait_live().await;
     assert_eq!(app.exec(&sandbox.id, "true").await["exit_code"], 0);
     kill_9(&mut server);
+}
+
+/// Containers of `instance` (running or not), by engine id.
+fn instance_containers(instance: &str, extra: &[&str]) -> Vec<String> {
+    let mut command = Command::new("docker");
+    command.args([
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        &format!("label=repobox.instance={instance}"),
+    ]);
+    for filter in extra {
+        command.args(["--filter", filter]);
+    }
+    let out = command.output().expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn pool_ready(app: &TestApp) -> u64 {
+    app.get("/api/v1/info").await.1["pool"]["ready"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn kill_9_with_a_full_pool_and_a_claim_in_flight_leaks_nothing() {
+    let world = world();
+    let dir = scratch();
+    let port = free_port();
+    let app = TestApp::at(format!("http://127.0.0.1:{port}"));
+    let url = world.git.url(&unique("restart-pool"), "simple");
+    let mut server = start_binary(dir.path(), port, 2);
+    app.wait_live().await;
+    let instance = app.instance().await;
+    remove_after_exit(&instance);
+    let wait = |what: &'static str, ready: u64, containers: usize| {
+        let app = app.clone();
+        let instance = instance.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while pool_ready(&app).await != ready
+                || instance_containers(&instance, &["status=running"]).len() != containers
+            {
+                assert!(Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait("the pool never filled", 2, 2).await;
+    let (_, kept) = app.sandbox(json!({ "repo_url": url })).await;
+    app.exec(&kept.id, "echo kept > /tmp/state").await;
+    wait("the pool never refilled", 2, 3).await;
+
+    // A create whose claim is under way (its initial command sleeps) when the server
+    // dies, with the pool full again behind it.
+    let interrupted = {
+        let app = app.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            app.create(json!({ "repo_url": url, "initial_command": "sleep 30" }))
+                .await
+        })
+    };
+    wait("the claim never happened or the pool never refilled", 2, 4).await;
+    let before = instance_containers(&instance, &[]);
+    kill_9(&mut server);
+    let _ = interrupted.await;
+
+    let mut server = start_binary(dir.path(), port, 2);
+    app.wait_live().await;
+    // The claimed member and the old members are removed, the pool refills, and the
+    // sandbox is adopted with its files.
+    wait("after the restart: not one sandbox and a full pool", 2, 3).await;
+    let after = instance_containers(&instance, &[]);
+    assert_eq!(after.len(), 3, "leaked: {after:?}");
+    let survivors: Vec<_> = after.iter().filter(|id| before.contains(id)).collect();
+    assert_eq!(
+        survivors.len(),
+        1,
+        "only the sandbox survives: {survivors:?}"
+    );
+    let (_, list) = app.get("/api/v1/containers").await;
+    assert_eq!(list["total_count"], 1, "{list}");
+    assert_eq!(list["containers"][0]["container_id"], kept.id.as_str());
+    assert_eq!(
+        app.exec(&kept.id, "cat /tmp/state").await["stdout"],
+        "kept\n"
+    );
+
+    // SIGTERM: the members go, the sandbox stays.
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &server.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(server.0.wait().unwrap().success());
+    assert_eq!(instance_containers(&instance, &[]).len(), 1);
+    assert_eq!(kept.containers().len(), 1);
 }

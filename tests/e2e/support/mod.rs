@@ -60,6 +60,10 @@ fn build_world() -> World {
         let git = background().block_on(GitServer::start(repos));
         let root = dirs.path().to_owned();
         let app = background().block_on(start_app(test_config(&root.join("shared")), None));
+        app.0.wait_live_blocking();
+        // The shared server never stops (the process just ends): what it leaves (the
+        // warm pool's members) is removed once this process is gone.
+        remove_after_exit(&background().block_on(app.0.instance()));
         World {
             git,
             simple,
@@ -152,6 +156,8 @@ pub struct TestApp {
     pub client: Client,
     /// Bearer key to send, if any.
     pub key: Option<String>,
+    /// The server's instance id (from `/info`, asked once).
+    instance: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl TestApp {
@@ -172,7 +178,24 @@ impl TestApp {
             base,
             client,
             key: None,
+            instance: Default::default(),
         }
+    }
+
+    /// The server's instance id: its containers are named `<sandbox id>.<instance>`.
+    pub async fn instance(&self) -> String {
+        self.instance
+            .get_or_init(|| async {
+                let (status, info) = self.get("/api/v1/info").await;
+                assert_eq!(status, StatusCode::OK, "{info}");
+                info["instance"].as_str().unwrap().to_owned()
+            })
+            .await
+            .clone()
+    }
+
+    fn wait_live_blocking(&self) {
+        background().block_on(self.wait_live());
     }
 
     /// Waits until the server answers.
@@ -229,8 +252,19 @@ impl TestApp {
     /// POST /containers with `body`; on 201 the sandbox is removed when the guard drops.
     pub async fn create(&self, body: Value) -> (StatusCode, Value, Option<SandboxGuard>) {
         let (status, value) = self.post("/api/v1/containers", &body).await;
-        let guard = (status == StatusCode::CREATED).then(|| SandboxGuard::of(&value));
+        let guard = if status == StatusCode::CREATED {
+            Some(self.guard(&value).await)
+        } else {
+            None
+        };
         (status, value, guard)
+    }
+
+    /// Guards the sandbox a create answered with.
+    pub async fn guard(&self, created: &Value) -> SandboxGuard {
+        let id = created["container_id"].as_str().unwrap().to_owned();
+        let name = format!("{id}.{}", self.instance().await);
+        SandboxGuard { id, name }
     }
 
     /// Creates a sandbox that must succeed.
@@ -269,26 +303,33 @@ impl TestApp {
 pub struct SandboxGuard {
     /// Sandbox id.
     pub id: String,
-    /// Its repository URL: with the id, it tells the sandbox's container apart from
-    /// those of other test servers (ids are unique per server, not per engine).
-    pub repo_url: String,
+    /// Its container's name, `<id>.<instance>`: unique on the engine (ids are unique
+    /// per server, not per engine). Labels cannot tell: a sandbox made from a pool
+    /// member carries the member's.
+    pub name: String,
 }
 
 impl SandboxGuard {
-    /// Guards the sandbox a create answered with.
-    pub fn of(created: &Value) -> Self {
-        Self {
-            id: created["container_id"].as_str().unwrap().to_owned(),
-            repo_url: created["repo_url"].as_str().unwrap().to_owned(),
-        }
-    }
-
     /// Docker names of the sandbox's container (none once it is gone).
     pub fn containers(&self) -> Vec<String> {
-        containers_with_labels(&[
-            ("repobox.id", &self.id),
-            ("repobox.repo_url", &self.repo_url),
-        ])
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "--format",
+                "{{.Names}}",
+                "--filter",
+                "label=repobox.managed=true",
+                "--filter",
+                &format!("name={}", self.name),
+            ])
+            .output()
+            .expect("docker ps");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|name| *name == self.name)
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The Docker name of the sandbox's container.
@@ -331,6 +372,22 @@ pub fn containers_with_labels(labels: &[(&str, &str)]) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// Removes every container of repobox instance `instance` once this test process
+/// has exited (however it ends), by a watchdog shell of its own.
+pub fn remove_after_exit(instance: &str) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         docker ps -aq --filter label=repobox.instance={instance} | xargs -r docker rm -f",
+        pid = std::process::id()
+    );
+    let _ = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
 }
 
 /// A fresh directory for a test's own server.
