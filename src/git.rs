@@ -13,7 +13,7 @@
 //! nothing goes through a shell, prompts are disabled, protocols are restricted to
 //! http(s), and every git process has a deadline.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -186,6 +186,38 @@ pub fn validate_commit(commit: &str) -> Result<String> {
     Ok(commit.to_ascii_lowercase())
 }
 
+/// What `git ls-remote --symref` says of a remote.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Advertised {
+    /// The branch `HEAD` names.
+    head: Option<String>,
+    /// Branches and tags (not their peeled `^{}` lines), by name.
+    refs: BTreeMap<String, String>,
+}
+
+impl Advertised {
+    fn parse(out: &str) -> Self {
+        let mut advertised = Self::default();
+        for line in out.lines() {
+            if let Some(symref) = line.strip_prefix("ref: ") {
+                if let Some((target, "HEAD")) = symref.split_once('\t') {
+                    advertised.head = target.strip_prefix("refs/heads/").map(str::to_owned);
+                }
+                continue;
+            }
+            let Some((sha, name)) = line.split_once('\t') else {
+                continue;
+            };
+            if (name.starts_with("refs/heads/") || name.starts_with("refs/tags/"))
+                && !name.ends_with("^{}")
+            {
+                advertised.refs.insert(name.to_owned(), sha.to_owned());
+            }
+        }
+        advertised
+    }
+}
+
 /// A checkout ready to be put into a container.
 #[derive(Debug)]
 pub struct Checkout {
@@ -322,17 +354,25 @@ impl GitCache {
             let mut default_branch = None;
             if known_commit.is_none() && !shared {
                 let started = Instant::now();
-                let (fetched, head) =
-                    tokio::join!(self.fetch(repo, &mirror, &key, cache_hit), async {
-                        if need_default && cache_hit {
-                            Some(self.remote_default_branch(repo).await)
-                        } else {
-                            None
-                        }
-                    });
-                fetched?;
-                if let Some(head) = head {
-                    default_branch = Some(head?);
+                if cache_hit {
+                    // One round trip: the remote's refs (and its HEAD) against the
+                    // mirror's; a fetch only when they differ.
+                    let (remote, local) =
+                        tokio::join!(self.remote_refs(repo), self.mirror_refs(&mirror));
+                    let remote = remote?;
+                    if remote.refs != local? {
+                        self.fetch(repo, &mirror, &key, true).await?;
+                    }
+                    if need_default {
+                        default_branch = Some(remote.head.ok_or_else(|| {
+                            Error::Checkout(
+                                "the repository has no default branch (its HEAD names no branch)"
+                                    .to_owned(),
+                            )
+                        })?);
+                    }
+                } else {
+                    self.fetch(repo, &mirror, &key, false).await?;
                 }
                 state.fetched_at = Some(started);
             }
@@ -575,27 +615,39 @@ impl GitCache {
         }
     }
 
-    /// The remote's default branch, from its `HEAD` symref.
-    async fn remote_default_branch(&self, repo: &RepoUrl) -> Result<String> {
+    /// The remote's branches and tags, and the branch its `HEAD` names.
+    async fn remote_refs(&self, repo: &RepoUrl) -> Result<Advertised> {
         let out = self
             .git(
                 None,
-                &["ls-remote", "--symref", "--", repo.secret(), "HEAD"],
+                &["ls-remote", "--symref", "--", repo.secret()],
                 Some(repo),
             )
             .await?;
-        out.lines()
-            .find_map(|line| {
-                line.strip_prefix("ref: refs/heads/")?
-                    .split('\t')
-                    .next()
-                    .map(str::to_owned)
+        Ok(Advertised::parse(&out))
+    }
+
+    /// The mirror's branches and tags (what [`Self::fetch`] keeps in step).
+    async fn mirror_refs(&self, mirror: &Path) -> Result<BTreeMap<String, String>> {
+        let out = self
+            .git(
+                Some(mirror),
+                &[
+                    "for-each-ref",
+                    "--format=%(objectname) %(refname)",
+                    "refs/heads",
+                    "refs/tags",
+                ],
+                None,
+            )
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|line| {
+                let (sha, name) = line.split_once(' ')?;
+                Some((name.to_owned(), sha.to_owned()))
             })
-            .ok_or_else(|| {
-                Error::Checkout(
-                    "the repository has no default branch (its HEAD names no branch)".to_owned(),
-                )
-            })
+            .collect())
     }
 
     /// The mirror's `HEAD`, as set from the remote when it was first cloned.
@@ -1006,6 +1058,29 @@ mod tests {
 #[cfg(test)]
 mod tree_cache {
     use super::*;
+
+    #[test]
+    fn ls_remote_gives_branches_tags_and_the_default_branch() {
+        let out = "ref: refs/heads/trunk\tHEAD\n\
+                   aaa\tHEAD\n\
+                   aaa\trefs/heads/trunk\n\
+                   bbb\trefs/heads/feature\n\
+                   ccc\trefs/tags/v1\n\
+                   aaa\trefs/tags/v1^{}\n\
+                   ddd\trefs/pull/1/head\n";
+        let advertised = Advertised::parse(out);
+        assert_eq!(advertised.head.as_deref(), Some("trunk"));
+        assert_eq!(
+            advertised.refs.into_iter().collect::<Vec<_>>(),
+            [
+                ("refs/heads/feature", "bbb"),
+                ("refs/heads/trunk", "aaa"),
+                ("refs/tags/v1", "ccc")
+            ]
+            .map(|(name, sha)| (name.to_owned(), sha.to_owned()))
+        );
+        assert_eq!(Advertised::parse("ref: refs/tags/x\tHEAD\n").head, None);
+    }
 
     #[test]
     fn eviction_keeps_the_most_recently_used_within_budget() {

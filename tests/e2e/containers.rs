@@ -734,6 +734,25 @@ async fn a_new_commit_upstream_is_seen_by_the_next_create() {
 }
 
 #[tokio::test]
+async fn an_unchanged_cached_repository_costs_one_look_at_the_remote() {
+    let world = world();
+    let prefix = unique("one-look");
+    let url = world.git.url(&prefix, "simple");
+    let (_, _first) = world.app.sandbox(json!({ "repo_url": url })).await;
+    let cloned = world.git.commands(&prefix).len();
+    assert!(cloned >= 1);
+    // Unchanged: the remote's refs are listed once and nothing is fetched.
+    let (_, _second) = world.app.sandbox(json!({ "repo_url": url })).await;
+    assert_eq!(world.git.commands(&prefix)[cloned..], ["ls-refs"]);
+    // A full commit already in the mirror: the remote is not asked at all.
+    let (_, _third) = world
+        .app
+        .sandbox(json!({ "repo_url": url, "commit": world.simple.first }))
+        .await;
+    assert_eq!(world.git.commands(&prefix).len(), cloned + 1);
+}
+
+#[tokio::test]
 async fn disk_limits_are_enforced_or_refused_never_pretended() {
     let world = world();
     let app = &world.app;

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -22,6 +23,16 @@ pub struct GitServer {
     /// Where the bare repositories live.
     #[allow(dead_code, reason = "read by the tests, not by the benchmark")]
     pub root: PathBuf,
+    log: Log,
+}
+
+/// Every protocol-v2 command served (`ls-refs`, `fetch`), with its request's path.
+type Log = Arc<Mutex<Vec<(String, &'static str)>>>;
+
+#[derive(Clone)]
+struct Served {
+    root: PathBuf,
+    log: Log,
 }
 
 impl GitServer {
@@ -31,14 +42,32 @@ impl GitServer {
             .await
             .expect("bind git server");
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let app = axum::Router::new().fallback(serve).with_state(root.clone());
+        let log = Log::default();
+        let app = axum::Router::new().fallback(serve).with_state(Served {
+            root: root.clone(),
+            log: log.clone(),
+        });
         tokio::spawn(async move {
             axum::serve(listener, app).await.expect("git server");
         });
         GitServer {
             base: format!("http://{addr}"),
             root,
+            log,
         }
+    }
+
+    /// The git commands served so far for URLs under `prefix`, in order.
+    #[allow(dead_code, reason = "read by the tests, not by the benchmark")]
+    pub fn commands(&self, prefix: &str) -> Vec<&'static str> {
+        let start = format!("/{prefix}/");
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(path, _)| path.starts_with(&start))
+            .map(|(_, command)| *command)
+            .collect()
     }
 
     /// URL of repository `name` under a unique `prefix`.
@@ -47,7 +76,7 @@ impl GitServer {
     }
 }
 
-async fn serve(State(root): State<PathBuf>, request: Request) -> Response {
+async fn serve(State(Served { root, log }): State<Served>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     // Keep from the first component ending in `.git` on.
@@ -61,6 +90,19 @@ async fn serve(State(root): State<PathBuf>, request: Request) -> Response {
     let body: Bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
+    let find = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    let command = if parts.headers.contains_key("content-encoding") {
+        Some("fetch (compressed)")
+    } else if find(b"command=fetch") {
+        Some("fetch")
+    } else if find(b"command=ls-refs") {
+        Some("ls-refs")
+    } else {
+        None
+    };
+    if let Some(command) = command {
+        log.lock().unwrap().push((path.to_owned(), command));
+    }
     let header = |name: &str| {
         parts
             .headers
