@@ -71,7 +71,7 @@ const USAGE: &str = "usage: bench [--quick] [--only GROUP[,GROUP...]] [--serve]
 Measures repobox against the raw Docker Engine API (see docs/PERFORMANCE.md).
   --quick   a few samples of everything: checks the benchmark, measures nothing
   --only    run only these groups of figures: exec (1), create (2, 3, 7 and the
-            size table), throughput (4), stream (5, 8 streaming), files (6),
+            size table), pool (10), throughput (4), stream (5, 8 streaming), files (6),
             alive (8 with 100 sandboxes, exec latency by sandboxes alive)
   --serve   set up (fixtures, git server, repobox) and wait for Ctrl-C instead of
             measuring: for profiling repobox by hand; cleans up as usual
@@ -82,7 +82,15 @@ DOCKER_HOST and the sandbox settings repobox reads (DOCKER_BASE_IMAGE, DEFAULT_C
 
 /// Groups of figures, in the order they run (streaming last: its sync part leaves
 /// repobox's heap larger, which would inflate the later RSS figures).
-const PHASES: [&str; 6] = ["exec", "create", "throughput", "files", "alive", "stream"];
+const PHASES: [&str; 7] = [
+    "exec",
+    "create",
+    "pool",
+    "throughput",
+    "files",
+    "alive",
+    "stream",
+];
 
 /// How many samples of what. The full plan keeps a run near 7 minutes on 2 cores.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -99,6 +107,9 @@ struct Plan {
     large_warm: usize,
     large_cold: usize,
     size_warm: usize,
+    pool_warm: usize,
+    pool_off: usize,
+    pool_burst: usize,
     throughput_levels: Vec<usize>,
     throughput_sandboxes: usize,
     throughput_secs: f64,
@@ -122,6 +133,9 @@ impl Plan {
             large_warm: 5,
             large_cold: 3,
             size_warm: 4,
+            pool_warm: 20,
+            pool_off: 10,
+            pool_burst: 20,
             throughput_levels: vec![1, 8, 32],
             throughput_sandboxes: 8,
             throughput_secs: 3.0,
@@ -145,6 +159,9 @@ impl Plan {
             large_warm: 1,
             large_cold: 1,
             size_warm: 1,
+            pool_warm: 3,
+            pool_off: 2,
+            pool_burst: 20,
             throughput_levels: vec![1, 8, 32],
             throughput_sandboxes: 8,
             throughput_secs: 1.0,
@@ -178,6 +195,7 @@ struct Ctx {
     engine: Engine,
     git: GitServer,
     run: String,
+    instance: String,
     pid: u32,
     repos: Vec<Repo>,
     report: Report,
@@ -440,6 +458,7 @@ async fn bench(
         engine,
         git,
         run,
+        instance,
         pid,
         repos,
         report: Report::default(),
@@ -467,7 +486,7 @@ async fn bench(
     ctx.engine
         .upload(&floor, tar_of(&simple.checkout).await?)
         .await?;
-    match ctx.engine.drift(&sandbox, &floor).await {
+    match ctx.engine.drift(&sandbox, &ctx.instance, &floor).await {
         Ok(drift) if drift.is_empty() => {}
         Ok(drift) => ctx.report.note(format!(
             "floor containers are configured unlike repobox's sandboxes: {}",
@@ -478,13 +497,14 @@ async fn bench(
             .note(format!("could not compare configurations: {err:#}")),
     }
 
-    let phases: [(&str, Phase); 6] = [
+    let phases: [(&str, Phase); 7] = [
         ("1 exec round trip", |ctx, s, f| {
             Box::pin(exec_latency(ctx, s, f))
         }),
         ("2, 3, 7 create and destroy", |ctx, _, _| {
             Box::pin(creates(ctx))
         }),
+        ("10 the warm pool", |ctx, _, _| Box::pin(pool(ctx))),
         ("4 exec throughput", |ctx, s, _| {
             Box::pin(throughput(ctx, s))
         }),
@@ -520,9 +540,10 @@ async fn bench(
 
     // Rows were added in the order the phases ran; the table goes by figure number.
     for section in &mut ctx.report.sections {
-        section
-            .rows
-            .sort_by_key(|row| row.figure.split(' ').next().unwrap_or("").to_owned());
+        section.rows.sort_by_key(|row| {
+            let number = row.figure.split(' ').next().unwrap_or("");
+            (number.parse::<u32>().unwrap_or(u32::MAX), number.to_owned())
+        });
     }
     let took = started.elapsed().as_secs_f64();
     ctx.report.note(format!(
@@ -1009,6 +1030,169 @@ async fn create_figures(
         Some(Target::RatioAtMost(1.5)),
     ));
     ctx.report.add(SCALING, size_rows);
+    Ok(())
+}
+
+/// The base image under a second name: an image the pool does not keep, so that a
+/// create of it takes the ordinary path (pool off) with the same layers.
+const UNPOOLED_TAG: &str = "repobox/sandbox:bench-unpooled";
+
+/// Figure 10: creates served by the warm pool, creates it cannot serve, and a burst.
+async fn pool(ctx: &mut Ctx) -> Result<()> {
+    let size = ctx.api.wait_pool_full(Duration::from_secs(120)).await?;
+    ensure!(size > 0, "repobox runs without a pool (POOL_SIZE=0)");
+    let base = ctx.api.info().await?["docker_base_image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ctx.engine.tag(&base, UNPOOLED_TAG).await?;
+    let mut made = Made::default();
+    let result = pool_figures(ctx, size, &mut made).await;
+    remove_all(ctx, made).await;
+    let _ = ctx.engine.untag(UNPOOLED_TAG).await;
+    result
+}
+
+async fn pool_figures(ctx: &mut Ctx, size: u64, made: &mut Made) -> Result<()> {
+    let plan = ctx.plan.clone();
+    let simple = ctx.repo("simple").clone();
+    let url = ctx.warm_url("simple");
+    let hits = || async { ctx.api.counter("repobox_pool_claims_total", "hit").await };
+
+    // Warm: every sample finds the pool full (refilled, untimed, in between).
+    let hits_before = hits().await?;
+    let git_before = ctx.api.histogram("repobox_clone_duration_seconds").await?;
+    let claim_before = ctx
+        .api
+        .histogram("repobox_pool_claim_duration_seconds")
+        .await?;
+    let (mut ours, mut theirs) = (Samples::new(), Samples::new());
+    for i in 0..plan.pool_warm {
+        ctx.api.wait_pool_full(Duration::from_secs(60)).await?;
+        let (a, b) = both(
+            i,
+            repobox_create(&ctx.api, &url, &simple.head),
+            floor_create(&ctx.engine, &simple.checkout, &simple.head),
+        )
+        .await;
+        if let Ok((_, id)) = &a {
+            made.repobox.push(id.clone());
+        }
+        if let Ok((_, id)) = &b {
+            made.floor.push(id.clone());
+        }
+        ours.push(a?.0);
+        theirs.push(b?.0);
+    }
+    let served = hits().await? - hits_before;
+    let mean_ms = |before: (f64, f64), after: (f64, f64)| {
+        (after.0 - before.0) / (after.1 - before.1).max(1.0) * 1e3
+    };
+    let git_ms = mean_ms(
+        git_before,
+        ctx.api.histogram("repobox_clone_duration_seconds").await?,
+    );
+    let claim_ms = mean_ms(
+        claim_before,
+        ctx.api
+            .histogram("repobox_pool_claim_duration_seconds")
+            .await?,
+    );
+    let mut rows = latency_rows(
+        "10 create -> first command, simple, warm cache, pool warm",
+        &ours,
+        &theirs,
+        Some(Target::AtMost(100.0)),
+    );
+
+    // Off: an image the pool does not keep takes the ordinary path.
+    let (mut off, mut floor_off) = (Samples::new(), Samples::new());
+    let body = json!({ "repo_url": url, "image": UNPOOLED_TAG });
+    for i in 0..plan.pool_off {
+        ctx.api.wait_pool_full(Duration::from_secs(60)).await?;
+        let (a, b) = both(
+            i,
+            async {
+                let at = Instant::now();
+                let id = ctx.api.create_with(body.clone()).await?;
+                let result = ctx.api.exec(&id, FIRST_COMMAND).await?;
+                ensure!(result["exit_code"] == 0, "{result}");
+                Ok((ms(at), id))
+            },
+            floor_create(&ctx.engine, &simple.checkout, &simple.head),
+        )
+        .await;
+        if let Ok((_, id)) = &a {
+            made.repobox.push(id.clone());
+        }
+        if let Ok((_, id)) = &b {
+            made.floor.push(id.clone());
+        }
+        off.push(a?.0);
+        floor_off.push(b?.0);
+    }
+    rows.extend(latency_rows(
+        "10 create -> first command, simple, warm cache, pool off (image not pooled)",
+        &off,
+        &floor_off,
+        Some(Target::RatioAtMost(1.05)),
+    ));
+
+    // A burst: `pool_burst` creates at once against a full pool, then as many floor
+    // creates at once.
+    ctx.api.wait_pool_full(Duration::from_secs(60)).await?;
+    let burst = plan.pool_burst;
+    let at = Instant::now();
+    let results = futures_util::future::join_all(
+        (0..burst).map(|_| repobox_create(&ctx.api, &url, &simple.head)),
+    )
+    .await;
+    let all_ours = ms(at);
+    let mut each_ours = Samples::new();
+    let mut failed = 0;
+    for result in results {
+        match result {
+            Ok((took, id)) => {
+                each_ours.push(took);
+                made.repobox.push(id);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    let at = Instant::now();
+    let results = futures_util::future::join_all(
+        (0..burst).map(|_| floor_create(&ctx.engine, &simple.checkout, &simple.head)),
+    )
+    .await;
+    let all_theirs = ms(at);
+    let mut each_theirs = Samples::new();
+    for result in results {
+        let (took, id) = result?;
+        each_theirs.push(took);
+        made.floor.push(id);
+    }
+    ensure!(failed == 0, "{failed} of {burst} creates at once failed");
+    rows.push(Row::new(
+        format!("10 {burst} creates at once (POOL_SIZE={size}), until all usable"),
+        "ms",
+        1,
+        all_ours,
+        Some(all_theirs),
+        None,
+    ));
+    rows.push(Row::new(
+        format!("10 {burst} creates at once (POOL_SIZE={size}), each, p50"),
+        "ms",
+        burst,
+        each_ours.p50(),
+        Some(each_theirs.p50()),
+        None,
+    ));
+    ctx.report.add(FIGURES, rows);
+    ctx.report.note(format!(
+        "10: {served} of {} warm-pool creates were served by the pool; in them, the git work (one ls-remote, then a kept tar) took {git_ms:.0} ms and the claim (rename, agent ping; overlaps the git work) {claim_ms:.0} ms on average; the floor is the ordinary path of today without repobox (container create + start, upload of the checkout, the first command by docker exec)",
+        plan.pool_warm
+    ));
     Ok(())
 }
 

@@ -33,7 +33,6 @@ pub const LABEL_PID: &str = "repobox.bench.pid";
 /// repobox's own labels, used to find its sandboxes.
 const LABEL_MANAGED: &str = "repobox.managed";
 const LABEL_INSTANCE: &str = "repobox.instance";
-const LABEL_ID: &str = "repobox.id";
 const LABEL_REPO_URL: &str = "repobox.repo_url";
 
 /// Bytes of stdout an [`Engine::exec`] keeps (the rest is only counted).
@@ -259,28 +258,41 @@ impl Engine {
             .context("removing a container")
     }
 
-    /// Docker's id of repobox sandbox `sandbox` (its container carries the sandbox id
-    /// as a label; the container name may hold more).
-    async fn sandbox_container(&self, sandbox: &str) -> Result<String> {
-        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_ID}={sandbox}")])]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
+    /// Docker's id of repobox sandbox `sandbox` of instance `instance`: its container
+    /// is named `<sandbox>.<instance>` (labels cannot tell: a sandbox made from a pool
+    /// member carries the member's).
+    async fn sandbox_container(&self, sandbox: &str, instance: &str) -> Result<String> {
+        self.docker
+            .inspect_container(&format!("{sandbox}.{instance}"), None)
+            .await?
+            .id
+            .with_context(|| format!("no container named {sandbox}.{instance}"))
+    }
+
+    /// Tags `image` as `tag` too (same layers: a second name, nothing copied).
+    pub async fn tag(&self, image: &str, tag: &str) -> Result<()> {
+        let (repo, tag) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+        let options = bollard::query_parameters::TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
             .build();
         self.docker
-            .list_containers(Some(options))
-            .await?
-            .into_iter()
-            // Ids are per instance: make sure it is one of this run's.
-            .filter(|container| {
-                container
-                    .labels
-                    .as_ref()
-                    .and_then(|labels| labels.get(LABEL_REPO_URL))
-                    .is_some_and(|url| url.contains(&format!("/{}", self.run)))
-            })
-            .find_map(|container| container.id)
-            .with_context(|| format!("no container labelled {LABEL_ID}={sandbox}"))
+            .tag_image(image, Some(options))
+            .await
+            .context("tagging an image")
+    }
+
+    /// Removes the tag `tag` (the image stays under its other names).
+    pub async fn untag(&self, tag: &str) -> Result<()> {
+        self.docker
+            .remove_image(
+                tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+            .map(drop)
+            .context("removing an image tag")
     }
 
     /// HostConfig of a container, for [`Self::drift`].
@@ -294,8 +306,8 @@ impl Engine {
 
     /// Differences between the engine-side configuration of a repobox sandbox and a
     /// floor container, in the fields that change what a container costs.
-    pub async fn drift(&self, sandbox: &str, floor: &str) -> Result<Vec<String>> {
-        let sandbox = self.sandbox_container(sandbox).await?;
+    pub async fn drift(&self, sandbox: &str, instance: &str, floor: &str) -> Result<Vec<String>> {
+        let sandbox = self.sandbox_container(sandbox, instance).await?;
         let (ours, theirs) = (
             self.host_config(floor).await?,
             self.host_config(&sandbox).await?,

@@ -34,6 +34,11 @@ pub fn spawn(binary: &Path, root: &Path, port: u16, log: &Path) -> Result<Child>
         .env("CACHE_DIR", root.join("cache"))
         .env("ALLOWED_GIT_HOSTS", "127.0.0.1")
         .env("MAX_CONTAINERS", "256")
+        // The pool of figure 10 (the user's POOL_SIZE, when set, wins).
+        .env(
+            "POOL_SIZE",
+            std::env::var("POOL_SIZE").unwrap_or_else(|_| "4".to_owned()),
+        )
         .env("LOG_FORMAT", "human")
         .env_remove("API_KEYS")
         .stdin(Stdio::null())
@@ -197,6 +202,47 @@ impl Api {
         Ok(serde_json::from_slice(&body)?)
     }
 
+    /// `GET /info`.
+    pub async fn info(&self) -> Result<Value> {
+        self.call(self.http.get(self.url("/info")), StatusCode::OK)
+            .await
+    }
+
+    /// Waits until every pool member is ready (untimed); returns the pool's size.
+    pub async fn wait_pool_full(&self, bound: Duration) -> Result<u64> {
+        let deadline = Instant::now() + bound;
+        loop {
+            let info = self.info().await?;
+            let pool = &info["pool"];
+            let full = pool["size"].as_u64().unwrap_or(0)
+                * pool["images"].as_array().map_or(0, Vec::len) as u64;
+            if pool["ready"].as_u64() == Some(full) {
+                return Ok(pool["size"].as_u64().unwrap_or(0));
+            }
+            if Instant::now() > deadline {
+                bail!("the warm pool did not fill within {bound:?}: {pool}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A counter of `/metrics` with one `kind` label (0 when absent).
+    pub async fn counter(&self, name: &str, kind: &str) -> Result<u64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let prefix = format!("{name}{{kind=\"{kind}\"}} ");
+        Ok(text
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map_or(0, |value| value as u64))
+    }
+
     /// `GET /health`.
     pub async fn health(&self) -> Result<Value> {
         self.call(self.http.get(self.url("/health")), StatusCode::OK)
@@ -205,11 +251,15 @@ impl Api {
 
     /// Creates a sandbox of `repo_url`; returns its id.
     pub async fn create(&self, repo_url: &str) -> Result<String> {
+        self.create_with(json!({ "repo_url": repo_url })).await
+    }
+
+    /// Creates a sandbox from a whole request body; returns its id.
+    pub async fn create_with(&self, body: Value) -> Result<String> {
+        let repo_url = body["repo_url"].as_str().unwrap_or("?").to_owned();
         let created = self
             .call(
-                self.http
-                    .post(self.url("/containers"))
-                    .json(&json!({ "repo_url": repo_url })),
+                self.http.post(self.url("/containers")).json(&body),
                 StatusCode::CREATED,
             )
             .await
