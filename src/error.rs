@@ -29,6 +29,9 @@ pub enum Error {
     /// A path inside a sandbox does not exist (404).
     #[error("no such file or directory: {0}")]
     PathNotFound(String),
+    /// No session with this id in the sandbox (404).
+    #[error("{0}")]
+    SessionNotFound(String),
     /// No such route (404).
     #[error("no route for {0}")]
     RouteNotFound(String),
@@ -80,9 +83,10 @@ impl Error {
         match self {
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::ContainerNotFound(_) | Error::PathNotFound(_) | Error::RouteNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Error::ContainerNotFound(_)
+            | Error::PathNotFound(_)
+            | Error::SessionNotFound(_)
+            | Error::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotRunning(_) => StatusCode::CONFLICT,
             Error::CommandNotAllowed(_) => StatusCode::FORBIDDEN,
@@ -102,6 +106,7 @@ impl Error {
             Error::Unauthorized => ("Unauthorized", "unauthorized"),
             Error::ContainerNotFound(_) => ("Container not found", "container_not_found"),
             Error::PathNotFound(_) => ("Path not found", "path_not_found"),
+            Error::SessionNotFound(_) => ("Session not found", "session_not_found"),
             Error::RouteNotFound(_) => ("Not found", "route_not_found"),
             Error::MethodNotAllowed(_) => ("Method not allowed", "method_not_allowed"),
             Error::NotRunning(_) => ("Container not running", "container_not_running"),

@@ -36,6 +36,7 @@ pub mod reaper;
 pub mod registry;
 pub mod sandbox;
 pub mod server;
+pub mod session;
 
 /// Runs blocking filesystem work (removing a checkout, a record) on tokio's blocking
 /// threads when called on the runtime, so the async workers never wait on the disk;

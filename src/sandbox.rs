@@ -154,6 +154,9 @@ pub struct Sandboxes {
     /// Held while a deadline is changed and while an expiry checks its deadline.
     lifetimes: tokio::sync::Mutex<()>,
     pool: Pool,
+    /// One lock per session (`<sandbox>/<session>`), and per sandbox for session
+    /// creates (`<sandbox>/`): a session's commands run one at a time, in order.
+    session_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Numbers pool members' names.
     members_made: std::sync::atomic::AtomicU64,
 }
@@ -184,6 +187,7 @@ impl Sandboxes {
         let pool = Pool::new(config.pool_size, &pooled, metrics.clone());
         Ok(Self {
             pool,
+            session_locks: std::sync::Mutex::new(HashMap::new()),
             members_made: std::sync::atomic::AtomicU64::new(0),
             config,
             backend,
@@ -207,6 +211,24 @@ impl Sandboxes {
     /// This server's instance id (see [`crate::backend::LABEL_INSTANCE`]).
     pub fn instance(&self) -> &str {
         self.registry.instance()
+    }
+
+    /// The lock that orders the commands of session `session` of sandbox `id` (with
+    /// `session` empty: the sandbox's session creates). Tokio's mutex is fair: turns
+    /// come in order of arrival.
+    pub fn session_lock(&self, id: &str, session: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .session_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(format!("{id}/{session}")).or_default().clone()
+    }
+
+    /// Drops the lock of a deleted session.
+    pub fn forget_session(&self, id: &str, session: &str) {
+        if let Ok(mut locks) = self.session_locks.lock() {
+            locks.remove(&format!("{id}/{session}"));
+        }
     }
 
     /// The warm pool.
@@ -720,6 +742,10 @@ impl Sandboxes {
 
     fn forget(&self, id: &str, reason: &'static str) {
         self.expiries.cancel(id);
+        if let Ok(mut locks) = self.session_locks.lock() {
+            let prefix = format!("{id}/");
+            locks.retain(|key, _| !key.starts_with(&prefix));
+        }
         if let Ok(mut agents) = self.agents.lock() {
             agents.remove(id);
         }

@@ -30,7 +30,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 
 /// Largest body of an execute request: the JSON limit plus room for `stdin` (which
 /// JSON escaping can make up to twice as long for ordinary text).
-fn body_limit(config: &Config) -> usize {
+pub(super) fn body_limit(config: &Config) -> usize {
     config
         .max_request_bytes
         .saturating_add(config.max_stdin_bytes.saturating_mul(2))
@@ -55,7 +55,7 @@ pub struct ExecuteCommandRequest {
 }
 
 impl ExecuteCommandRequest {
-    fn validate(self, config: &Config) -> Result<exec::Command> {
+    pub(super) fn validate(self, config: &Config) -> Result<exec::Command> {
         if self.command.trim().is_empty() {
             return Err(Error::invalid("command must not be empty"));
         }

@@ -9,6 +9,7 @@ pub mod docs;
 pub mod exec;
 pub mod files;
 pub mod health;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,7 +56,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(health::router())
             .merge(containers::router())
             .merge(exec::router())
-            .merge(files::router()),
+            .merge(files::router())
+            .merge(sessions::router()),
     )
 }
 

@@ -9,4 +9,5 @@ mod files;
 mod health;
 mod pool;
 mod restart;
+mod sessions;
 mod support;

@@ -1,0 +1,189 @@
+//! Sessions: shells whose `cd`, variables, functions and aliases carry from one
+//! command to the next (see [`crate::session`]).
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::exec::{ExecuteCommandRequest, body_limit};
+use super::{AppState, Json, json_body, validate_env};
+use crate::backend::WORKSPACE;
+use crate::error::{Error, ErrorBody, Result};
+use crate::exec::{self, ExecResult};
+use crate::session::{self, SessionInfo};
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_session, list_sessions))
+        .routes(routes!(delete_session))
+        .routes(routes!(session_execute))
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// Body of `POST /containers/{id}/sessions`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSessionRequest {
+    /// Where the first command starts (absolute, an existing directory); `/workspace`
+    /// by default.
+    pub working_directory: Option<String>,
+    /// Variables exported in the session from the start.
+    pub environment: Option<BTreeMap<String, String>>,
+}
+
+/// `GET /containers/{id}/sessions`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionList {
+    /// Every session of the sandbox, oldest first.
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// Start a session: a shell whose state carries from one command to the next.
+#[utoipa::path(post, path = "/containers/{container_id}/sessions", tag = "sessions",
+    params(("container_id" = String, Path, description = "Sandbox id")),
+    request_body = CreateSessionRequest,
+    responses(
+        (status = 201, body = SessionInfo, description = "Created"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+    ))]
+pub async fn create_session(
+    State(state): State<AppState>,
+    Path(container_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<SessionInfo>)> {
+    state.sandboxes.get(&container_id)?;
+    let request: CreateSessionRequest =
+        json_body(&headers, body, state.config.max_request_bytes).await?;
+    let working_dir = request
+        .working_directory
+        .unwrap_or_else(|| WORKSPACE.to_owned());
+    if !working_dir.starts_with('/') || working_dir.contains('\0') || working_dir.len() > 4096 {
+        return Err(Error::invalid(format!(
+            "working_directory must be an absolute path, got {working_dir:?}"
+        )));
+    }
+    let env = request.environment.unwrap_or_default();
+    validate_env("environment", &env)?;
+    state
+        .sandboxes
+        .policy()
+        .check_environment(env.keys().map(String::as_str))?;
+    let agent = state.sandboxes.agent(&container_id).await?;
+    let lock = state.sandboxes.session_lock(&container_id, "");
+    let _creating = lock.lock().await;
+    let created = session::create(&agent, &working_dir, &env).await?;
+    tracing::info!(sandbox = %container_id, session = %created.session_id, "session created");
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The sandbox's sessions, each with its current working directory.
+#[utoipa::path(get, path = "/containers/{container_id}/sessions", tag = "sessions",
+    params(("container_id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, body = SessionList),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    ))]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    Path(container_id): Path<String>,
+) -> Result<Json<SessionList>> {
+    state.sandboxes.get(&container_id)?;
+    let agent = state.sandboxes.agent(&container_id).await?;
+    Ok(Json(SessionList {
+        sessions: session::list(&agent).await?,
+    }))
+}
+
+/// End a session (its state is removed).
+#[utoipa::path(delete, path = "/containers/{container_id}/sessions/{session_id}", tag = "sessions",
+    params(
+        ("container_id" = String, Path, description = "Sandbox id"),
+        ("session_id" = String, Path, description = "Session id"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    ))]
+pub async fn delete_session(
+    State(state): State<AppState>,
+    Path((container_id, session_id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    state.sandboxes.get(&container_id)?;
+    let agent = state.sandboxes.agent(&container_id).await?;
+    // After the command in flight, if any.
+    let lock = state.sandboxes.session_lock(&container_id, &session_id);
+    let _turn = lock.lock().await;
+    session::delete(&agent, &session_id).await?;
+    state.sandboxes.forget_session(&container_id, &session_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Run a command in a session: as `execute`, but `cd`, variables (exported or not),
+/// functions, aliases and shell options carry over to the next command. Commands of
+/// one session run one at a time, in order of arrival. A timed-out command is killed
+/// and the session goes on from its state before that command; `exit n` ends only the
+/// command (exit code `n`).
+#[utoipa::path(post, path = "/containers/{container_id}/sessions/{session_id}/execute", tag = "sessions",
+    params(
+        ("container_id" = String, Path, description = "Sandbox id"),
+        ("session_id" = String, Path, description = "Session id"),
+    ),
+    request_body = ExecuteCommandRequest,
+    responses(
+        (status = 200, body = ExecResult, description = "The command ran (any exit code)"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+    ))]
+pub async fn session_execute(
+    State(state): State<AppState>,
+    Path((container_id, session_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ExecResult>> {
+    let sandbox = state.sandboxes.get(&container_id)?;
+    if !session::valid_id(&session_id) {
+        return Err(Error::SessionNotFound(format!(
+            "no session {session_id:?} in this sandbox"
+        )));
+    }
+    let request: ExecuteCommandRequest =
+        json_body(&headers, body, body_limit(&state.config)).await?;
+    let working_dir = request.working_directory.clone();
+    let command = request.validate(&state.config)?;
+    state.sandboxes.allow(
+        &command.command,
+        command.env.iter().map(|(name, _)| name.as_str()),
+    )?;
+    let agent = state.sandboxes.agent(&container_id).await?;
+    let lock = state.sandboxes.session_lock(&container_id, &session_id);
+    let _turn = lock.lock().await;
+    session::get(&agent, &session_id).await?;
+    let as_given = command.command.clone();
+    let mut wrapped = session::command(&session_id, command, working_dir.as_deref());
+    wrapped.env = sandbox.command_env(wrapped.env);
+    let mut result = exec::run(&agent, wrapped, state.config.max_output_bytes).await?;
+    // The result names the user's command, not the wrapper.
+    result.command = as_given;
+    state
+        .metrics
+        .exec_seconds
+        .observe(result.execution_time_secs);
+    crate::metrics::Metrics::count(
+        &state.metrics.execs,
+        if result.timed_out {
+            "timeout"
+        } else {
+            "session"
+        },
+    );
+    Ok(Json(result))
+}
