@@ -1019,6 +1019,8 @@ async fn create_figures(
         None,
     ));
     ctx.report.add(FIGURES, rows);
+    ctx.report
+        .add(FIGURES, reset_rows(ctx, &big, large, &big_warm).await?);
     ctx.report.note(create_note("3", &big, "warm", &big_warm));
     ctx.report.note(create_note("3", &big, "cold", &big_cold));
     size_rows.push(Row::new(
@@ -1194,6 +1196,47 @@ async fn pool_figures(ctx: &mut Ctx, size: u64, made: &mut Made) -> Result<()> {
         plan.pool_warm
     ));
     Ok(())
+}
+
+/// Figure 11: a reset of a sandbox of the large repository with a few files changed,
+/// against a warm create of the same repository (repobox's own, just measured).
+async fn reset_rows(ctx: &Ctx, big: &Repo, large: &Made, warm: &CreateRun) -> Result<Vec<Row>> {
+    let id = large
+        .repobox
+        .last()
+        .context("no sandbox of the large repository")?;
+    let mut resets = Samples::new();
+    for _ in 0..ctx.plan.large_warm.max(3) {
+        let changed = ctx
+            .api
+            .exec(
+                id,
+                "find . -path ./.git -prune -o -type f -print | head -3 | while read -r f; do echo x >> \"$f\"; done; \
+                 echo new > new-file.txt; mkdir -p build && echo o > build/out.o",
+            )
+            .await?;
+        ensure!(changed["exit_code"] == 0, "{changed}");
+        let at = Instant::now();
+        ctx.api.reset(id).await?;
+        resets.push(ms(at));
+        let left = ctx.api.exec(id, "git status --porcelain --ignored").await?;
+        ensure!(
+            left["stdout"] == "",
+            "the reset left changes: {}",
+            left["stdout"]
+        );
+    }
+    Ok(vec![Row::new(
+        format!(
+            "11 reset, {}, 3 files changed + new files (floor: repobox's warm create), p50",
+            big.label
+        ),
+        "ms",
+        resets.len(),
+        resets.p50(),
+        Some(warm.create.0.p50()),
+        Some(Target::RatioAtMost(0.25)),
+    )])
 }
 
 /// Figure 4: `true` at concurrency c over N sandboxes, for a fixed time.

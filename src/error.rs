@@ -41,6 +41,9 @@ pub enum Error {
     /// The sandbox is not running (409).
     #[error("{0}")]
     NotRunning(String),
+    /// The sandbox cannot do this in its present state, or lacks what it needs (409).
+    #[error("{0}")]
+    Conflict(String),
     /// A body or file is above a limit (413).
     #[error("{0}")]
     TooLarge(String),
@@ -88,7 +91,7 @@ impl Error {
             | Error::SessionNotFound(_)
             | Error::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Error::NotRunning(_) => StatusCode::CONFLICT,
+            Error::NotRunning(_) | Error::Conflict(_) => StatusCode::CONFLICT,
             Error::CommandNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -110,6 +113,7 @@ impl Error {
             Error::RouteNotFound(_) => ("Not found", "route_not_found"),
             Error::MethodNotAllowed(_) => ("Method not allowed", "method_not_allowed"),
             Error::NotRunning(_) => ("Container not running", "container_not_running"),
+            Error::Conflict(_) => ("Conflict", "conflict"),
             Error::CommandNotAllowed(_) => ("Command not allowed", "command_not_allowed"),
             Error::TooLarge(_) => ("Payload too large", "too_large"),
             Error::UnsupportedMediaType(_) => ("Unsupported media type", "unsupported_media_type"),

@@ -34,6 +34,7 @@ pub mod policy;
 pub mod pool;
 pub mod reaper;
 pub mod registry;
+pub mod repo;
 pub mod sandbox;
 pub mod server;
 pub mod session;

@@ -202,6 +202,18 @@ impl Api {
         Ok(serde_json::from_slice(&body)?)
     }
 
+    /// `POST /containers/{id}/reset` (processes too).
+    pub async fn reset(&self, id: &str) -> Result<()> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/containers/{id}/reset")))
+                .json(&json!({ "processes": true })),
+            StatusCode::OK,
+        )
+        .await
+        .map(drop)
+    }
+
     /// `GET /info`.
     pub async fn info(&self) -> Result<Value> {
         self.call(self.http.get(self.url("/info")), StatusCode::OK)

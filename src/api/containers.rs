@@ -93,7 +93,7 @@ pub struct ContainerResponse {
 }
 
 impl ContainerResponse {
-    fn new(sandbox: &Sandbox, condition: &Condition) -> Self {
+    pub(super) fn new(sandbox: &Sandbox, condition: &Condition) -> Self {
         Self {
             container_id: sandbox.id.clone(),
             status: condition.status,

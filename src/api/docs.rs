@@ -18,6 +18,7 @@ use super::AppState;
         (name = "containers", description = "Sandboxes: create, list, status, destroy"),
         (name = "commands", description = "Running commands in a sandbox"),
         (name = "files", description = "Browsing, reading and writing a sandbox's files"),
+        (name = "repository", description = "What changed in the checkout, as a patch, and a reset to it"),
         (name = "sessions", description = "Shells whose state carries from one command to the next"),
         (name = "health", description = "Health, readiness and service information"),
     )

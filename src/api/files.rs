@@ -185,7 +185,7 @@ pub async fn read_file(
 }
 
 /// A streamed download of `content_type`, with its length when known.
-fn streamed<S>(stream: S, content_type: &'static str, length: Option<u64>) -> Response
+pub(super) fn streamed<S>(stream: S, content_type: &'static str, length: Option<u64>) -> Response
 where
     S: futures_util::TryStream + Send + 'static,
     S::Ok: Into<axum::body::Bytes>,
@@ -316,7 +316,7 @@ pub async fn upload_archive(
 }
 
 /// The declared body length, refused at once when above `limit`.
-fn content_length(headers: &HeaderMap, limit: u64) -> Result<Option<u64>> {
+pub(super) fn content_length(headers: &HeaderMap, limit: u64) -> Result<Option<u64>> {
     let Some(value) = headers.get(header::CONTENT_LENGTH) else {
         return Ok(None);
     };
@@ -333,7 +333,7 @@ fn content_length(headers: &HeaderMap, limit: u64) -> Result<Option<u64>> {
     Ok(Some(length))
 }
 
-fn body_stream(body: Body) -> BodyStream {
+pub(super) fn body_stream(body: Body) -> BodyStream {
     Box::pin(body.into_data_stream().map_err(std::io::Error::other))
 }
 

@@ -8,6 +8,7 @@ pub mod containers;
 pub mod docs;
 pub mod exec;
 pub mod files;
+pub mod git;
 pub mod health;
 pub mod sessions;
 
@@ -57,7 +58,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(containers::router())
             .merge(exec::router())
             .merge(files::router())
-            .merge(sessions::router()),
+            .merge(sessions::router())
+            .merge(git::router()),
     )
 }
 

@@ -8,6 +8,7 @@ mod exec;
 mod files;
 mod health;
 mod pool;
+mod repo;
 mod restart;
 mod sessions;
 mod support;
