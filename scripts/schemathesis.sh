@@ -21,7 +21,8 @@ if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$VERSION"; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet "schemathesis==$VERSION" || die "pip install schemathesis failed"
 fi
-[ -x target/release/repobox ] || cargo build --quiet --release --locked --bin repobox
+# Always (a no-op when up to date): a stale binary would test old code.
+cargo build --quiet --release --locked --bin repobox
 
 work=$(mktemp -d)
 pid=

@@ -1,7 +1,7 @@
 //! Repository operations: status, diff, apply, reset (see [`crate::repo`]).
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
@@ -10,7 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::containers::ContainerResponse;
 use super::files::{RawBytes, body_stream, content_length, streamed};
-use super::{AppState, Json, json_body};
+use super::{AppState, Json, Query, json_body};
 use crate::error::{ErrorBody, Result};
 use crate::files::Upload;
 use crate::repo::{self, GitStatus};
