@@ -31,6 +31,10 @@ pub const LABEL_AGENT_PROTOCOL: &str = "repobox.agent_protocol";
 /// fixes labels at creation, so a claimed member keeps it; a sandbox's record (by
 /// engine id) and its container's name say which members became sandboxes.
 pub const LABEL_POOL: &str = "repobox.pool";
+/// Label on snapshot images: the repobox instance whose snapshot it is.
+pub const LABEL_SNAPSHOT_INSTANCE: &str = "repobox.snapshot.instance";
+/// Label on snapshot images: the snapshot id.
+pub const LABEL_SNAPSHOT_ID: &str = "repobox.snapshot.id";
 /// Label prefix for sandbox metadata that must survive a restart.
 pub const LABEL_PREFIX: &str = "repobox.";
 
@@ -78,6 +82,17 @@ pub struct SandboxSpec {
     pub runtime: Option<String>,
     /// Most the sandbox may write, in MiB (`None`: no limit).
     pub disk_mb: Option<u64>,
+}
+
+/// An image made from a sandbox.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    /// The engine's image id.
+    pub id: String,
+    /// Its size in bytes (what it adds to its base, where the engine says).
+    pub size_bytes: u64,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
 }
 
 /// The limits of a running container that can change after its creation.
@@ -182,6 +197,21 @@ pub trait Backend: Send + Sync + 'static {
     /// differ from `current`. What only creation can set (image, runtime, network,
     /// disk limit, host name) is the pool key's and the member's own.
     async fn assign(&self, engine_id: &str, spec: &SandboxSpec, current: Limits) -> Result<()>;
+
+    /// Copies a sandbox's whole filesystem into the image `reference` (`repo:tag`)
+    /// labelled `labels`, pausing the sandbox for the moment of the copy at most.
+    async fn snapshot(
+        &self,
+        engine_id: &str,
+        reference: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<ImageInfo>;
+
+    /// Removes an image made by [`Self::snapshot`]; one already gone is not an error.
+    async fn remove_image(&self, reference: &str) -> Result<()>;
+
+    /// Every snapshot image of repobox instance `instance`, by its labels.
+    async fn list_snapshots(&self, instance: &str) -> Result<Vec<ImageInfo>>;
 
     /// Attaches to the agent's stdin and stdout.
     async fn attach(&self, engine_id: &str) -> Result<Transport>;

@@ -161,6 +161,12 @@ pub struct Config {
     /// Largest `disk_mb` a sandbox may ask for.
     #[arg(long, env = "MAX_DISK_MB", default_value_t = 102400)]
     pub max_disk_mb: u64,
+    /// Most snapshots kept at once; further snapshots answer 429.
+    #[arg(long, env = "MAX_SNAPSHOTS", default_value_t = 100)]
+    pub max_snapshots: usize,
+    /// Largest `count` of a fork.
+    #[arg(long, env = "MAX_FORKS", default_value_t = 32)]
+    pub max_forks: usize,
     /// Started sandboxes kept warm per pooled image, so that a create starts no
     /// container; 0 turns the pool off.
     #[arg(long, env = "POOL_SIZE", default_value_t = 2)]

@@ -17,15 +17,16 @@ use bollard::models::{
     HostConfig,
 };
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CommitContainerOptionsBuilder, CreateContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, RenameContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
 use crate::backend::{
-    AGENT_PATH, Backend, ContainerInfo, ContainerState, DiskLimits, LABEL_AGENT_PROTOCOL, LABEL_ID,
-    LABEL_INSTANCE, LABEL_MANAGED, Limits, ManagedContainer, Network, SandboxSpec, Transport,
-    WORKSPACE,
+    AGENT_PATH, Backend, ContainerInfo, ContainerState, DiskLimits, ImageInfo,
+    LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_INSTANCE, LABEL_MANAGED, LABEL_POOL, LABEL_PREFIX,
+    LABEL_SNAPSHOT_INSTANCE, Limits, ManagedContainer, Network, SandboxSpec, Transport, WORKSPACE,
 };
 use crate::error::{Error, Result};
 
@@ -54,7 +55,18 @@ fn network_mode(network: Network) -> &'static str {
 /// Builds the container configuration. All hardening is here.
 pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
     let memory = memory_bytes(spec.memory_mb);
-    let mut labels = spec.labels.clone();
+    // Labels an image made from another sandbox carries (a snapshot) are overwritten
+    // (Docker merges the image's labels under the container's and cannot drop one).
+    let mut labels: HashMap<String, String> = [
+        LABEL_POOL.to_owned(),
+        format!("{LABEL_PREFIX}repo_url"),
+        format!("{LABEL_PREFIX}created_at"),
+        format!("{LABEL_PREFIX}expires_at"),
+    ]
+    .into_iter()
+    .map(|key| (key, String::new()))
+    .collect();
+    labels.extend(spec.labels.clone());
     labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
     labels.insert(LABEL_ID.to_owned(), spec.id.clone());
     labels.insert(LABEL_INSTANCE.to_owned(), spec.instance.clone());
@@ -347,6 +359,90 @@ impl Backend for Runtime {
         };
         let (renamed, updated) = tokio::join!(rename, update);
         renamed.and(updated)
+    }
+
+    async fn snapshot(
+        &self,
+        docker_id: &str,
+        reference: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<ImageInfo> {
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        let options = CommitContainerOptionsBuilder::default()
+            .container(docker_id)
+            .repo(repo)
+            .tag(tag)
+            .pause(true)
+            .build();
+        let config = bollard::models::ContainerConfig {
+            labels: Some(labels),
+            ..Default::default()
+        };
+        let client = self.client()?;
+        let committed = client
+            .commit_container(options, config)
+            .await
+            .map_err(exec_error)?;
+        let inspect = client
+            .inspect_image(reference)
+            .await
+            .map_err(unavailable_or_internal)?;
+        Ok(ImageInfo {
+            id: committed.id,
+            size_bytes: inspect
+                .size
+                .and_then(|size| u64::try_from(size).ok())
+                .unwrap_or(0),
+            labels: inspect
+                .config
+                .and_then(|config| config.labels)
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        let options = RemoveImageOptionsBuilder::default().force(false).build();
+        match self
+            .client()?
+            .remove_image(reference, Some(options), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) => Err(Error::Conflict(format!(
+                "the engine still uses the image: {message}"
+            ))),
+            Err(err) => Err(unavailable_or_internal(err)),
+        }
+    }
+
+    async fn list_snapshots(&self, instance: &str) -> Result<Vec<ImageInfo>> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_SNAPSHOT_INSTANCE}={instance}")],
+        )]);
+        let options = ListImagesOptionsBuilder::default()
+            .all(false)
+            .filters(&filters)
+            .build();
+        let images = self
+            .client()?
+            .list_images(Some(options))
+            .await
+            .map_err(unavailable_or_internal)?;
+        Ok(images
+            .into_iter()
+            .map(|image| ImageInfo {
+                id: image.id,
+                size_bytes: u64::try_from(image.size).unwrap_or(0),
+                labels: image.labels,
+            })
+            .collect())
     }
 
     async fn attach(&self, docker_id: &str) -> Result<Transport> {

@@ -32,6 +32,12 @@ pub enum Error {
     /// No session with this id in the sandbox (404).
     #[error("{0}")]
     SessionNotFound(String),
+    /// No snapshot with this id (404).
+    #[error("{0}")]
+    SnapshotNotFound(String),
+    /// A limit other than `MAX_CONTAINERS` is reached (429).
+    #[error("{0}")]
+    LimitReached(String),
     /// No such route (404).
     #[error("no route for {0}")]
     RouteNotFound(String),
@@ -89,6 +95,7 @@ impl Error {
             Error::ContainerNotFound(_)
             | Error::PathNotFound(_)
             | Error::SessionNotFound(_)
+            | Error::SnapshotNotFound(_)
             | Error::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotRunning(_) | Error::Conflict(_) => StatusCode::CONFLICT,
@@ -96,7 +103,7 @@ impl Error {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Checkout(_) | Error::MissingTool(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::TooManyContainers(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::TooManyContainers(_) | Error::LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::DockerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -110,6 +117,8 @@ impl Error {
             Error::ContainerNotFound(_) => ("Container not found", "container_not_found"),
             Error::PathNotFound(_) => ("Path not found", "path_not_found"),
             Error::SessionNotFound(_) => ("Session not found", "session_not_found"),
+            Error::SnapshotNotFound(_) => ("Snapshot not found", "snapshot_not_found"),
+            Error::LimitReached(_) => ("Limit reached", "limit_reached"),
             Error::RouteNotFound(_) => ("Not found", "route_not_found"),
             Error::MethodNotAllowed(_) => ("Method not allowed", "method_not_allowed"),
             Error::NotRunning(_) => ("Container not running", "container_not_running"),

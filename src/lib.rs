@@ -38,6 +38,7 @@ pub mod repo;
 pub mod sandbox;
 pub mod server;
 pub mod session;
+pub mod snapshot;
 
 /// Runs blocking filesystem work (removing a checkout, a record) on tokio's blocking
 /// threads when called on the runtime, so the async workers never wait on the disk;

@@ -50,6 +50,10 @@ pub struct Metrics {
     /// Cache lookups by result: the mirror (`hit`, `miss`) and the checkout tars
     /// (`tree_hit`, `tree_miss`).
     pub cache: Family<KindLabels, Counter>,
+    /// Time to make a snapshot.
+    pub snapshot_seconds: Histogram,
+    /// Forks by outcome of each copy (`ok`, `failed`).
+    pub forks: Family<KindLabels, Counter>,
     /// Warm pool members ready to be claimed.
     pub pool_ready: Gauge,
     /// Creates' claims on the pool by result (`hit`, `miss`, `unpooled`).
@@ -82,6 +86,14 @@ impl Metrics {
         let exec_seconds = latency_histogram();
         let clone_seconds = latency_histogram();
         let cache = Family::<KindLabels, Counter>::default();
+        let snapshot_seconds = latency_histogram();
+        let forks = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "snapshot_duration_seconds",
+            "Time to make a snapshot",
+            snapshot_seconds.clone(),
+        );
+        registry.register("fork_copies", "Fork copies by outcome", forks.clone());
         let pool_ready = Gauge::default();
         let pool_claims = Family::<KindLabels, Counter>::default();
         let pool_claim_seconds = latency_histogram();
@@ -164,6 +176,8 @@ impl Metrics {
             exec_seconds,
             clone_seconds,
             cache,
+            snapshot_seconds,
+            forks,
             pool_ready,
             pool_claims,
             pool_claim_seconds,

@@ -384,7 +384,7 @@ fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
 
 /// Writes a whole file or nothing. Readable by the owner only: a record holds the
 /// sandbox's environment, which may carry secrets.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

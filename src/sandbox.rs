@@ -36,6 +36,7 @@ use crate::policy::CommandPolicy;
 use crate::pool::{Member, Pool};
 use crate::reaper::Expiries;
 use crate::registry::{Registry, Resources, Sandbox};
+use crate::snapshot::{Snapshot, Snapshots};
 
 /// A sandbox's status, as the seed names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -107,8 +108,10 @@ impl Condition {
 /// A validated create request.
 #[derive(Debug, Clone)]
 pub struct NewSandbox {
-    /// Repository.
-    pub repo: RepoUrl,
+    /// Repository (`None`: the sandbox starts from `snapshot`).
+    pub repo: Option<RepoUrl>,
+    /// Snapshot to start from instead of a checkout (its image is `image`).
+    pub snapshot: Option<Arc<Snapshot>>,
     /// Branch to check out (`None`: the remote's default).
     pub branch: Option<String>,
     /// Commit to check out (lowercase hex).
@@ -154,6 +157,7 @@ pub struct Sandboxes {
     /// Held while a deadline is changed and while an expiry checks its deadline.
     lifetimes: tokio::sync::Mutex<()>,
     pool: Pool,
+    snapshots: Snapshots,
     /// One lock per session (`<sandbox>/<session>`), and per sandbox for session
     /// creates (`<sandbox>/`): a session's commands run one at a time, in order.
     session_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -185,8 +189,10 @@ impl Sandboxes {
         let mut pooled = vec![config.docker_base_image.clone()];
         pooled.extend(config.pool_images.items().iter().cloned());
         let pool = Pool::new(config.pool_size, &pooled, metrics.clone());
+        let snapshots = Snapshots::open(&config.data_dir)?;
         Ok(Self {
             pool,
+            snapshots,
             session_locks: std::sync::Mutex::new(HashMap::new()),
             members_made: std::sync::atomic::AtomicU64::new(0),
             config,
@@ -206,6 +212,129 @@ impl Sandboxes {
     /// The backend (for health checks).
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
+    }
+
+    /// The snapshots.
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    /// Snapshots the sandbox `id` (409 unless running; 429 past `MAX_SNAPSHOTS`). A
+    /// failure leaves neither image nor record.
+    pub async fn snapshot(&self, id: &str, name: Option<String>) -> Result<Arc<Snapshot>> {
+        let sandbox = self.get(id)?;
+        let condition = self.status(&sandbox).await?;
+        if condition.status != Status::Running {
+            return Err(Error::NotRunning(format!("container {id} is not running")));
+        }
+        let started = Instant::now();
+        let pending = self.snapshots.reserve(self.config.max_snapshots)?;
+        let snapshot_id = pending.id.clone();
+        let reference = format!(
+            "repobox-snapshot/{}:{snapshot_id}",
+            self.registry.instance()
+        );
+        let name = name.unwrap_or_else(|| snapshot_id.clone());
+        let labels = HashMap::from([
+            (
+                crate::backend::LABEL_SNAPSHOT_INSTANCE.to_owned(),
+                self.registry.instance().to_owned(),
+            ),
+            (
+                crate::backend::LABEL_SNAPSHOT_ID.to_owned(),
+                snapshot_id.clone(),
+            ),
+            (format!("{LABEL_PREFIX}snapshot.source"), id.to_owned()),
+            (format!("{LABEL_PREFIX}snapshot.name"), name.clone()),
+            (
+                format!("{LABEL_PREFIX}snapshot.commit"),
+                sandbox.resolved_commit.clone(),
+            ),
+        ]);
+        let image = self
+            .backend
+            .snapshot(&sandbox.docker_id, &reference, labels)
+            .await?;
+        let record = Snapshot {
+            snapshot_id: snapshot_id.clone(),
+            name,
+            source_container_id: id.to_owned(),
+            repo_url: sandbox.repo_url.clone(),
+            branch: sandbox.branch.clone(),
+            resolved_commit: sandbox.resolved_commit.clone(),
+            image: reference.clone(),
+            size_bytes: image.size_bytes,
+            created_at: Utc::now(),
+            image_id: image.id,
+        };
+        match self.snapshots.insert(record, pending).await {
+            Ok(snapshot) => {
+                self.metrics
+                    .snapshot_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::info!(sandbox = %id, snapshot = %snapshot_id, size_bytes = snapshot.size_bytes, "snapshot made");
+                Ok(snapshot)
+            }
+            Err(err) => {
+                let _ = self.backend.remove_image(&reference).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Deletes a snapshot and its image; 409 while a sandbox runs on it.
+    pub async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
+        let snapshot = self.snapshots.get(snapshot_id)?;
+        if let Some(user) = self
+            .registry
+            .all()
+            .into_iter()
+            .find(|sandbox| sandbox.image == snapshot.image)
+        {
+            return Err(Error::Conflict(format!(
+                "sandbox {} runs on snapshot {snapshot_id}: destroy it first",
+                user.id
+            )));
+        }
+        self.backend.remove_image(&snapshot.image).await?;
+        self.snapshots.remove(snapshot_id);
+        tracing::info!(snapshot = %snapshot_id, "snapshot deleted");
+        Ok(())
+    }
+
+    /// Snapshot images and records into agreement (part of [`Self::reconcile`]).
+    async fn reconcile_snapshots(&self) -> Result<()> {
+        let images = self
+            .backend
+            .list_snapshots(self.registry.instance())
+            .await?;
+        let mut seen = std::collections::HashSet::new();
+        for image in images {
+            let id = image
+                .labels
+                .get(crate::backend::LABEL_SNAPSHOT_ID)
+                .cloned()
+                .unwrap_or_default();
+            match self.snapshots.get(&id) {
+                Ok(_) => {
+                    seen.insert(id);
+                }
+                Err(_) if self.snapshots.is_pending(&id) => {}
+                Err(_) => {
+                    tracing::info!(image = %image.id, "removing a snapshot image without a record (an interrupted snapshot)");
+                    if let Err(err) = self.backend.remove_image(&image.id).await {
+                        tracing::warn!(image = %image.id, %err, "could not remove a snapshot image");
+                    }
+                }
+            }
+        }
+        for snapshot in self.snapshots.all() {
+            if !seen.contains(&snapshot.snapshot_id) {
+                tracing::info!(snapshot = %snapshot.snapshot_id, "forgetting a snapshot whose image is gone");
+                self.snapshots.remove(&snapshot.snapshot_id);
+            }
+        }
+        Ok(())
     }
 
     /// This server's instance id (see [`crate::backend::LABEL_INSTANCE`]).
@@ -504,10 +633,13 @@ impl Sandboxes {
                 Ok::<_, Error>((engine_id, agent))
             },
             async {
+                let Some(repo) = &request.repo else {
+                    return Ok(None);
+                };
                 let checkout = self
                     .git
                     .checkout(
-                        &request.repo,
+                        repo,
                         request.branch.as_deref(),
                         request.commit.as_deref(),
                         &id,
@@ -516,31 +648,47 @@ impl Sandboxes {
                 self.metrics
                     .clone_seconds
                     .observe(clone_started.elapsed().as_secs_f64());
-                checkout
+                checkout.map(Some)
             }
         );
         // The container is the guard's until the record is written: on any error the
         // container is removed (awaited), and the checkout's temporary tree goes with it.
         let provisioned = async {
             let (engine_id, agent) = agent?;
-            let checkout = checkout?;
-            Metrics::count(
-                &self.metrics.cache,
-                if checkout.cache_hit { "hit" } else { "miss" },
-            );
-            let Checkout {
-                tree,
-                branch,
-                commit: resolved_commit,
-                ..
-            } = checkout;
-            let reused = matches!(tree, Tree::Cached(_));
-            Metrics::count(
-                &self.metrics.cache,
-                if reused { "tree_hit" } else { "tree_miss" },
-            );
-            let tar = self.git.tar(tree, WORKSPACE.trim_start_matches('/'));
-            agent.archive_in("/", tar).await?;
+            let (repo_url, branch, resolved_commit) = match (checkout?, &request.snapshot) {
+                (Some(checkout), _) => {
+                    Metrics::count(
+                        &self.metrics.cache,
+                        if checkout.cache_hit { "hit" } else { "miss" },
+                    );
+                    let Checkout {
+                        tree,
+                        branch,
+                        commit: resolved_commit,
+                        ..
+                    } = checkout;
+                    let reused = matches!(tree, Tree::Cached(_));
+                    Metrics::count(
+                        &self.metrics.cache,
+                        if reused { "tree_hit" } else { "tree_miss" },
+                    );
+                    let tar = self.git.tar(tree, WORKSPACE.trim_start_matches('/'));
+                    agent.archive_in("/", tar).await?;
+                    let repo = request.repo.as_ref().map(RepoUrl::redacted);
+                    (repo.unwrap_or_default().to_owned(), branch, resolved_commit)
+                }
+                // The snapshot's image holds the whole filesystem, `/workspace` too.
+                (None, Some(snapshot)) => (
+                    snapshot.repo_url.clone(),
+                    snapshot.branch.clone(),
+                    snapshot.resolved_commit.clone(),
+                ),
+                (None, None) => {
+                    return Err(Error::internal(
+                        "a create with neither repository nor snapshot",
+                    ));
+                }
+            };
 
             let initial_command_result = match &request.initial_command {
                 Some(command) => {
@@ -559,7 +707,7 @@ impl Sandboxes {
             let sandbox = Sandbox {
                 id: id.clone(),
                 docker_id: engine_id,
-                repo_url: request.repo.redacted().to_owned(),
+                repo_url,
                 branch,
                 commit: request.commit_as_requested.clone(),
                 resolved_commit,
@@ -604,7 +752,11 @@ impl Sandboxes {
         let mut labels = HashMap::from([
             (
                 format!("{LABEL_PREFIX}repo_url"),
-                request.repo.redacted().to_owned(),
+                match (&request.repo, &request.snapshot) {
+                    (Some(repo), _) => repo.redacted().to_owned(),
+                    (None, Some(snapshot)) => snapshot.repo_url.clone(),
+                    (None, None) => String::new(),
+                },
             ),
             (format!("{LABEL_PREFIX}created_at"), created_at.to_rfc3339()),
         ]);
@@ -785,7 +937,11 @@ impl Sandboxes {
         let mut adopted = Vec::new();
         for container in containers {
             let label_id = container.labels.get(LABEL_ID).cloned().unwrap_or_default();
-            let pooled = container.labels.contains_key(LABEL_POOL);
+            // Every container has the label; only a pool member has a value in it.
+            let pooled = container
+                .labels
+                .get(LABEL_POOL)
+                .is_some_and(|image| !image.is_empty());
             if !pooled && self.registry.is_creating(&label_id) {
                 // A create under way (requests are served while reconciling; the pool
                 // starts only afterwards, so no claim is).
@@ -835,6 +991,7 @@ impl Sandboxes {
                 }
             })
             .await;
+        self.reconcile_snapshots().await?;
         self.reconciled.store(true, Ordering::SeqCst);
         // Said at start, once: whether a sandbox's writes are bounded.
         let _ = self.disk_limits().await;

@@ -28,9 +28,13 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 /// Body of `POST /containers`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateContainerRequest {
-    /// `http`/`https` URL of a git repository on an allowed host.
+    /// `http`/`https` URL of a git repository on an allowed host (required unless
+    /// `snapshot_id` is given).
     #[schema(example = "https://github.com/fastapi/fastapi")]
-    pub repo_url: String,
+    pub repo_url: Option<String>,
+    /// (ext) Start from this snapshot's filesystem instead of a checkout (then no
+    /// `repo_url`, `branch`, `commit` or `image`).
+    pub snapshot_id: Option<String>,
     /// Branch to check out; the remote's default branch when omitted.
     pub branch: Option<String>,
     /// Commit to check out (full or at least 7 hex digits).
@@ -123,8 +127,33 @@ pub struct ContainerListResponse {
 }
 
 impl CreateContainerRequest {
-    fn validate(self, config: &Config) -> Result<NewSandbox> {
-        let repo = RepoUrl::parse(&self.repo_url, config.allowed_git_hosts.items())?;
+    pub(super) fn validate(
+        self,
+        config: &Config,
+        snapshots: &crate::snapshot::Snapshots,
+    ) -> Result<NewSandbox> {
+        let (repo, snapshot) = match (&self.repo_url, &self.snapshot_id) {
+            (Some(url), None) => (
+                Some(RepoUrl::parse(url, config.allowed_git_hosts.items())?),
+                None,
+            ),
+            (None, Some(id)) => {
+                let given =
+                    |field: &Option<String>| field.as_deref().is_some_and(|v| !v.is_empty());
+                if given(&self.branch) || given(&self.commit) || self.image.is_some() {
+                    return Err(Error::invalid(
+                        "a sandbox from a snapshot takes the snapshot's repository, commit and image: leave out branch, commit and image",
+                    ));
+                }
+                (None, Some(snapshots.get(id)?))
+            }
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "give either repo_url or snapshot_id, not both",
+                ));
+            }
+            (None, None) => return Err(Error::invalid("repo_url is required")),
+        };
         // An empty string is what some clients send for "not given".
         let branch = self.branch.filter(|branch| !branch.is_empty());
         if let Some(branch) = &branch {
@@ -158,6 +187,10 @@ impl CreateContainerRequest {
             ));
         }
         let image = match self.image {
+            None if snapshot.is_some() => snapshot
+                .as_ref()
+                .map(|snapshot| snapshot.image.clone())
+                .unwrap_or_default(),
             None => config.docker_base_image.clone(),
             Some(image) => {
                 let allowed = config.allowed_images.items();
@@ -218,6 +251,7 @@ impl CreateContainerRequest {
         }
         Ok(NewSandbox {
             repo,
+            snapshot,
             branch,
             commit,
             commit_as_requested,
@@ -244,7 +278,7 @@ pub async fn create_container(
     State(state): State<AppState>,
     Json(request): Json<CreateContainerRequest>,
 ) -> Result<(StatusCode, Json<ContainerResponse>)> {
-    let mut request = request.validate(&state.config)?;
+    let mut request = request.validate(&state.config, state.sandboxes.snapshots())?;
     state
         .sandboxes
         .apply_disk_limit(&mut request.resources)

@@ -226,6 +226,10 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Largest raw or archive upload.
     pub max_upload_bytes: u64,
+    /// Most snapshots kept at once.
+    pub max_snapshots: usize,
+    /// Largest `count` of a fork.
+    pub max_forks: usize,
     /// Resources of a sandbox that asks for none.
     pub default_resources: Resources,
     /// Most a sandbox may ask for.
@@ -283,6 +287,8 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
             max_file_bytes: config.max_file_bytes,
             max_request_bytes: config.max_request_bytes,
             max_upload_bytes: config.max_upload_bytes,
+            max_snapshots: config.max_snapshots,
+            max_forks: config.max_forks,
             default_resources: Resources {
                 cpus: config.default_cpus,
                 memory_mb: config.default_memory_mb,

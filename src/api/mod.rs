@@ -11,6 +11,7 @@ pub mod files;
 pub mod git;
 pub mod health;
 pub mod sessions;
+pub mod snapshots;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,7 +60,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(exec::router())
             .merge(files::router())
             .merge(sessions::router())
-            .merge(git::router()),
+            .merge(git::router())
+            .merge(snapshots::router()),
     )
 }
 

@@ -47,6 +47,20 @@ impl Backend for NoEngine {
     ) -> Result<()> {
         Err(unreachable())
     }
+    async fn snapshot(
+        &self,
+        _engine_id: &str,
+        _reference: &str,
+        _labels: std::collections::HashMap<String, String>,
+    ) -> Result<crate::backend::ImageInfo> {
+        Err(unreachable())
+    }
+    async fn remove_image(&self, _reference: &str) -> Result<()> {
+        Err(unreachable())
+    }
+    async fn list_snapshots(&self, _instance: &str) -> Result<Vec<crate::backend::ImageInfo>> {
+        Err(unreachable())
+    }
     async fn attach(&self, _engine_id: &str) -> Result<Transport> {
         Err(unreachable())
     }

@@ -11,4 +11,5 @@ mod pool;
 mod repo;
 mod restart;
 mod sessions;
+mod snapshots;
 mod support;

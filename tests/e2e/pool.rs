@@ -27,7 +27,7 @@ fn running_members(instance: &str) -> Vec<String> {
             "--filter",
             &format!("label=repobox.instance={instance}"),
             "--filter",
-            "label=repobox.pool",
+            &format!("label=repobox.pool={}", repobox::config::DEFAULT_BASE_IMAGE),
         ])
         .output()
         .expect("docker ps");

@@ -374,12 +374,13 @@ pub fn containers_with_labels(labels: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
-/// Removes every container of repobox instance `instance` once this test process
-/// has exited (however it ends), by a watchdog shell of its own.
+/// Removes every container and snapshot image of repobox instance `instance` once
+/// this test process has exited (however it ends), by a watchdog shell of its own.
 pub fn remove_after_exit(instance: &str) {
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         docker ps -aq --filter label=repobox.instance={instance} | xargs -r docker rm -f",
+         docker ps -aq --filter label=repobox.instance={instance} | xargs -r docker rm -f; \
+         docker images -q --filter label=repobox.snapshot.instance={instance} | xargs -r docker rmi -f",
         pid = std::process::id()
     );
     let _ = std::process::Command::new("sh")
