@@ -1021,6 +1021,8 @@ async fn create_figures(
     ctx.report.add(FIGURES, rows);
     ctx.report
         .add(FIGURES, reset_rows(ctx, &big, large, &big_warm).await?);
+    ctx.report
+        .add(FIGURES, snapshot_rows(ctx, &big, large, &big_warm).await?);
     ctx.report.note(create_note("3", &big, "warm", &big_warm));
     ctx.report.note(create_note("3", &big, "cold", &big_cold));
     size_rows.push(Row::new(
@@ -1237,6 +1239,97 @@ async fn reset_rows(ctx: &Ctx, big: &Repo, large: &Made, warm: &CreateRun) -> Re
         Some(warm.create.0.p50()),
         Some(Target::RatioAtMost(0.25)),
     )])
+}
+
+/// Figure 12: a snapshot of a sandbox of the large repository plus 50 MB of new files,
+/// a create from it, and a fork of 8; against a warm create of the same repository.
+async fn snapshot_rows(
+    ctx: &Ctx,
+    big: &Repo,
+    large: &mut Made,
+    warm: &CreateRun,
+) -> Result<Vec<Row>> {
+    let source = large
+        .repobox
+        .first()
+        .cloned()
+        .context("no sandbox of the large repository")?;
+    let wrote = ctx
+        .api
+        .exec(
+            &source,
+            "mkdir -p /workspace/build && for i in 1 2 3 4 5; do head -c 10485760 /dev/urandom > /workspace/build/blob$i; done",
+        )
+        .await?;
+    ensure!(wrote["exit_code"] == 0, "{wrote}");
+    let at = Instant::now();
+    let snapshot = ctx.api.snapshot(&source).await?;
+    let snapshot_ms = ms(at);
+    let mut from_snapshot = Samples::new();
+    for _ in 0..ctx.plan.large_warm.max(3) {
+        let at = Instant::now();
+        let id = ctx
+            .api
+            .create_with(json!({ "snapshot_id": snapshot }))
+            .await?;
+        large.repobox.push(id.clone());
+        let result = ctx.api.exec(&id, FIRST_COMMAND).await?;
+        ensure!(
+            result["stdout"].as_str().map(str::trim) == Some(big.head.as_str()),
+            "{result}"
+        );
+        from_snapshot.push(ms(at));
+    }
+    let at = Instant::now();
+    let (fork_snapshot, copies) = ctx.api.fork(&source, 8).await?;
+    let fork_ms = ms(at);
+    large.repobox.extend(copies);
+    let label = &big.label;
+    let rows = vec![
+        Row::new(
+            format!("12 snapshot, {label} + 50 MB written"),
+            "ms",
+            1,
+            snapshot_ms,
+            None,
+            None,
+        ),
+        Row::new(
+            "12 create from that snapshot -> first command (floor: repobox's warm create), p50",
+            "ms",
+            from_snapshot.len(),
+            from_snapshot.p50(),
+            Some(warm.create.0.p50()),
+            Some(Target::RatioAtMost(1.0)),
+        ),
+        Row::new(
+            "12 fork count=8 (snapshot + 8 copies), until all usable (floor: 8 warm creates one after another)",
+            "ms",
+            1,
+            fork_ms,
+            Some(warm.create.0.p50() * 8.0),
+            None,
+        ),
+    ];
+    // The copies go with the other sandboxes of the large repository; the snapshots
+    // once nothing runs on them any more (after the destroys of `creates`).
+    let api = ctx.api.clone();
+    let snapshots = [snapshot, fork_snapshot];
+    tokio::spawn(async move {
+        for _ in 0..120 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let mut left = 0;
+            for id in &snapshots {
+                if api.delete_snapshot(id).await.is_err() {
+                    left += 1;
+                }
+            }
+            if left == 0 {
+                return;
+            }
+        }
+    });
+    Ok(rows)
 }
 
 /// Figure 4: `true` at concurrency c over N sandboxes, for a fixed time.

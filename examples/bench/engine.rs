@@ -383,6 +383,23 @@ impl Engine {
             .filter(|ok| std::future::ready(*ok))
             .count()
             .await;
+        // And the snapshot images of this run's repobox.
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("repobox.snapshot.instance={instance}")],
+        )]);
+        let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        for image in self.docker.list_images(Some(options)).await? {
+            let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+                .force(true)
+                .build();
+            let _ = self
+                .docker
+                .remove_image(&image.id, Some(options), None)
+                .await;
+        }
         Ok(removed)
     }
 }

@@ -214,6 +214,60 @@ impl Api {
         .map(drop)
     }
 
+    /// `POST /containers/{id}/snapshots`; returns the snapshot id.
+    pub async fn snapshot(&self, id: &str) -> Result<String> {
+        let made = self
+            .call(
+                self.http
+                    .post(self.url(&format!("/containers/{id}/snapshots")))
+                    .json(&json!({})),
+                StatusCode::CREATED,
+            )
+            .await?;
+        made["snapshot_id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no snapshot_id")
+    }
+
+    /// `POST /containers/{id}/fork`; returns the snapshot id and the copies' ids (an
+    /// error for any copy that failed).
+    pub async fn fork(&self, id: &str, count: usize) -> Result<(String, Vec<String>)> {
+        let forked = self
+            .call(
+                self.http
+                    .post(self.url(&format!("/containers/{id}/fork")))
+                    .json(&json!({ "count": count })),
+                StatusCode::CREATED,
+            )
+            .await?;
+        let snapshot = forked["snapshot_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut ids = Vec::new();
+        for entry in forked["forks"].as_array().into_iter().flatten() {
+            match entry["container"]["container_id"].as_str() {
+                Some(id) => ids.push(id.to_owned()),
+                None => bail!("a copy failed: {entry}"),
+            }
+        }
+        Ok((snapshot, ids))
+    }
+
+    /// `DELETE /snapshots/{id}`.
+    pub async fn delete_snapshot(&self, id: &str) -> Result<()> {
+        let response = self
+            .http
+            .delete(self.url(&format!("/snapshots/{id}")))
+            .send()
+            .await?;
+        if response.status() != StatusCode::NO_CONTENT {
+            bail!("deleting snapshot {id}: {}", response.status());
+        }
+        Ok(())
+    }
+
     /// `GET /info`.
     pub async fn info(&self) -> Result<Value> {
         self.call(self.http.get(self.url("/info")), StatusCode::OK)
