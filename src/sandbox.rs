@@ -134,6 +134,9 @@ pub struct NewSandbox {
 
 /// How long a new or re-attached agent has to answer its hello (gVisor starts slowly).
 const AGENT_HELLO_BOUND: Duration = Duration::from_secs(30);
+/// Tries (two seconds apart) at removing a failed create's container while the
+/// engine is away.
+const REMOVE_RETRIES: usize = 60;
 /// How long a claimed pool member's agent has to answer a ping.
 const CLAIM_PING_BOUND: Duration = Duration::from_secs(2);
 /// Agents connected at once while adopting sandboxes after a start.
@@ -1040,10 +1043,24 @@ impl ContainerGuard {
     }
 
     /// Removes the container now.
+    /// Removes the container now; if the engine cannot be reached (it may be
+    /// restarting), keeps trying in the background for a while.
     async fn remove(mut self) {
         self.armed = false;
-        if let Err(err) = self.backend.remove(&self.target()).await {
-            tracing::warn!(container = %self.target(), %err, "could not remove the container of a failed create");
+        let target = self.target();
+        if let Err(err) = self.backend.remove(&target).await {
+            tracing::warn!(container = %target, %err, "could not remove the container of a failed create; trying again while the engine comes back");
+            let backend = self.backend.clone();
+            tokio::spawn(async move {
+                for _ in 0..REMOVE_RETRIES {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    if backend.remove(&target).await.is_ok() {
+                        tracing::info!(container = %target, "removed the container of a failed create");
+                        return;
+                    }
+                }
+                tracing::warn!(container = %target, "gave up removing the container of a failed create; the next start removes it");
+            });
         }
     }
 

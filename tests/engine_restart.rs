@@ -84,4 +84,64 @@ async fn sandboxes_survive_a_restart_of_the_engine() {
     // And new sandboxes can be made.
     let (_, again) = app.sandbox(json!({ "repo_url": url })).await;
     assert_eq!(app.exec(&again.id, "true").await["exit_code"], 0);
+
+    // A restart during a create (its initial command still runs): the create fails
+    // with a clear error, or succeeds with a usable sandbox; nothing is left of it.
+    let create = {
+        let app = app.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            app.create(json!({ "repo_url": url, "initial_command": "sleep 4" }))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::spawn_blocking(restart_engine).await.unwrap();
+    let (status, body, guard) = create.await.unwrap();
+    eprintln!("a create cut by an engine restart answered {status}: {body}");
+    let mut expected = vec![sandbox.id.clone(), again.id.clone()];
+    match status {
+        StatusCode::CREATED => {
+            let id = body["container_id"].as_str().unwrap().to_owned();
+            assert_eq!(app.exec(&id, "true").await["exit_code"], 0);
+            expected.push(id);
+        }
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT => {
+            assert!(body["detail"].is_string(), "{body}");
+        }
+        other => panic!("a create cut by an engine restart answered {other}: {body}"),
+    }
+    let instance = app.instance().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "--format",
+                "{{.Names}}",
+                "--filter",
+                &format!("label=repobox.instance={instance}"),
+            ])
+            .output()
+            .unwrap();
+        let mut sandboxes: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|name| !name.starts_with("pool-"))
+            .map(|name| name.trim_end_matches(&format!(".{instance}")).to_owned())
+            .collect();
+        sandboxes.sort();
+        expected.sort();
+        if sandboxes == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "containers left by the cut create: {sandboxes:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, list) = app.get("/api/v1/containers").await;
+    assert_eq!(list["total_count"], expected.len(), "{list}");
+    drop(guard);
 }
