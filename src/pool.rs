@@ -86,13 +86,20 @@ pub struct Pool {
     dead: Mutex<Vec<String>>,
     /// The disk limit of every member, settled when the pool starts filling.
     disk_mb: OnceLock<Option<u64>>,
+    /// The limits every member is made with.
+    defaults: Limits,
+    /// Set once the engine could not change a member's limits (`docker update` is
+    /// missing from gVisor's runtime, for one): from then on only creates that ask
+    /// for the default limits are served from the pool.
+    fixed_limits: std::sync::atomic::AtomicBool,
     wake: Notify,
     metrics: Arc<Metrics>,
 }
 
 impl Pool {
-    /// A pool of `size` members for each of `images` (duplicates count once).
-    pub fn new(size: usize, images: &[String], metrics: Arc<Metrics>) -> Self {
+    /// A pool of `size` members with `defaults` for each of `images` (duplicates
+    /// count once).
+    pub fn new(size: usize, images: &[String], defaults: Limits, metrics: Arc<Metrics>) -> Self {
         let mut lanes: Vec<Lane> = Vec::new();
         if size > 0 {
             for image in images {
@@ -109,6 +116,8 @@ impl Pool {
             lanes: Mutex::new(lanes),
             dead: Mutex::new(Vec::new()),
             disk_mb: OnceLock::new(),
+            defaults,
+            fixed_limits: std::sync::atomic::AtomicBool::new(false),
             wake: Notify::new(),
             metrics,
         }
@@ -140,11 +149,23 @@ impl Pool {
         self.metrics.pool_ready.set(ready as i64);
     }
 
-    /// Takes a member for a sandbox of `image` with `network` and `disk_mb`, when
-    /// the pool holds one for that key whose agent connection is open; wakes the
-    /// filler either way.
-    pub fn claim(&self, image: &str, network: Network, disk_mb: Option<u64>) -> Option<Member> {
-        let (claim, member) = self.take(image, network, disk_mb);
+    /// Takes a member for a sandbox of `image` with `network`, `disk_mb` and
+    /// `limits`, when the pool holds one for that key whose agent connection is open;
+    /// wakes the filler either way.
+    pub fn claim(
+        &self,
+        image: &str,
+        network: Network,
+        disk_mb: Option<u64>,
+        limits: Limits,
+    ) -> Option<Member> {
+        let (claim, member) = if limits != self.defaults
+            && self.fixed_limits.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            (Claim::Unpooled, None)
+        } else {
+            self.take(image, network, disk_mb)
+        };
         Metrics::count(&self.metrics.pool_claims, claim.label());
         if claim != Claim::Unpooled {
             self.wake.notify_one();
@@ -153,8 +174,14 @@ impl Pool {
     }
 
     fn take(&self, image: &str, network: Network, disk_mb: Option<u64>) -> (Claim, Option<Member>) {
-        if network != Network::None || self.disk_mb.get() != Some(&disk_mb) {
+        if network != Network::None {
             return (Claim::Unpooled, None);
+        }
+        match self.disk_mb.get() {
+            // Not filling yet (the engine has not been reached).
+            None => return (Claim::Miss, None),
+            Some(pooled) if *pooled != disk_mb => return (Claim::Unpooled, None),
+            Some(_) => {}
         }
         let mut lanes = self.lock();
         let Some(lane) = lanes.iter_mut().find(|lane| lane.image == image) else {
@@ -173,6 +200,19 @@ impl Pool {
         match found {
             Some(member) => (Claim::Hit, Some(member)),
             None => (Claim::Miss, None),
+        }
+    }
+
+    /// The engine could not change a claimed member's limits: serve only creates with
+    /// the default limits from now on.
+    pub fn limits_are_fixed(&self) {
+        if !self
+            .fixed_limits
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "the engine cannot change a running container's limits (its runtime has no update): only creates with the default limits are served from the warm pool"
+            );
         }
     }
 
@@ -355,10 +395,17 @@ pub async fn run(sandboxes: Arc<Sandboxes>, stop: CancellationToken) {
 mod tests {
     use super::*;
 
+    const DEFAULTS: Limits = Limits {
+        cpus: 1.0,
+        memory_mb: 1024,
+        pids: 512,
+    };
+
     fn pool(size: usize) -> Pool {
         let pool = Pool::new(
             size,
             &["base".to_owned(), "other".to_owned(), "base".to_owned()],
+            DEFAULTS,
             Arc::new(Metrics::new()),
         );
         let _ = pool.disk_mb.set(None);
@@ -402,9 +449,27 @@ mod tests {
         );
         assert_eq!(pool.take("base", Network::None, None).0, Claim::Miss);
         assert!(
-            Pool::new(0, &["base".to_owned()], Arc::new(Metrics::new()))
+            Pool::new(0, &["base".to_owned()], DEFAULTS, Arc::new(Metrics::new()))
                 .images()
                 .is_empty()
+        );
+        // Other limits than the defaults stop being pooled once the engine cannot
+        // change them.
+        let other = Limits {
+            pids: 7,
+            ..DEFAULTS
+        };
+        assert!(pool.claim("base", Network::None, None, other).is_none());
+        pool.limits_are_fixed();
+        assert!(pool.claim("base", Network::None, None, other).is_none());
+        let metrics = pool.metrics.render();
+        assert!(
+            metrics.contains("repobox_pool_claims_total{kind=\"unpooled\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("repobox_pool_claims_total{kind=\"miss\"} 1"),
+            "{metrics}"
         );
     }
 }

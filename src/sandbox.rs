@@ -191,7 +191,12 @@ impl Sandboxes {
         let policy = CommandPolicy::new(config.command_allowlist.items());
         let mut pooled = vec![config.docker_base_image.clone()];
         pooled.extend(config.pool_images.items().iter().cloned());
-        let pool = Pool::new(config.pool_size, &pooled, metrics.clone());
+        let defaults = Limits {
+            cpus: config.default_cpus,
+            memory_mb: config.default_memory_mb,
+            pids: config.default_pids,
+        };
+        let pool = Pool::new(config.pool_size, &pooled, defaults, metrics.clone());
         let snapshots = Snapshots::open(&config.data_dir)?;
         Ok(Self {
             pool,
@@ -596,9 +601,12 @@ impl Sandboxes {
         // container still gets that container removed (by its unique name), and one
         // dropped while it claims a pool member gets the member removed.
         let mut guard = ContainerGuard::new(self.backend.clone(), spec.name.clone());
-        let claimed = self
-            .pool
-            .claim(&request.image, request.network, request.resources.disk_mb);
+        let claimed = self.pool.claim(
+            &request.image,
+            request.network,
+            request.resources.disk_mb,
+            spec.limits(),
+        );
         if let Some(member) = &claimed {
             guard.engine_id = member.engine_id.clone();
         }
@@ -616,6 +624,9 @@ impl Sandboxes {
                         self.backend.assign(&member.engine_id, &spec, member.limits),
                         member.agent.ping(CLAIM_PING_BOUND)
                     );
+                    if assigned.is_err() && spec.limits() != member.limits {
+                        self.pool.limits_are_fixed();
+                    }
                     match assigned.and(answered) {
                         Ok(()) => {
                             self.metrics

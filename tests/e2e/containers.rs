@@ -642,6 +642,19 @@ async fn sandboxes_run_under_gvisor_with_docker_runtime_runsc() {
         .exec(&sandbox.id, "ps -eo args | grep -c '^sleep 30' || true")
         .await;
     assert_eq!(left["stdout"], "0\n", "{left}");
+    // gVisor's runtime cannot change a running container's limits (`docker update`):
+    // a create with other limits than the defaults still works (the first one finds
+    // out and takes the ordinary path), and after it such creates skip the pool.
+    let custom = json!({ "repo_url": url, "resources": {"memory_mb": 300, "pids": 77} });
+    for _ in 0..2 {
+        let (_, other) = server.app.sandbox(custom.clone()).await;
+        assert_eq!(server.app.exec(&other.id, "true").await["exit_code"], 0);
+    }
+    let metrics = server.app.text("/metrics").await;
+    assert!(
+        metrics.contains("repobox_pool_claims_total{kind=\"unpooled\"} 1"),
+        "{metrics}"
+    );
     drop(sandbox);
     server.stop().await;
 }
