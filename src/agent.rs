@@ -22,7 +22,7 @@ use repobox_protocol::{
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-pub use repobox_protocol::{Entry, Kind, Stat};
+pub use repobox_protocol::{Entry, Kind, OutputChunk, ProcessInfo, ProcessStatus, Stat};
 
 use crate::backend::{BodyStream, ByteStream, Transport};
 use crate::error::{Error, Result};
@@ -107,7 +107,18 @@ fn agent_error(kind: ErrorKind, message: String) -> Error {
         ErrorKind::MissingTool => Error::MissingTool(message),
         ErrorKind::NoSpace => Error::TooLarge(message),
         ErrorKind::Busy => Error::NotRunning(message),
+        ErrorKind::Limit => Error::LimitReached(message),
+        ErrorKind::Conflict => Error::Conflict(message),
         ErrorKind::Other => Error::internal(message),
+    }
+}
+
+/// The service error for an agent's error reply about an existing background process:
+/// there `NotFound` means no process with that id.
+fn process_error(kind: ErrorKind, message: String) -> Error {
+    match kind {
+        ErrorKind::NotFound => Error::ProcessNotFound(message),
+        kind => agent_error(kind, message),
     }
 }
 
@@ -243,6 +254,15 @@ impl AgentClient {
 
     /// Opens `request` and waits for its one final reply.
     async fn call(&self, request: &Request) -> Result<Reply> {
+        self.call_with(request, agent_error).await
+    }
+
+    /// [`Self::call`], with its own mapping of the agent's errors.
+    async fn call_with(
+        &self,
+        request: &Request,
+        map_error: fn(ErrorKind, String) -> Error,
+    ) -> Result<Reply> {
         let mut op = self.open(request)?;
         loop {
             if let Incoming::Reply(reply) = op.recv().await?
@@ -250,7 +270,7 @@ impl AgentClient {
             {
                 op.done = true;
                 return match reply {
-                    Reply::Error { kind, message } => Err(agent_error(kind, message)),
+                    Reply::Error { kind, message } => Err(map_error(kind, message)),
                     other => Ok(other),
                 };
             }
@@ -373,6 +393,16 @@ impl AgentClient {
 
     /// Sends `body` for `request` and waits for the final reply.
     async fn stream_in(&self, request: &Request, body: BodyStream) -> Result<Reply> {
+        self.stream_in_with(request, body, agent_error).await
+    }
+
+    /// [`Self::stream_in`], with its own mapping of the agent's errors.
+    async fn stream_in_with(
+        &self,
+        request: &Request,
+        body: BodyStream,
+        map_error: fn(ErrorKind, String) -> Error,
+    ) -> Result<Reply> {
         let mut op = self.open(request)?;
         let early = op.pump(body).await?;
         let reply = match early {
@@ -387,7 +417,7 @@ impl AgentClient {
         };
         op.done = true;
         match reply {
-            Reply::Error { kind, message } => Err(agent_error(kind, message)),
+            Reply::Error { kind, message } => Err(map_error(kind, message)),
             other => Ok(other),
         }
     }
@@ -460,7 +490,269 @@ impl AgentClient {
             }
         }
     }
+
+    /// Starts a background process, which belongs to the agent: it outlives this
+    /// connection and the next server's hello, and ends when it exits, at its timeout,
+    /// or when signalled or removed. Returns its info once it runs;
+    /// [`Error::LimitReached`] when `max_running` processes already run.
+    pub async fn start_process(&self, spec: ProcessSpec) -> Result<ProcessInfo> {
+        let request = Request::ProcessStart {
+            command: spec.command,
+            cwd: spec.cwd,
+            env: spec.env,
+            stdin_open: spec.stdin_open,
+            tty: spec.tty.is_some(),
+            cols: spec.tty.map(|size| size.cols),
+            rows: spec.tty.map(|size| size.rows),
+            timeout_ms: spec
+                .timeout
+                .map(|timeout| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+            output_bytes: spec.output_bytes,
+            max_running: spec.max_running,
+        };
+        // A working directory that does not exist is a path not found, as for `exec`.
+        match self.call(&request).await? {
+            Reply::Process { info } => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The running processes and the most recent ended ones
+    /// ([`repobox_protocol::MAX_ENDED`]), oldest first.
+    pub async fn processes(&self) -> Result<Vec<ProcessInfo>> {
+        match self.call_with(&Request::ProcessList, process_error).await? {
+            Reply::Processes { processes } => Ok(processes),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One process; [`Error::ProcessNotFound`] for an unknown (or forgotten) id.
+    pub async fn process(&self, id: u64) -> Result<ProcessInfo> {
+        match self
+            .call_with(&Request::ProcessGet { id }, process_error)
+            .await?
+        {
+            Reply::Process { info } => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The kept output of a process from the given byte offsets (since its start, per
+    /// stream), at most `max_bytes` of each: an offset below the oldest kept byte is
+    /// moved up to it (the chunk's `offset` says where it starts), one past the end
+    /// gives nothing; each chunk's `end` is what the stream produced so far.
+    pub async fn process_output(
+        &self,
+        id: u64,
+        stdout_offset: u64,
+        stderr_offset: u64,
+        max_bytes: u64,
+    ) -> Result<ProcessOutput> {
+        let request = Request::ProcessOutput {
+            id,
+            stdout_offset,
+            stderr_offset,
+            max_bytes,
+        };
+        match self.call_with(&request, process_error).await? {
+            Reply::ProcessOutput {
+                stdout,
+                stderr,
+                status,
+                exit_code,
+            } => Ok(ProcessOutput {
+                stdout,
+                stderr,
+                status,
+                exit_code,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Follows a process's output from the given offsets (moved up as for
+    /// [`Self::process_output`]). The stream's first event is
+    /// [`ProcessEvent::Following`] with the actual offsets, then the kept and live
+    /// output, then [`ProcessEvent::Ended`] with its final info (at once for a process
+    /// that has ended). Dropping the stream ends the follow, not the process; several
+    /// follows of one process may run at once.
+    pub async fn follow_process(
+        &self,
+        id: u64,
+        stdout_offset: u64,
+        stderr_offset: u64,
+    ) -> Result<ProcessEvents> {
+        let mut op = self.open(&Request::ProcessFollow {
+            id,
+            stdout_offset,
+            stderr_offset,
+        })?;
+        let first = loop {
+            match op.recv().await? {
+                Incoming::Reply(Reply::Following {
+                    stdout_offset,
+                    stderr_offset,
+                }) => {
+                    break ProcessEvent::Following {
+                        stdout_offset,
+                        stderr_offset,
+                    };
+                }
+                Incoming::Reply(Reply::Error { kind, message }) => {
+                    op.done = true;
+                    return Err(process_error(kind, message));
+                }
+                Incoming::Reply(other) if other.is_final() => {
+                    op.done = true;
+                    return Err(unexpected(&other));
+                }
+                _ => {}
+            }
+        };
+        let stream =
+            futures_util::stream::unfold((op, Some(first)), |(mut op, mut first)| async move {
+                if let Some(first) = first.take() {
+                    return Some((Ok(first), (op, None)));
+                }
+                if op.done {
+                    return None;
+                }
+                loop {
+                    let event = match op.recv().await {
+                        Ok(Incoming::Data(tag, bytes)) => {
+                            op.consumed(bytes.len());
+                            match tag {
+                                Tag::Stderr => ProcessEvent::Stderr(bytes),
+                                _ => ProcessEvent::Stdout(bytes),
+                            }
+                        }
+                        Ok(Incoming::Reply(Reply::ProcessEnded { info })) => {
+                            op.finish();
+                            ProcessEvent::Ended(info)
+                        }
+                        Ok(Incoming::Reply(Reply::Error { kind, message })) => {
+                            op.done = true;
+                            return Some((Err(process_error(kind, message)), (op, None)));
+                        }
+                        Ok(Incoming::Reply(_)) => continue,
+                        Err(err) => {
+                            op.done = true;
+                            return Some((Err(err), (op, None)));
+                        }
+                    };
+                    return Some((Ok(event), (op, None)));
+                }
+            });
+        Ok(Box::pin(stream))
+    }
+
+    /// Writes `body` to a process's stdin, in order, and with `close` then closes it
+    /// (on a terminal, types its end-of-file character instead). [`Error::Conflict`]
+    /// when its stdin is not open or it has ended.
+    pub async fn process_stdin(&self, id: u64, body: BodyStream, close: bool) -> Result<()> {
+        let request = Request::ProcessStdin { id, close };
+        match self.stream_in_with(&request, body, process_error).await? {
+            Reply::Done { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends signal `signal` (its number) to everything a process started: its shell
+    /// and all their descendants, also those that left its group or session. A
+    /// process that has ended is left as it is.
+    pub async fn signal_process(&self, id: u64, signal: i32) -> Result<()> {
+        self.process_done(&Request::ProcessSignal { id, signal })
+            .await
+    }
+
+    /// Sets the size of a process's terminal; [`Error::Conflict`] for one without.
+    pub async fn resize_process(&self, id: u64, size: TerminalSize) -> Result<()> {
+        self.process_done(&Request::ProcessResize {
+            id,
+            cols: size.cols,
+            rows: size.rows,
+        })
+        .await
+    }
+
+    /// Kills everything a process started if it still runs, then forgets it.
+    pub async fn remove_process(&self, id: u64) -> Result<()> {
+        self.process_done(&Request::ProcessRemove { id }).await
+    }
+
+    async fn process_done(&self, request: &Request) -> Result<()> {
+        match self.call_with(request, process_error).await? {
+            Reply::Done { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
 }
+
+/// A background process to start.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// Shell command line.
+    pub command: String,
+    /// Absolute working directory.
+    pub cwd: String,
+    /// Variables over the sandbox's own.
+    pub env: Vec<(String, String)>,
+    /// Whether stdin takes writes ([`AgentClient::process_stdin`]); otherwise it is
+    /// `/dev/null`.
+    pub stdin_open: bool,
+    /// Run on a terminal of this size: stdout and stderr are then one stream, stdout.
+    pub tty: Option<TerminalSize>,
+    /// Deadline from the start: then it is killed, status timed out, exit code 124.
+    pub timeout: Option<Duration>,
+    /// Bytes kept of each output stream.
+    pub output_bytes: u64,
+    /// Refuse to start when this many run.
+    pub max_running: Option<u32>,
+}
+
+/// Size of a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalSize {
+    /// Width.
+    pub cols: u16,
+    /// Height.
+    pub rows: u16,
+}
+
+/// Kept output of a process ([`AgentClient::process_output`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessOutput {
+    /// Stdout from its (moved up) offset.
+    pub stdout: OutputChunk,
+    /// Stderr from its (moved up) offset.
+    pub stderr: OutputChunk,
+    /// Where the process is.
+    pub status: ProcessStatus,
+    /// Its exit code, once ended.
+    pub exit_code: Option<i64>,
+}
+
+/// One event of a follow ([`AgentClient::follow_process`]).
+#[derive(Debug, Clone)]
+pub enum ProcessEvent {
+    /// The first event: where the output sent starts.
+    Following {
+        /// Offset of the first stdout byte.
+        stdout_offset: u64,
+        /// Offset of the first stderr byte.
+        stderr_offset: u64,
+    },
+    /// Bytes on stdout (on a terminal, all output).
+    Stdout(Bytes),
+    /// Bytes on stderr.
+    Stderr(Bytes),
+    /// The process ended and all its output came (the last event).
+    Ended(ProcessInfo),
+}
+
+/// The events of a follow; dropped, the follow ends (never the process).
+pub type ProcessEvents =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<ProcessEvent>> + Send>>;
 
 /// A command to run.
 #[derive(Debug, Clone)]

@@ -32,6 +32,9 @@ pub enum Error {
     /// No session with this id in the sandbox (404).
     #[error("{0}")]
     SessionNotFound(String),
+    /// No process with this id in the sandbox (404).
+    #[error("{0}")]
+    ProcessNotFound(String),
     /// No snapshot with this id (404).
     #[error("{0}")]
     SnapshotNotFound(String),
@@ -96,6 +99,7 @@ impl Error {
             | Error::PathNotFound(_)
             | Error::SessionNotFound(_)
             | Error::SnapshotNotFound(_)
+            | Error::ProcessNotFound(_)
             | Error::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotRunning(_) | Error::Conflict(_) => StatusCode::CONFLICT,
@@ -118,6 +122,7 @@ impl Error {
             Error::PathNotFound(_) => ("Path not found", "path_not_found"),
             Error::SessionNotFound(_) => ("Session not found", "session_not_found"),
             Error::SnapshotNotFound(_) => ("Snapshot not found", "snapshot_not_found"),
+            Error::ProcessNotFound(_) => ("Process not found", "process_not_found"),
             Error::LimitReached(_) => ("Limit reached", "limit_reached"),
             Error::RouteNotFound(_) => ("Not found", "route_not_found"),
             Error::MethodNotAllowed(_) => ("Method not allowed", "method_not_allowed"),

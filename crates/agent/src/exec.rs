@@ -47,7 +47,7 @@ fn is_executable_file(path: &str) -> bool {
 }
 
 /// The image's shell: `/bin/bash`, else `/bin/sh`.
-fn pick_shell() -> OpResult<&'static str> {
+pub fn pick_shell() -> OpResult<&'static str> {
     ["/bin/bash", "/bin/sh"]
         .into_iter()
         .find(|shell| is_executable_file(shell))
@@ -60,7 +60,7 @@ fn pick_shell() -> OpResult<&'static str> {
 }
 
 /// Checks that `cwd` is an existing directory.
-fn check_cwd(cwd: &str) -> OpResult<()> {
+pub fn check_cwd(cwd: &str) -> OpResult<()> {
     if !cwd.starts_with('/') {
         return Err(OpError::new(
             ErrorKind::Invalid,

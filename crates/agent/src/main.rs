@@ -2,8 +2,8 @@
 //!
 //! - `repobox-agent` serves the protocol of `repobox-protocol` on stdin (requests) and
 //!   stdout (replies); stderr carries the agent's own diagnostics.
-//! - `repobox-agent supervise <shell> -c <command>` is the supervisor each command runs
-//!   under (see [`supervise`]).
+//! - `repobox-agent supervise [--process] [--tty] <shell> -c <command>` is the
+//!   supervisor each command and background process runs under (see [`supervise`]).
 //! - `repobox-agent --version` prints the version.
 
 mod archive;
@@ -11,6 +11,7 @@ mod error;
 mod exec;
 mod files;
 mod flow;
+mod processes;
 mod procs;
 mod stream;
 mod supervise;
@@ -62,7 +63,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(_) => {
-            eprintln!("usage: repobox-agent [--version | supervise <shell> -c <command>]");
+            eprintln!(
+                "usage: repobox-agent [--version | supervise [--process] [--tty] <shell> -c <command>]"
+            );
             ExitCode::from(2)
         }
     }
@@ -106,6 +109,8 @@ type OpFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 struct Dispatcher {
     ops: HashMap<u64, Op>,
+    /// Background processes: the agent's, untouched by a hello.
+    processes: Arc<processes::Table>,
     writer: Writer,
     done: mpsc::UnboundedSender<(u64, u64)>,
     serial: u64,
@@ -141,6 +146,8 @@ impl Dispatcher {
     async fn control(&mut self, id: u64, request: Request) {
         match request {
             Request::Hello { epoch } => {
+                // Background processes are the agent's and live on; following them,
+                // writing their stdin and such are operations, and end here.
                 for (_, op) in self.ops.drain() {
                     op.end();
                 }
@@ -237,6 +244,83 @@ impl Dispatcher {
             Request::ArchiveIn { path } => Box::pin(stream::consume(out, rx, move |reader| {
                 archive::op_archive_in(&path, reader)
             })),
+            Request::ProcessStart {
+                command,
+                cwd,
+                env,
+                stdin_open,
+                tty,
+                cols,
+                rows,
+                timeout_ms,
+                output_bytes,
+                max_running,
+            } => {
+                let spec = processes::Spec {
+                    command,
+                    cwd,
+                    env,
+                    stdin_open,
+                    tty: tty.then(|| (cols.unwrap_or(80), rows.unwrap_or(24))),
+                    timeout_ms,
+                    output_bytes,
+                    max_running,
+                };
+                Box::pin(processes::start(out, self.processes.clone(), spec))
+            }
+            Request::ProcessList => {
+                let reply = processes::list(&self.processes);
+                Box::pin(async move {
+                    out.reply(&reply).await;
+                })
+            }
+            Request::ProcessGet { id } => {
+                let reply = processes::get(&self.processes, id);
+                Box::pin(reply_with(out, reply))
+            }
+            Request::ProcessOutput {
+                id,
+                stdout_offset,
+                stderr_offset,
+                max_bytes,
+            } => {
+                let reply =
+                    processes::output(&self.processes, id, stdout_offset, stderr_offset, max_bytes);
+                Box::pin(reply_with(out, reply))
+            }
+            Request::ProcessFollow {
+                id,
+                stdout_offset,
+                stderr_offset,
+            } => Box::pin(processes::follow(
+                out,
+                window.clone(),
+                self.processes.clone(),
+                id,
+                stdout_offset,
+                stderr_offset,
+            )),
+            Request::ProcessStdin { id, close } => {
+                Box::pin(processes::stdin(out, self.processes.clone(), id, close, rx))
+            }
+            Request::ProcessSignal { id, signal } => {
+                let table = self.processes.clone();
+                Box::pin(async move {
+                    let reply = processes::signal(table, id, signal).await;
+                    reply_with(out, reply).await;
+                })
+            }
+            Request::ProcessResize { id, cols, rows } => {
+                let reply = processes::resize(&self.processes, id, cols, rows);
+                Box::pin(reply_with(out, reply))
+            }
+            Request::ProcessRemove { id } => {
+                let table = self.processes.clone();
+                Box::pin(async move {
+                    let reply = processes::remove(table, id).await;
+                    reply_with(out, reply).await;
+                })
+            }
             Request::Hello { .. }
             | Request::Ping
             | Request::Eof
@@ -269,6 +353,12 @@ impl Dispatcher {
             self.ops.remove(&id);
         }
     }
+}
+
+/// Sends a reply worked out already (or its error).
+async fn reply_with(out: Outbox, reply: Result<Reply, OpError>) {
+    out.reply(&reply.unwrap_or_else(|error| error.reply()))
+        .await;
 }
 
 /// Runs `work` on a blocking thread and sends its reply.
@@ -357,6 +447,7 @@ async fn serve() {
     let (done, mut done_rx) = mpsc::unbounded_channel();
     let mut dispatcher = Dispatcher {
         ops: HashMap::new(),
+        processes: Arc::default(),
         writer,
         done,
         serial: 0,

@@ -133,6 +133,18 @@ pub fn kill_tree(root: i32, include_root: bool) {
     }
 }
 
+/// Sends `signal` to every live descendant of `root` (not `root`) and to the process
+/// groups of its children (which holds members that left the tree without a subreaper).
+pub fn signal_tree(root: i32, signal: Signal) {
+    let table = processes();
+    for pid in descendants(&table, root) {
+        if table.get(&pid).is_some_and(|stat| stat.ppid == root) {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), signal);
+        }
+        let _ = kill(Pid::from_raw(pid), signal);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,15 @@
-//! Supervisor mode: `repobox-agent supervise <shell> -c <command>`.
+//! Supervisor mode: `repobox-agent supervise [--process] [--tty] <shell> -c <command>`.
 //!
 //! The agent runs every command under a supervisor, a child of its own, that is the
 //! subreaper of everything the command starts: processes that leave the process group
 //! or the session, or whose parent dies, stay in its tree. When the shell exits the
 //! supervisor kills what is left, reaps it all, and exits with the shell's status, so
 //! the command's pipes close at once.
+//!
+//! For a background process (`--process`), a shell killed by a signal is reported by
+//! the supervisor dying of the same signal, so the agent can tell `kill -TERM` from
+//! `exit 143`. With `--tty` its stdin is a terminal, which the supervisor makes the
+//! controlling terminal of a session of its own (the shell's group in the foreground).
 
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -32,10 +37,34 @@ fn status_code(status: WaitStatus) -> Option<u8> {
 
 /// Runs the supervisor; `args` are what follows `supervise`.
 pub fn main(args: &[String]) -> ExitCode {
+    let mut args = args;
+    let (mut process, mut tty) = (false, false);
+    while let Some((first, rest)) = args.split_first() {
+        match first.as_str() {
+            "--process" => process = true,
+            "--tty" => tty = true,
+            _ => break,
+        }
+        args = rest;
+    }
     let [shell, flag, command] = args else {
-        eprintln!("repobox-agent: usage: repobox-agent supervise <shell> -c <command>");
+        eprintln!(
+            "repobox-agent: usage: repobox-agent supervise [--process] [--tty] <shell> -c <command>"
+        );
         return ExitCode::from(2);
     };
+    if tty {
+        // A new session, then the terminal on stdin as its controlling terminal: done
+        // here, in a process of our own before the shell starts, because a `pre_exec`
+        // hook would need unsafe code.
+        if let Err(error) = nix::unistd::setsid()
+            .map_err(std::io::Error::from)
+            .and_then(|_| rustix::process::ioctl_tiocsctty(std::io::stdin()).map_err(Into::into))
+        {
+            eprintln!("repobox: cannot set up the terminal: {error}");
+            return ExitCode::from(126);
+        }
+    }
     // Where a subreaper cannot be had (gVisor refuses it), orphans go to the container's
     // init instead; they are then found by a marker every process of the command
     // inherits: a pipe of ours, not close-on-exec. (Nothing is said on stderr: it is the
@@ -62,9 +91,19 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     let shell_pid = Pid::from_raw(child.id() as i32);
+    if tty {
+        // The shell's group takes the terminal (so it may read it, and ^C reaches it);
+        // should it have read before that and been stopped, it is woken.
+        let _ = nix::unistd::tcsetpgrp(std::io::stdin(), shell_pid);
+        let _ = nix::sys::signal::killpg(shell_pid, nix::sys::signal::Signal::SIGCONT);
+    }
+    let mut killed_by = None;
     let code = loop {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(status) if status.pid() == Some(shell_pid) => {
+                if let WaitStatus::Signaled(_, signal, _) = status {
+                    killed_by = Some(signal);
+                }
                 if let Some(code) = status_code(status) {
                     break code;
                 }
@@ -78,6 +117,12 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     finish(marker.as_ref());
+    if let Some(signal) = killed_by.filter(|_| process) {
+        // No core file of the supervisor for a shell that dumped one.
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+        let _ = nix::sys::signal::raise(signal);
+        // Still here (the signal is ignored, as SIGPIPE is in Rust programs): the code.
+    }
     ExitCode::from(code)
 }
 

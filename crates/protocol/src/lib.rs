@@ -273,7 +273,8 @@ pub enum Request {
     /// First message of a connection, on id 0. The agent answers [`Reply::HelloAck`]
     /// with the same `epoch`, and ends every operation begun before it (a new
     /// connection means the server that started them is gone): commands are killed,
-    /// transfers dropped.
+    /// transfers dropped, follows of background processes ended. Background processes
+    /// ([`Request::ProcessStart`]) are the agent's and are left running.
     Hello {
         /// The connection's nonce; the server treats everything before the ack that
         /// echoes it as noise.
@@ -359,10 +360,115 @@ pub enum Request {
         /// Absolute path.
         path: String,
     },
+    /// Starts a background process: like [`Request::Exec`] (the same shell, supervisor
+    /// and environment), but owned by the agent, not by this operation or connection:
+    /// it keeps running when the operation ends, the client goes away or a new
+    /// connection says [`Request::Hello`]; it ends when it exits, at its timeout, on
+    /// [`Request::ProcessSignal`] or [`Request::ProcessRemove`]. Its output is kept in a
+    /// ring per stream for [`Request::ProcessOutput`] and [`Request::ProcessFollow`].
+    /// Answers [`Reply::Process`] once it runs; [`ErrorKind::Limit`] when `max_running`
+    /// processes already run.
+    ProcessStart {
+        /// Shell command line.
+        command: String,
+        /// Absolute working directory (must exist).
+        cwd: String,
+        /// Variables over the agent's own environment.
+        env: Vec<EnvVar>,
+        /// Whether stdin stays open for [`Request::ProcessStdin`]; false: `/dev/null`
+        /// (with a terminal: writes are refused).
+        stdin_open: bool,
+        /// Run on a pseudo-terminal (its controlling terminal, in a session of its own):
+        /// stdout and stderr are then one stream, reported as stdout.
+        tty: bool,
+        /// Terminal width (default 80).
+        #[serde(default)]
+        cols: Option<u16>,
+        /// Terminal height (default 24).
+        #[serde(default)]
+        rows: Option<u16>,
+        /// Deadline from the start, in milliseconds: then everything it started is
+        /// killed, and it ends [`ProcessStatus::TimedOut`] with exit code 124.
+        timeout_ms: Option<u64>,
+        /// Bytes kept of each output stream (the most recent ones).
+        output_bytes: u64,
+        /// Refuse to start when this many processes already run.
+        max_running: Option<u32>,
+    },
+    /// Lists the running processes and the most recent [`MAX_ENDED`] ended ones, oldest
+    /// first. Answers [`Reply::Processes`].
+    ProcessList,
+    /// One process. Answers [`Reply::Process`]; [`ErrorKind::NotFound`] for an unknown id.
+    ProcessGet {
+        /// Its id.
+        id: u64,
+    },
+    /// The kept output of a process from the given offsets (bytes since its start, per
+    /// stream): an offset below the oldest kept byte is moved up to it, one past the
+    /// end gives nothing. Answers [`Reply::ProcessOutput`].
+    ProcessOutput {
+        /// Its id.
+        id: u64,
+        /// Where stdout is read from.
+        stdout_offset: u64,
+        /// Where stderr is read from.
+        stderr_offset: u64,
+        /// At most this many bytes of each stream.
+        max_bytes: u64,
+    },
+    /// Follows a process's output from the given offsets (moved up as for
+    /// [`Request::ProcessOutput`]): [`Reply::Following`] with the actual offsets, the
+    /// kept output then the live output as [`Tag::Stdout`]/[`Tag::Stderr`] frames (one
+    /// window covers both), then [`Reply::ProcessEnded`] once it has ended and all its
+    /// output was sent. Output dropped from the ring while this follow was held up by
+    /// credit is skipped. [`Request::Cancel`] ends the follow, never the process.
+    ProcessFollow {
+        /// Its id.
+        id: u64,
+        /// Where stdout starts.
+        stdout_offset: u64,
+        /// Where stderr starts.
+        stderr_offset: u64,
+    },
+    /// Writes the [`Tag::Data`] frames that follow, up to [`Request::Eof`], to a
+    /// process's stdin, in order (credit returned as written); with `close`, stdin is
+    /// then closed (on a terminal: an end-of-file character is typed). Answers
+    /// [`Reply::Done`]; [`ErrorKind::Conflict`] when its stdin is not open or it ended.
+    ProcessStdin {
+        /// Its id.
+        id: u64,
+        /// Close stdin after the data.
+        close: bool,
+    },
+    /// Sends signal `signal` to every process it started (the shell and all its
+    /// descendants, also those that left its group or session). Answers [`Reply::Done`].
+    ProcessSignal {
+        /// Its id.
+        id: u64,
+        /// The signal number (15: SIGTERM, 9: SIGKILL, …).
+        signal: i32,
+    },
+    /// Sets the window size of a process's terminal (then `SIGWINCH`). Answers
+    /// [`Reply::Done`]; [`ErrorKind::Conflict`] for a process without a terminal.
+    ProcessResize {
+        /// Its id.
+        id: u64,
+        /// Width.
+        cols: u16,
+        /// Height.
+        rows: u16,
+    },
+    /// Kills everything a process started if it runs, then forgets it. Answers
+    /// [`Reply::Done`].
+    ProcessRemove {
+        /// Its id.
+        id: u64,
+    },
     /// End of the data the server sends for this operation.
     Eof,
     /// Ends the operation at once: a command is killed with everything it started, a
-    /// transfer is dropped. The agent sends nothing more for this id.
+    /// transfer is dropped, a follow ends (its process runs on). The agent sends
+    /// nothing more for this id.
     Cancel,
     /// The server consumed `bytes` of this operation's data: the agent may send that
     /// much more.
@@ -434,8 +540,88 @@ pub enum ErrorKind {
     NoSpace,
     /// Too many operations at once.
     Busy,
+    /// A limit set by the request was reached (`max_running` processes already run).
+    Limit,
+    /// The target is not in a state that allows it (stdin of a process that ended or
+    /// whose stdin is closed; resizing a process without a terminal).
+    Conflict,
     /// Anything else (an I/O error, with its message).
     Other,
+}
+
+/// Ended processes kept for [`Request::ProcessList`] and the others, at most.
+pub const MAX_ENDED: usize = 64;
+
+/// Where a background process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessStatus {
+    /// It runs.
+    Running,
+    /// Its shell exited by itself.
+    Exited,
+    /// Its shell died by a signal (exit code 128+N).
+    Killed,
+    /// It was killed at its timeout (exit code 124).
+    TimedOut,
+}
+
+/// What the agent knows of a background process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Its id: from 1, never reused in the agent's life.
+    pub id: u64,
+    /// Its command line.
+    pub command: String,
+    /// Pid of its supervisor (the parent of its shell) inside the sandbox.
+    pub pid: u32,
+    /// Where it is.
+    pub status: ProcessStatus,
+    /// `None` while it runs; its own code, 128+N when killed by signal N, 124 at the
+    /// timeout.
+    pub exit_code: Option<i64>,
+    /// Start, in unix milliseconds.
+    pub started_at: u64,
+    /// End, in unix milliseconds.
+    pub ended_at: Option<u64>,
+    /// Working directory.
+    pub cwd: String,
+    /// Whether it runs on a terminal.
+    pub tty: bool,
+    /// Whether its stdin still takes writes.
+    pub stdin_open: bool,
+    /// Bytes of stdout produced since its start.
+    pub stdout_end: u64,
+    /// Bytes of stderr produced since its start.
+    pub stderr_end: u64,
+}
+
+/// Kept output of one stream, from an offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputChunk {
+    /// Offset of the first byte of `data`.
+    pub offset: u64,
+    /// Bytes produced so far (`offset` + `data.len()` when nothing is left out).
+    pub end: u64,
+    /// The bytes (base64 in the JSON).
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// Bytes as a standard base64 string.
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Agent to server: answers to [`Request`]s.
@@ -498,6 +684,39 @@ pub enum Reply {
         /// What happened, for a person.
         message: String,
     },
+    /// Answer to [`Request::ProcessStart`] and [`Request::ProcessGet`] (final).
+    Process {
+        /// The process.
+        info: ProcessInfo,
+    },
+    /// Answer to [`Request::ProcessList`] (final).
+    Processes {
+        /// Running ones and the most recent ended ones, oldest first.
+        processes: Vec<ProcessInfo>,
+    },
+    /// Answer to [`Request::ProcessOutput`] (final).
+    ProcessOutput {
+        /// Kept stdout from the (moved up) offset.
+        stdout: OutputChunk,
+        /// Kept stderr from the (moved up) offset.
+        stderr: OutputChunk,
+        /// The process's status.
+        status: ProcessStatus,
+        /// Its exit code, once ended.
+        exit_code: Option<i64>,
+    },
+    /// A follow begins at these offsets (after moving them up to the oldest kept byte).
+    Following {
+        /// Offset of the first stdout byte sent.
+        stdout_offset: u64,
+        /// Offset of the first stderr byte sent.
+        stderr_offset: u64,
+    },
+    /// The followed process ended and all its output was sent (final).
+    ProcessEnded {
+        /// Its final info.
+        info: ProcessInfo,
+    },
     /// The agent consumed `bytes` of this operation's data from the server.
     Credit {
         /// Bytes consumed.
@@ -518,6 +737,10 @@ impl Reply {
                 | Reply::End
                 | Reply::Done { .. }
                 | Reply::Error { .. }
+                | Reply::Process { .. }
+                | Reply::Processes { .. }
+                | Reply::ProcessOutput { .. }
+                | Reply::ProcessEnded { .. }
         )
     }
 
@@ -652,5 +875,116 @@ mod tests {
             serde_json::from_str(r#"{"reply":"error","kind":"not_found","message":"m"}"#).unwrap();
         assert!(reply.is_final());
         assert!(!Reply::Credit { bytes: 1 }.is_final());
+    }
+    #[test]
+    fn process_messages_round_trip() {
+        let info = ProcessInfo {
+            id: 3,
+            command: "sleep 1".into(),
+            pid: 42,
+            status: ProcessStatus::TimedOut,
+            exit_code: Some(124),
+            started_at: 1,
+            ended_at: Some(2),
+            cwd: "/".into(),
+            tty: true,
+            stdin_open: false,
+            stdout_end: 10,
+            stderr_end: 0,
+        };
+        let requests = [
+            Request::ProcessStart {
+                command: "c".into(),
+                cwd: "/".into(),
+                env: vec![("A".into(), "b".into())],
+                stdin_open: true,
+                tty: true,
+                cols: Some(100),
+                rows: None,
+                timeout_ms: Some(5),
+                output_bytes: 1024,
+                max_running: Some(2),
+            },
+            Request::ProcessList,
+            Request::ProcessGet { id: 1 },
+            Request::ProcessOutput {
+                id: 1,
+                stdout_offset: 2,
+                stderr_offset: 3,
+                max_bytes: 4,
+            },
+            Request::ProcessFollow {
+                id: 1,
+                stdout_offset: 0,
+                stderr_offset: 9,
+            },
+            Request::ProcessStdin { id: 1, close: true },
+            Request::ProcessSignal { id: 1, signal: 15 },
+            Request::ProcessResize {
+                id: 1,
+                cols: 80,
+                rows: 24,
+            },
+            Request::ProcessRemove { id: 1 },
+        ];
+        for request in requests {
+            let json = serde_json::to_string(&request).unwrap();
+            assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
+        }
+        let replies = [
+            Reply::Process { info: info.clone() },
+            Reply::Processes {
+                processes: vec![info.clone()],
+            },
+            Reply::ProcessOutput {
+                stdout: OutputChunk {
+                    offset: 5,
+                    end: 261,
+                    data: (0..=255u8).collect(),
+                },
+                stderr: OutputChunk {
+                    offset: 0,
+                    end: 0,
+                    data: Vec::new(),
+                },
+                status: ProcessStatus::Running,
+                exit_code: None,
+            },
+            Reply::Following {
+                stdout_offset: 1,
+                stderr_offset: 2,
+            },
+            Reply::ProcessEnded { info },
+        ];
+        for reply in replies {
+            let json = serde_json::to_string(&reply).unwrap();
+            assert_eq!(serde_json::from_str::<Reply>(&json).unwrap(), reply);
+        }
+        assert!(
+            !Reply::Following {
+                stdout_offset: 0,
+                stderr_offset: 0
+            }
+            .is_final()
+        );
+        let json = serde_json::to_value(Reply::ProcessOutput {
+            stdout: OutputChunk {
+                offset: 0,
+                end: 2,
+                data: b"hi".to_vec(),
+            },
+            stderr: OutputChunk {
+                offset: 0,
+                end: 0,
+                data: Vec::new(),
+            },
+            status: ProcessStatus::Exited,
+            exit_code: Some(0),
+        })
+        .unwrap();
+        assert_eq!(json["stdout"]["data"], "aGk=");
+        assert_eq!(json["status"], "exited");
+        let kind: ErrorKind = serde_json::from_str(r#""conflict""#).unwrap();
+        assert_eq!(kind, ErrorKind::Conflict);
     }
 }
