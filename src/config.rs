@@ -161,6 +161,13 @@ pub struct Config {
     /// Largest `disk_mb` a sandbox may ask for.
     #[arg(long, env = "MAX_DISK_MB", default_value_t = 102400)]
     pub max_disk_mb: u64,
+    /// Most background processes running at once in one sandbox; further starts
+    /// answer 429.
+    #[arg(long, env = "MAX_PROCESSES", default_value_t = 64)]
+    pub max_processes: usize,
+    /// Bytes of each output stream of a background process kept for reading.
+    #[arg(long, env = "PROCESS_OUTPUT_BYTES", default_value_t = 1024 * 1024)]
+    pub process_output_bytes: u64,
     /// Most snapshots kept at once; further snapshots answer 429.
     #[arg(long, env = "MAX_SNAPSHOTS", default_value_t = 100)]
     pub max_snapshots: usize,

@@ -20,6 +20,7 @@ use super::AppState;
         (name = "files", description = "Browsing, reading and writing a sandbox's files"),
         (name = "repository", description = "What changed in the checkout, as a patch, and a reset to it"),
         (name = "snapshots", description = "Snapshots of sandboxes, and forks: many copies of one"),
+        (name = "processes", description = "Background processes that outlive requests and restarts"),
         (name = "sessions", description = "Shells whose state carries from one command to the next"),
         (name = "health", description = "Health, readiness and service information"),
     )

@@ -226,6 +226,10 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Largest raw or archive upload.
     pub max_upload_bytes: u64,
+    /// Most background processes running at once per sandbox.
+    pub max_processes: usize,
+    /// Bytes of each output stream of a process kept.
+    pub process_output_bytes: u64,
     /// Most snapshots kept at once.
     pub max_snapshots: usize,
     /// Largest `count` of a fork.
@@ -287,6 +291,8 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
             max_file_bytes: config.max_file_bytes,
             max_request_bytes: config.max_request_bytes,
             max_upload_bytes: config.max_upload_bytes,
+            max_processes: config.max_processes,
+            process_output_bytes: config.process_output_bytes,
             max_snapshots: config.max_snapshots,
             max_forks: config.max_forks,
             default_resources: Resources {

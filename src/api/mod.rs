@@ -10,6 +10,7 @@ pub mod exec;
 pub mod files;
 pub mod git;
 pub mod health;
+pub mod processes;
 pub mod sessions;
 pub mod snapshots;
 
@@ -59,6 +60,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(containers::router())
             .merge(exec::router())
             .merge(files::router())
+            .merge(processes::router())
             .merge(sessions::router())
             .merge(git::router())
             .merge(snapshots::router()),

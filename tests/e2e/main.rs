@@ -8,6 +8,7 @@ mod exec;
 mod files;
 mod health;
 mod pool;
+mod processes;
 mod repo;
 mod restart;
 mod sessions;

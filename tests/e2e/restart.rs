@@ -275,6 +275,19 @@ async fn kill_9_with_a_full_pool_and_a_claim_in_flight_leaks_nothing() {
     wait("the pool never filled", 2, 2).await;
     let (_, kept) = app.sandbox(json!({ "repo_url": url })).await;
     app.exec(&kept.id, "echo kept > /tmp/state").await;
+    // A background process, which the agent owns: it outlives the server.
+    let (status, process) = app
+        .post(
+            &format!("/api/v1/containers/{}/processes", kept.id),
+            &json!({"command": "for i in $(seq 1 600); do echo tick$i; sleep 0.1; done"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{process}");
+    let process_path = format!(
+        "/api/v1/containers/{}/processes/{}",
+        kept.id,
+        process["process_id"].as_str().unwrap()
+    );
     wait("the pool never refilled", 2, 3).await;
 
     // A create whose claim is under way (its initial command sleeps) when the server
@@ -311,6 +324,19 @@ async fn kill_9_with_a_full_pool_and_a_claim_in_flight_leaks_nothing() {
     assert_eq!(
         app.exec(&kept.id, "cat /tmp/state").await["stdout"],
         "kept\n"
+    );
+    let (_, info) = app.get(&process_path).await;
+    assert_eq!(
+        info["status"], "running",
+        "the process died with the server: {info}"
+    );
+    let (_, out) = app.get(&format!("{process_path}/output")).await;
+    assert!(
+        out["stdout"]
+            .as_str()
+            .unwrap()
+            .starts_with("tick1\ntick2\n"),
+        "{out}"
     );
 
     // SIGTERM: the members go, the sandbox stays.
