@@ -13,6 +13,7 @@ pub mod health;
 pub mod processes;
 pub mod sessions;
 pub mod snapshots;
+pub mod terminal;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,6 +62,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(exec::router())
             .merge(files::router())
             .merge(processes::router())
+            .merge(terminal::router())
             .merge(sessions::router())
             .merge(git::router())
             .merge(snapshots::router()),
@@ -156,12 +158,27 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     if keys.is_empty() || is_open_route(request.uri().path()) {
         return next.run(request).await;
     }
-    let presented = request
+    let from_query;
+    let presented = match request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(str::trim)
+    {
+        Some(key) => Some(key),
+        // Browsers cannot set headers on a WebSocket: the terminal takes the key as
+        // `?access_token=` (spans log the path only, never the query).
+        None if request.uri().path().ends_with("/terminal") => {
+            from_query = request.uri().query().and_then(|query| {
+                url::form_urlencoded::parse(query.as_bytes())
+                    .find(|(name, _)| name == "access_token")
+                    .map(|(_, value)| value.into_owned())
+            });
+            from_query.as_deref()
+        }
+        None => None,
+    };
     let Some(presented) = presented else {
         return Error::Unauthorized.into_response();
     };

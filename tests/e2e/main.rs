@@ -14,3 +14,4 @@ mod restart;
 mod sessions;
 mod snapshots;
 mod support;
+mod terminal;
