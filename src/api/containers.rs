@@ -270,6 +270,7 @@ impl CreateContainerRequest {
     (status = 201, body = ContainerResponse),
     (status = 400, body = ErrorBody, description = "Invalid request (URL policy, ref names, limits)"),
     (status = 403, body = ErrorBody, description = "initial_command refused by COMMAND_ALLOWLIST"),
+    (status = 404, body = ErrorBody, description = "Unknown snapshot_id"),
     (status = 422, body = ErrorBody, description = "Repository, branch or commit cannot be checked out"),
     (status = 429, body = ErrorBody, description = "MAX_CONTAINERS reached"),
     (status = 503, body = ErrorBody, description = "Docker unreachable"),
