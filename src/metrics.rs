@@ -54,6 +54,8 @@ pub struct Metrics {
     pub snapshot_seconds: Histogram,
     /// Forks by outcome of each copy (`ok`, `failed`).
     pub forks: Family<KindLabels, Counter>,
+    /// Time of a whole fork (snapshot and every copy).
+    pub fork_seconds: Histogram,
     /// Warm pool members ready to be claimed.
     pub pool_ready: Gauge,
     /// Creates' claims on the pool by result (`hit`, `miss`, `unpooled`).
@@ -94,6 +96,12 @@ impl Metrics {
             snapshot_seconds.clone(),
         );
         registry.register("fork_copies", "Fork copies by outcome", forks.clone());
+        let fork_seconds = latency_histogram();
+        registry.register(
+            "fork_duration_seconds",
+            "Time of a whole fork (snapshot and every copy)",
+            fork_seconds.clone(),
+        );
         let pool_ready = Gauge::default();
         let pool_claims = Family::<KindLabels, Counter>::default();
         let pool_claim_seconds = latency_histogram();
@@ -178,6 +186,7 @@ impl Metrics {
             cache,
             snapshot_seconds,
             forks,
+            fork_seconds,
             pool_ready,
             pool_claims,
             pool_claim_seconds,

@@ -206,6 +206,7 @@ pub async fn fork(
         .policy()
         .check_environment(env.keys().map(String::as_str))?;
 
+    let started = std::time::Instant::now();
     let snapshot = state
         .sandboxes
         .snapshot(&container_id, Some(format!("fork of {container_id}")))
@@ -249,6 +250,10 @@ pub async fn fork(
     .buffered(FORK_CONCURRENCY)
     .collect::<Vec<_>>()
     .await;
+    state
+        .metrics
+        .fork_seconds
+        .observe(started.elapsed().as_secs_f64());
     Ok((
         StatusCode::CREATED,
         Json(ForkResponse {

@@ -252,6 +252,34 @@ async fn timeouts_and_bad_input() {
         .post(&format!("{base}/{rid}/stdin"), &json!({"data": "x"}))
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "stdin was not opened");
+    let reader = start(
+        app,
+        id,
+        json!({"command": "cat > /dev/null", "stdin_open": true}),
+    )
+    .await;
+    let reader = reader["process_id"].as_str().unwrap().to_owned();
+    let too_much = "x".repeat(8 * 1024 * 1024 + 1);
+    let (status, body) = app
+        .post(
+            &format!("{base}/{reader}/stdin"),
+            &json!({"data": too_much}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    let (status, body) = app
+        .post(
+            &format!("{base}/{reader}/stdin"),
+            &json!({"data_base64": "not base64!"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let deleted = app
+        .request(Method::DELETE, &format!("{base}/{reader}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     for bad in [
         json!({"command": ""}),
         json!({"command": "true", "working_directory": "rel"}),

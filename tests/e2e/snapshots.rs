@@ -209,10 +209,60 @@ async fn bad_snapshot_requests_are_4xx_and_a_fork_past_the_limit_fails_alone() {
     // Snapshots survive a restart.
     let snapshot_id = forked["snapshot_id"].as_str().unwrap().to_owned();
     owned.stop().await;
+    // While it is down: an image of its with no record (an interrupted snapshot), and
+    // a record whose image is gone.
+    let instance = std::fs::read_to_string(dir.path().join("data/instance-id")).unwrap();
+    let instance = instance.trim();
+    let orphan_image = format!("repobox-snapshot/{instance}:snap-999");
+    let builder = unique("orphan");
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    docker(&[
+        "create",
+        "--name",
+        &builder,
+        repobox::config::DEFAULT_BASE_IMAGE,
+        "true",
+    ]);
+    docker(&[
+        "commit",
+        "-c",
+        &format!("LABEL repobox.snapshot.instance={instance} repobox.snapshot.id=snap-999"),
+        &builder,
+        &orphan_image,
+    ]);
+    docker(&["rm", "-f", &builder]);
+    let record = std::fs::read_to_string(
+        dir.path()
+            .join(format!("data/snapshots/{snapshot_id}.json")),
+    )
+    .unwrap()
+    .replace(&snapshot_id, "snap-998");
+    std::fs::write(dir.path().join("data/snapshots/snap-998.json"), record).unwrap();
+
     let mut config = test_config(dir.path());
     config.pool_size = 0;
     let owned = spawn_app(config).await;
     let app = &owned.app;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while image_exists(&orphan_image)
+        || app.get("/api/v1/snapshots/snap-998").await.0 == StatusCode::OK
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reconciliation left an image without a record or a record without an image"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let (status, snapshot) = app.get(&format!("/api/v1/snapshots/{snapshot_id}")).await;
