@@ -16,6 +16,8 @@ GIT_PORT=${SMOKE_GIT_PORT:-18766}
 work=$(mktemp -d)
 git_pid=
 cleanup() {
+  # A graceful stop first: the server removes its warm pool's members on SIGTERM.
+  docker stop -t 25 "$NAME" >/dev/null 2>&1 || true
   docker rm -f "$NAME" >/dev/null 2>&1 || true
   # Sandboxes made by the containerised server carry its instance label; remove
   # any left over by a failed run.

@@ -138,8 +138,14 @@ impl Drop for OwnedApp {
 /// Starts a server with `config` (see [`test_config`]).
 pub async fn spawn_app(config: Config) -> OwnedApp {
     let (tx, rx) = oneshot::channel();
+    let data_dir = config.data_dir.clone();
     let (app, handle) = start_app(config, Some(rx)).await;
     app.wait_live().await;
+    // A server still stopping when the test process ends (its last test dropped it)
+    // would leave its warm pool behind.
+    if let Ok(instance) = std::fs::read_to_string(data_dir.join("instance-id")) {
+        remove_after_exit(instance.trim());
+    }
     OwnedApp {
         app,
         stop: Some(tx),
