@@ -31,6 +31,8 @@ pub const LABEL_AGENT_PROTOCOL: &str = "repobox.agent_protocol";
 /// fixes labels at creation, so a claimed member keeps it; a sandbox's record (by
 /// engine id) and its container's name say which members became sandboxes.
 pub const LABEL_POOL: &str = "repobox.pool";
+/// Label of a sandbox that runs an entry of a job: the job's id.
+pub const LABEL_JOB: &str = "repobox.job";
 /// Label on snapshot images: the repobox instance whose snapshot it is.
 pub const LABEL_SNAPSHOT_INSTANCE: &str = "repobox.snapshot.instance";
 /// Label on snapshot images: the snapshot id.

@@ -192,6 +192,27 @@ pub struct Config {
     /// create of an unchanged repository streams one instead of checking out again.
     #[arg(long, env = "TREE_CACHE_MB", default_value_t = 2048)]
     pub tree_cache_mb: u64,
+    /// Disk budget (MiB) of the mirror cache: when the mirrors outgrow it, the least
+    /// recently used ones not in use are removed (a later create fetches again).
+    #[arg(long, env = "CACHE_MB", default_value_t = 20480)]
+    pub cache_mb: u64,
+    /// Most repositories in one job.
+    #[arg(long, env = "MAX_JOB_REPOS", default_value_t = 1000)]
+    pub max_job_repos: usize,
+    /// Largest `concurrency` of a job.
+    #[arg(long, env = "MAX_JOB_CONCURRENCY", default_value_t = 32)]
+    pub max_job_concurrency: usize,
+    /// Most sandboxes all jobs together hold at once (a share of `MAX_CONTAINERS`, so
+    /// that a large job never starves interactive creates); 0: half of
+    /// `MAX_CONTAINERS` (at least 1).
+    #[arg(long, env = "MAX_JOB_CONTAINERS", default_value_t = 0)]
+    pub max_job_containers: usize,
+    /// Bytes of each output stream of a job entry's command kept in its result.
+    #[arg(long, env = "JOB_OUTPUT_BYTES", default_value_t = 64 * 1024)]
+    pub job_output_bytes: usize,
+    /// Most jobs kept (finished ones included, until deleted); further jobs answer 429.
+    #[arg(long, env = "MAX_JOBS", default_value_t = 200)]
+    pub max_jobs: usize,
     /// Bound on each git step (fetch, checkout).
     #[arg(long, env = "GIT_TIMEOUT_SECS", default_value_t = 300)]
     pub git_timeout_secs: u64,
@@ -262,6 +283,16 @@ impl Config {
             "MAX_RUNTIME_SECS must be at least 1"
         );
         Ok(())
+    }
+
+    /// Sandboxes that jobs may hold at once: `MAX_JOB_CONTAINERS`, or half of
+    /// `MAX_CONTAINERS`; never more than `MAX_CONTAINERS`.
+    pub fn job_containers(&self) -> usize {
+        let share = match self.max_job_containers {
+            0 => self.max_containers.div_ceil(2),
+            n => n,
+        };
+        share.clamp(1, self.max_containers.max(1))
     }
 
     /// Effective log filter.

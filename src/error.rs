@@ -38,6 +38,9 @@ pub enum Error {
     /// No snapshot with this id (404).
     #[error("{0}")]
     SnapshotNotFound(String),
+    /// No job with this id (404).
+    #[error("{0}")]
+    JobNotFound(String),
     /// A limit other than `MAX_CONTAINERS` is reached (429).
     #[error("{0}")]
     LimitReached(String),
@@ -100,6 +103,7 @@ impl Error {
             | Error::SessionNotFound(_)
             | Error::SnapshotNotFound(_)
             | Error::ProcessNotFound(_)
+            | Error::JobNotFound(_)
             | Error::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotRunning(_) | Error::Conflict(_) => StatusCode::CONFLICT,
@@ -123,6 +127,7 @@ impl Error {
             Error::SessionNotFound(_) => ("Session not found", "session_not_found"),
             Error::SnapshotNotFound(_) => ("Snapshot not found", "snapshot_not_found"),
             Error::ProcessNotFound(_) => ("Process not found", "process_not_found"),
+            Error::JobNotFound(_) => ("Job not found", "job_not_found"),
             Error::LimitReached(_) => ("Limit reached", "limit_reached"),
             Error::RouteNotFound(_) => ("Not found", "route_not_found"),
             Error::MethodNotAllowed(_) => ("Method not allowed", "method_not_allowed"),
@@ -141,7 +146,7 @@ impl Error {
 }
 
 /// The JSON body of every error response.
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Short title of the error class.
     pub error: String,

@@ -279,20 +279,69 @@ struct MirrorState {
     fetched_at: Option<Instant>,
 }
 
+/// The mirrors in use, by key: each one's lock and how many checkouts use it. An
+/// entry lives while a checkout uses its mirror (the table stays as small as the
+/// work in flight), and a mirror with an entry is never evicted.
+type MirrorTable = Arc<Mutex<HashMap<String, (Arc<tokio::sync::Mutex<MirrorState>>, usize)>>>;
+
+/// One checkout's use of a mirror: keeps it from eviction until dropped.
+struct MirrorUse {
+    table: MirrorTable,
+    key: String,
+}
+
+impl MirrorUse {
+    fn new(table: &MirrorTable, key: &str) -> (Self, Arc<tokio::sync::Mutex<MirrorState>>) {
+        let mut locks = table.lock().expect("git lock table poisoned");
+        let entry = locks.entry(key.to_owned()).or_default();
+        entry.1 += 1;
+        let lock = entry.0.clone();
+        (
+            Self {
+                table: table.clone(),
+                key: key.to_owned(),
+            },
+            lock,
+        )
+    }
+}
+
+impl Drop for MirrorUse {
+    fn drop(&mut self) {
+        let mut locks = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = locks.get_mut(&self.key) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                locks.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// The mirror cache under `CACHE_DIR`.
 pub struct GitCache {
     mirrors: PathBuf,
     trees: PathBuf,
     tree_cache_bytes: u64,
+    /// Budget of the mirrors (`CACHE_MB`).
+    cache_bytes: u64,
     tmp: PathBuf,
     timeout: Duration,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MirrorState>>>>,
+    locks: MirrorTable,
 }
 
 impl GitCache {
     /// Opens the cache, creating its directories and clearing what an interrupted
     /// earlier run left: temporary checkouts, half-made mirrors, and git lock files.
-    pub fn open(root: &Path, timeout: Duration, tree_cache_bytes: u64) -> anyhow::Result<Self> {
+    pub fn open(
+        root: &Path,
+        timeout: Duration,
+        tree_cache_bytes: u64,
+        cache_bytes: u64,
+    ) -> anyhow::Result<Self> {
         let mirrors = root.join("mirrors");
         let trees = root.join("trees");
         let tmp = root.join("tmp");
@@ -315,9 +364,10 @@ impl GitCache {
             mirrors,
             trees,
             tree_cache_bytes,
+            cache_bytes,
             tmp,
             timeout,
-            locks: Mutex::new(HashMap::new()),
+            locks: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -333,10 +383,9 @@ impl GitCache {
         let arrived = Instant::now();
         let key = repo.key();
         let mirror = self.mirrors.join(format!("{key}.git"));
-        let lock = {
-            let mut locks = self.locks.lock().expect("git lock table poisoned");
-            locks.entry(key.clone()).or_default().clone()
-        };
+        // Held to the end: the mirror is read after its lock is released.
+        let (_in_use, lock) = MirrorUse::new(&self.locks, &key);
+        let mut fetched = false;
 
         let (cache_hit, default_branch, target) = {
             let mut state = lock.lock().await;
@@ -362,6 +411,7 @@ impl GitCache {
                     let remote = remote?;
                     if remote.refs != local? {
                         self.fetch(repo, &mirror, &key, true).await?;
+                        fetched = true;
                     }
                     if need_default {
                         default_branch = Some(remote.head.ok_or_else(|| {
@@ -373,6 +423,7 @@ impl GitCache {
                     }
                 } else {
                     self.fetch(repo, &mirror, &key, false).await?;
+                    fetched = true;
                 }
                 state.fetched_at = Some(started);
             }
@@ -381,6 +432,19 @@ impl GitCache {
             }
             (cache_hit, default_branch, known_commit)
         };
+        // Recently used mirrors are the last to be evicted.
+        if let Ok(dir) = std::fs::File::open(&mirror) {
+            let _ = dir.set_modified(std::time::SystemTime::now());
+        }
+        if fetched {
+            let (mirrors, tmp, table, budget) = (
+                self.mirrors.clone(),
+                self.tmp.clone(),
+                self.locks.clone(),
+                self.cache_bytes,
+            );
+            crate::off_the_workers(move || evict_mirrors(&mirrors, &tmp, &table, budget));
+        }
 
         // Decide what to check out. The lock is released: a concurrent fetch only adds
         // objects and moves refs, and we resolve each ref once.
@@ -929,6 +993,63 @@ fn evict(trees: &Path, budget: u64) {
     }
 }
 
+/// Removes the least recently used mirrors not in use until the mirrors fit in
+/// `budget` bytes. A mirror is moved aside under the table's lock (so no checkout can
+/// start on it meanwhile), then deleted.
+fn evict_mirrors(mirrors: &Path, tmp: &Path, table: &MirrorTable, budget: u64) {
+    let Ok(entries) = std::fs::read_dir(mirrors) else {
+        return;
+    };
+    let mut found: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .flatten()
+        .filter(|entry| entry.path().extension() == Some(OsStr::new("git")))
+        .filter_map(|entry| {
+            let modified = entry.metadata().ok()?.modified().ok()?;
+            Some((modified, dir_size(&entry.path()), entry.path()))
+        })
+        .collect();
+    let mut total: u64 = found.iter().map(|(_, size, _)| size).sum();
+    if total <= budget {
+        return;
+    }
+    found.sort();
+    for (_, size, path) in found {
+        if total <= budget {
+            break;
+        }
+        let Some(key) = path.file_stem().and_then(|stem| stem.to_str()) else {
+            continue;
+        };
+        let aside = tmp.join(format!("evicted-{key}"));
+        {
+            let locks = table
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if locks.contains_key(key) || std::fs::rename(&path, &aside).is_err() {
+                continue;
+            }
+        }
+        tracing::info!(mirror = %key, bytes = size, "evicting a mirror (CACHE_MB)");
+        let _ = std::fs::remove_dir_all(&aside);
+        total = total.saturating_sub(size);
+    }
+}
+
+/// Bytes of the files under `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => dir_size(&entry.path()),
+            Ok(_) => entry.metadata().map(|meta| meta.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn remove_lock_files(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -1099,5 +1220,36 @@ mod tree_cache {
             .collect();
         left.sort();
         assert_eq!(left, ["mid.tar", "new.tar"]);
+    }
+
+    #[test]
+    fn mirror_eviction_removes_the_least_recently_used_idle_mirrors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mirrors, tmp) = (dir.path().join("mirrors"), dir.path().join("tmp"));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let now = std::time::SystemTime::now();
+        for (name, age) in [("oldest", 40), ("busy", 30), ("mid", 20), ("new", 10)] {
+            let path = mirrors.join(format!("{name}.git"));
+            std::fs::create_dir_all(path.join("objects")).unwrap();
+            std::fs::write(path.join("objects/pack"), vec![0u8; 100]).unwrap();
+            let handle = std::fs::File::open(&path).unwrap();
+            handle.set_modified(now - Duration::from_secs(age)).unwrap();
+        }
+        let table: MirrorTable = Arc::default();
+        let (in_use, _lock) = MirrorUse::new(&table, "busy");
+        evict_mirrors(&mirrors, &tmp, &table, 250);
+        let mut left: Vec<_> = std::fs::read_dir(&mirrors)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["busy.git", "new.git"], "in use is never evicted");
+        assert_eq!(
+            std::fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "nothing left aside"
+        );
+        drop(in_use);
+        assert!(table.lock().unwrap().is_empty(), "the lock table is pruned");
     }
 }

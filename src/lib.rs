@@ -15,6 +15,7 @@
 //! - [`exec`]: running commands: timeouts that kill, capped and streamed output.
 //! - [`policy`]: the command policy (COMMAND_ALLOWLIST): which programs a command may start.
 //! - [`files`]: a sandbox's files: listing, reading, writing, archives.
+//! - [`job`]: jobs: one command across many repositories.
 //! - [`reaper`]: the expiry task.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wiring, background tasks and graceful shutdown.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod git;
+pub mod job;
 pub mod metrics;
 pub mod policy;
 pub mod pool;

@@ -64,6 +64,14 @@ pub struct Metrics {
     pub pool_claim_seconds: Histogram,
     /// Time to make a pool member (create, start, agent hello).
     pub pool_refill_seconds: Histogram,
+    /// Jobs kept, by status (`queued`, `running`, `completed`, `cancelled`).
+    pub jobs_by_status: Family<KindLabels, Gauge>,
+    /// Jobs submitted and finished (`submitted`, `completed`, `cancelled`).
+    pub jobs: Family<KindLabels, Counter>,
+    /// Job entries by outcome (`succeeded`, `failed`, `errored`, `cancelled`).
+    pub job_entries: Family<KindLabels, Counter>,
+    /// Time of one job entry (create, command, destroy).
+    pub job_entry_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -172,6 +180,23 @@ impl Metrics {
             "Time to make a pool member",
             pool_refill_seconds.clone(),
         );
+        let jobs_by_status = Family::<KindLabels, Gauge>::default();
+        registry.register("jobs", "Jobs kept, by status", jobs_by_status.clone());
+        let jobs = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "job_transitions",
+            "Jobs submitted and finished",
+            jobs.clone(),
+        );
+        let job_entries = Family::<KindLabels, Counter>::default();
+        registry.register("job_entries", "Job entries by outcome", job_entries.clone());
+        // Entries include a checkout and a command: up to ~18 minutes.
+        let job_entry_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 17));
+        registry.register(
+            "job_entry_duration_seconds",
+            "Time of one job entry (create, command, destroy)",
+            job_entry_seconds.clone(),
+        );
         Self {
             registry,
             requests,
@@ -191,6 +216,10 @@ impl Metrics {
             pool_claims,
             pool_claim_seconds,
             pool_refill_seconds,
+            jobs_by_status,
+            jobs,
+            job_entries,
+            job_entry_seconds,
         }
     }
 

@@ -65,6 +65,9 @@ pub struct Sandbox {
     /// containers carry it instead.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The job this sandbox runs an entry of (`None`: made by a client).
+    #[serde(default)]
+    pub job_id: Option<String>,
 }
 
 impl Sandbox {
@@ -456,6 +459,7 @@ mod tests {
                 disk_mb: None,
             },
             initial_command_result: None,
+            job_id: None,
             env: BTreeMap::new(),
         }
     }

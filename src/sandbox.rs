@@ -130,6 +130,8 @@ pub struct NewSandbox {
     pub resources: Resources,
     /// Network mode.
     pub network: Network,
+    /// The job whose entry this sandbox runs.
+    pub job_id: Option<String>,
 }
 
 /// How long a new or re-attached agent has to answer its hello (gVisor starts slowly).
@@ -180,6 +182,7 @@ impl Sandboxes {
             &config.cache_dir,
             Duration::from_secs(config.git_timeout_secs),
             config.tree_cache_mb.saturating_mul(1024 * 1024),
+            config.cache_mb.saturating_mul(1024 * 1024),
         )?;
         let expiries = Expiries::default();
         for sandbox in registry.all() {
@@ -505,6 +508,15 @@ impl Sandboxes {
         &self.expiries
     }
 
+    /// The sandboxes recorded for job `job_id`.
+    pub fn of_job(&self, job_id: &str) -> Vec<Arc<Sandbox>> {
+        self.registry
+            .all()
+            .into_iter()
+            .filter(|sandbox| sandbox.job_id.as_deref() == Some(job_id))
+            .collect()
+    }
+
     /// Number of live sandboxes.
     pub fn count(&self) -> usize {
         self.registry.len()
@@ -732,6 +744,7 @@ impl Sandboxes {
                 resources: request.resources,
                 initial_command_result,
                 env: request.env.clone(),
+                job_id: request.job_id.clone(),
             };
             let sandbox = self.registry.insert(sandbox, slot).await?;
             *self.agent_slot(&id).lock().await = Some(agent);
@@ -776,6 +789,9 @@ impl Sandboxes {
         ]);
         if let Some(at) = expires_at {
             labels.insert(format!("{LABEL_PREFIX}expires_at"), at.to_rfc3339());
+        }
+        if let Some(job) = &request.job_id {
+            labels.insert(crate::backend::LABEL_JOB.to_owned(), job.clone());
         }
         let name = format!("{id}.{}", self.registry.instance());
         SandboxSpec {

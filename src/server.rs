@@ -38,6 +38,12 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let backend: Arc<dyn Backend> = Arc::new(Runtime::connect(&config.docker_host)?);
     let sandboxes = Arc::new(Sandboxes::open(config.clone(), backend, metrics.clone())?);
+    let jobs = Arc::new(crate::job::Jobs::open(
+        config.clone(),
+        sandboxes.clone(),
+        metrics.clone(),
+    )?);
+    jobs.start();
     let stop = CancellationToken::new();
 
     let mut tasks = JoinSet::new();
@@ -53,6 +59,7 @@ pub async fn run(
         config: config.clone(),
         sandboxes,
         metrics,
+        jobs: jobs.clone(),
         started: Instant::now(),
     };
     let address = listener.local_addr()?;
@@ -82,6 +89,7 @@ pub async fn run(
         }
     }
     stop.cancel();
+    jobs.shutdown().await;
     while tasks.join_next().await.is_some() {}
     tracing::info!("stopped");
     Ok(())

@@ -54,7 +54,7 @@ pub struct CreateContainerRequest {
 }
 
 /// Requested resources; omitted fields take the server's defaults.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ResourcesRequest {
     /// CPUs (fractions allowed).
     pub cpus: Option<f64>,
@@ -94,6 +94,9 @@ pub struct ContainerResponse {
     pub initial_command_result: Option<ExecResult>,
     /// (ext) Why the sandbox `failed` (e.g. "out of memory"); null otherwise.
     pub status_reason: Option<String>,
+    /// (ext) The job whose entry this sandbox runs (it is destroyed when the entry
+    /// ends); null for a sandbox made by a client.
+    pub job_id: Option<String>,
 }
 
 impl ContainerResponse {
@@ -111,6 +114,7 @@ impl ContainerResponse {
             resolved_commit: sandbox.resolved_commit.clone(),
             image: sandbox.image.clone(),
             initial_command_result: sandbox.initial_command_result.clone(),
+            job_id: sandbox.job_id.clone(),
         }
     }
 }
@@ -127,7 +131,7 @@ pub struct ContainerListResponse {
 }
 
 impl CreateContainerRequest {
-    pub(super) fn validate(
+    pub(crate) fn validate(
         self,
         config: &Config,
         snapshots: &crate::snapshot::Snapshots,
@@ -261,6 +265,7 @@ impl CreateContainerRequest {
             image,
             resources,
             network,
+            job_id: None,
         })
     }
 }

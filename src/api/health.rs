@@ -234,6 +234,19 @@ pub struct Limits {
     pub max_snapshots: usize,
     /// Largest `count` of a fork.
     pub max_forks: usize,
+    /// Most repositories in one job.
+    pub max_job_repos: usize,
+    /// Largest `concurrency` of a job.
+    pub max_job_concurrency: usize,
+    /// Sandboxes all jobs together may hold at once (the rest of `max_containers`
+    /// stays for interactive creates).
+    pub max_job_containers: usize,
+    /// Bytes of each output stream kept per job entry.
+    pub job_output_bytes: usize,
+    /// Most jobs kept.
+    pub max_jobs: usize,
+    /// Disk budget of the git mirrors, in MiB.
+    pub cache_mb: u64,
     /// Resources of a sandbox that asks for none.
     pub default_resources: Resources,
     /// Most a sandbox may ask for.
@@ -295,6 +308,12 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
             process_output_bytes: config.process_output_bytes,
             max_snapshots: config.max_snapshots,
             max_forks: config.max_forks,
+            max_job_repos: config.max_job_repos,
+            max_job_concurrency: config.max_job_concurrency,
+            max_job_containers: config.job_containers(),
+            job_output_bytes: config.job_output_bytes,
+            max_jobs: config.max_jobs,
+            cache_mb: config.cache_mb,
             default_resources: Resources {
                 cpus: config.default_cpus,
                 memory_mb: config.default_memory_mb,

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod files;
 pub mod git;
 pub mod health;
+pub mod jobs;
 pub mod processes;
 pub mod sessions;
 pub mod snapshots;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub sandboxes: Arc<Sandboxes>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The jobs.
+    pub jobs: Arc<crate::job::Jobs>,
     /// When the server started.
     pub started: Instant,
 }
@@ -65,7 +68,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(terminal::router())
             .merge(sessions::router())
             .merge(git::router())
-            .merge(snapshots::router()),
+            .merge(snapshots::router())
+            .merge(jobs::router()),
     )
 }
 

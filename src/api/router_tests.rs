@@ -95,10 +95,14 @@ fn harness(edit: impl FnOnce(&mut Config)) -> Harness {
     let metrics = Arc::new(Metrics::new());
     let sandboxes =
         Arc::new(Sandboxes::open(config.clone(), Arc::new(NoEngine), metrics.clone()).unwrap());
+    let jobs = Arc::new(
+        crate::job::Jobs::open(config.clone(), sandboxes.clone(), metrics.clone()).unwrap(),
+    );
     let router = app(AppState {
         config,
         sandboxes: sandboxes.clone(),
         metrics,
+        jobs,
         started: Instant::now(),
     });
     Harness {
@@ -326,4 +330,49 @@ fn the_document_declares_what_each_route_can_answer() {
     assert!(document["security"].is_array());
     assert!(document["paths"]["/api/v1/containers"]["get"]["responses"]["401"].is_object());
     assert!(document["paths"]["/api/v1/health/live"]["get"]["responses"]["401"].is_null());
+}
+
+#[tokio::test]
+async fn invalid_jobs_are_refused_whole_and_unknown_jobs_are_404() {
+    let harness = harness(|config| {
+        config.max_job_repos = 3;
+        config.command_allowlist = List(vec!["git".to_owned()]);
+    });
+    let repo = json!({"repo_url": "https://git.example/r.git"});
+    let cases = [
+        json!({"repos": [repo]}),
+        json!({"command": "git log", "repos": []}),
+        json!({"command": "git log", "repos": [repo, repo, repo, repo]}),
+        json!({"command": "git log", "repos": [repo, {"repo_url": "https://evil.example/r"}]}),
+        json!({"command": "git log", "repos": [{"repo_url": "https://git.example/r", "commit": "xyz"}]}),
+        json!({"command": "git log", "repos": [repo], "concurrency": 0}),
+        json!({"command": "git log", "repos": [repo], "concurrency": 1000}),
+        json!({"command": "git log", "repos": [repo], "timeout_secs": -1}),
+        json!({"command": "git log", "repos": [repo], "network": "bridge"}),
+        json!({"command": "git log", "repos": [repo], "environment_vars": {"1X": "y"}}),
+    ];
+    for body in cases {
+        let (status, error) = harness.post_json("/api/v1/jobs", &body).await;
+        assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let (status, error) = harness
+        .post_json(
+            "/api/v1/jobs",
+            &json!({"command": "rm -rf /", "repos": [repo]}),
+        )
+        .await;
+    assert_error(status, &error, StatusCode::FORBIDDEN, "command_not_allowed");
+    let (status, list) = harness.get("/api/v1/jobs").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["jobs"], json!([]), "nothing was started");
+    for path in [
+        "/api/v1/jobs/job-1-1",
+        "/api/v1/jobs/job-1-1/results",
+        "/api/v1/jobs/job-1-1/events",
+    ] {
+        let (status, error) = harness.get(path).await;
+        assert_error(status, &error, StatusCode::NOT_FOUND, "job_not_found");
+    }
+    let (status, error) = harness.get("/api/v1/jobs/job-1-1/results?format=xml").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
 }

@@ -223,6 +223,7 @@ pub async fn fork(
         image: snapshot.image.clone(),
         resources: source.resources,
         network: source.network,
+        job_id: None,
     };
     let forks = futures_util::stream::iter((0..count).map(|_| {
         let state = state.clone();

@@ -710,10 +710,14 @@ fn own_app(config: repobox::config::Config) -> axum::Router {
     let sandboxes = Arc::new(
         repobox::sandbox::Sandboxes::open(config.clone(), backend, metrics.clone()).unwrap(),
     );
+    let jobs = Arc::new(
+        repobox::job::Jobs::open(config.clone(), sandboxes.clone(), metrics.clone()).unwrap(),
+    );
     repobox::api::app(repobox::api::AppState {
         config,
         sandboxes,
         metrics,
+        jobs,
         started: std::time::Instant::now(),
     })
 }

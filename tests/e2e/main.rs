@@ -7,6 +7,7 @@ mod containers;
 mod exec;
 mod files;
 mod health;
+mod jobs;
 mod pool;
 mod processes;
 mod repo;

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{TestApp, containers_with_label, remove_after_exit, scratch, unique, world};
 
@@ -350,4 +350,98 @@ async fn kill_9_with_a_full_pool_and_a_claim_in_flight_leaks_nothing() {
     assert!(server.0.wait().unwrap().success());
     assert_eq!(instance_containers(&instance, &[]).len(), 1);
     assert_eq!(kept.containers().len(), 1);
+}
+
+#[tokio::test]
+async fn kill_9_mid_job_then_a_restart_completes_the_job_and_leaks_nothing() {
+    let world = world();
+    let dir = scratch();
+    let port = free_port();
+    let app = TestApp::at(format!("http://127.0.0.1:{port}"));
+    let url = world.git.url(&unique("restart-job"), "simple");
+
+    let mut server = start_binary(dir.path(), port, 0);
+    app.wait_live().await;
+    let instance = app.instance().await;
+    remove_after_exit(&instance);
+    let (status, job) = app
+        .post(
+            "/api/v1/jobs",
+            &json!({
+                "command": "sleep 1.5; git rev-parse HEAD",
+                "repos": vec![json!({"repo_url": url}); 6],
+                "concurrency": 2,
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["job_id"].as_str().unwrap().to_owned();
+    let job_path = format!("/api/v1/jobs/{id}");
+
+    // Killed with entries finished and entries running (their sandboxes up).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, job) = app.get(&job_path).await;
+        if job["counts"]["succeeded"].as_u64().unwrap() >= 1
+            && job["counts"]["running"].as_u64().unwrap() >= 1
+            && !instance_containers(&instance, &[]).is_empty()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never got going: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, before) = app.get(&format!("{job_path}/results")).await;
+    kill_9(&mut server);
+    let done_before: Vec<Value> = before["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .cloned()
+        .collect();
+
+    let _server = start_binary(dir.path(), port, 0);
+    app.wait_live().await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let job = loop {
+        let (status, job) = app.get(&job_path).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the job survives the restart: {job}"
+        );
+        if job["status"] == "completed" {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the job never completed: {job}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(job["counts"]["succeeded"], 6, "{job}");
+    let (_, after) = app.get(&format!("{job_path}/results")).await;
+    for result in after["results"].as_array().unwrap() {
+        assert_eq!(
+            result["stdout"],
+            format!("{}\n", world.simple.trunk_head),
+            "{result}"
+        );
+    }
+    for kept in &done_before {
+        let index = kept["index"].as_u64().unwrap() as usize;
+        assert_eq!(
+            &after["results"][index], kept,
+            "a result finished before the kill is kept, not run again"
+        );
+    }
+    // Leftovers of creates the kill interrupted are removed by reconciliation (in
+    // the background: a container killed mid-start can take the engine a while).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !instance_containers(&instance, &[]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "a sandbox of the job is left: {:?}",
+            instance_containers(&instance, &[])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -81,10 +81,6 @@ pub fn simple(root: &Path) -> Simple {
     }
 }
 
-#[allow(
-    dead_code,
-    reason = "used by the benchmark (examples/bench.rs), not by the tests"
-)]
 /// Builds `root/<name>.git` with `files` files totalling about `bytes` bytes of
 /// incompressible content in nested directories (for benchmarks).
 pub fn generated(root: &Path, name: &str, files: usize, bytes: usize) {

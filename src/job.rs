@@ -1,0 +1,1089 @@
+//! Jobs: one command across many repositories, run by the server with bounded
+//! concurrency, persisted as they progress and finished after a restart.
+//!
+//! A job is its request, kept as given (`DATA_DIR/jobs/<id>.json`, rewritten at each
+//! change of the job's status), and its results, appended one line per finished entry
+//! (`DATA_DIR/jobs/<id>.results.jsonl`). An entry with no line is still to run: after
+//! a crash, the entries that were running run again, and the sandboxes they held
+//! (recorded with the job's id) are destroyed first.
+//!
+//! Each job is one task owned by [`Jobs`]: it waits for the server to be reconciled
+//! with the engine, then runs its entries, at most `concurrency` at once, each
+//! holding one of the `MAX_JOB_CONTAINERS` places that all jobs share, so that
+//! interactive creates always keep the rest of `MAX_CONTAINERS`. An entry that finds
+//! `MAX_CONTAINERS` reached anyway waits for room instead of failing. Cancelling a
+//! job drops its entries' futures (a create in flight removes its container, a
+//! command is killed) and then destroys every sandbox still recorded for it.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+
+use crate::api::containers::{CreateContainerRequest, ResourcesRequest};
+use crate::backend::{Network, WORKSPACE};
+use crate::config::Config;
+use crate::error::{Error, ErrorBody, Result};
+use crate::exec;
+use crate::metrics::Metrics;
+use crate::sandbox::{NewSandbox, Sandboxes};
+
+/// How often an entry that found `MAX_CONTAINERS` reached tries again.
+const ROOM_POLL: Duration = Duration::from_millis(250);
+/// How long a cancel waits for the job's sandboxes to be gone before answering.
+const CANCEL_BOUND: Duration = Duration::from_secs(30);
+/// How long the sweep of a job's sandboxes may take at shutdown.
+const SHUTDOWN_SWEEP_BOUND: Duration = Duration::from_secs(10);
+/// Default `concurrency` of a job.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// One repository of a job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobRepo {
+    /// `http`/`https` URL of a git repository on an allowed host.
+    pub repo_url: String,
+    /// Branch; the remote's default branch when omitted.
+    pub branch: Option<String>,
+    /// Commit (full or at least 7 hex digits).
+    pub commit: Option<String>,
+}
+
+/// Body of `POST /jobs`, kept as given.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobRequest {
+    /// Run in `/workspace` of each repository's sandbox (by `bash -c`).
+    #[schema(example = "git log --oneline | wc -l")]
+    pub command: String,
+    /// The repositories (1 … `MAX_JOB_REPOS`); results come in this order.
+    pub repos: Vec<JobRepo>,
+    /// Deadline of each entry's command in seconds (1 … `MAX_EXEC_TIMEOUT_SECS`,
+    /// default `DEFAULT_EXEC_TIMEOUT_SECS`).
+    pub timeout_secs: Option<i64>,
+    /// Entries run at once (1 … `MAX_JOB_CONCURRENCY`, default 4).
+    pub concurrency: Option<i64>,
+    /// Environment of every sandbox of the job.
+    pub environment_vars: Option<BTreeMap<String, String>>,
+    /// Image instead of `DOCKER_BASE_IMAGE`.
+    pub image: Option<String>,
+    /// Resource limits of each sandbox.
+    pub resources: Option<ResourcesRequest>,
+    /// `none` (default) or `bridge`.
+    pub network: Option<Network>,
+    /// Run once in each sandbox before the command.
+    pub initial_command: Option<String>,
+}
+
+impl JobRequest {
+    /// Checks the whole request, every entry included: the first invalid field is
+    /// a 400 naming its entry.
+    pub fn validate(&self, config: &Config, sandboxes: &Sandboxes) -> Result<()> {
+        if self.command.trim().is_empty() || self.command.contains('\0') {
+            return Err(Error::invalid(
+                "command must be a non-empty command without NUL bytes",
+            ));
+        }
+        if self.repos.is_empty() || self.repos.len() > config.max_job_repos {
+            return Err(Error::invalid(format!(
+                "repos must hold 1 to {} repositories (MAX_JOB_REPOS), got {}",
+                config.max_job_repos,
+                self.repos.len()
+            )));
+        }
+        self.timeout(config)?;
+        self.concurrency(config)?;
+        for index in 0..self.repos.len() {
+            self.entry(index, config, sandboxes)?;
+        }
+        sandboxes.allow(
+            &self.command,
+            self.environment_vars
+                .iter()
+                .flat_map(|env| env.keys().map(String::as_str)),
+        )?;
+        if let Some(initial) = &self.initial_command {
+            sandboxes.allow(initial, std::iter::empty())?;
+        }
+        Ok(())
+    }
+
+    /// Each entry's command deadline.
+    pub fn timeout(&self, config: &Config) -> Result<Duration> {
+        let secs = self
+            .timeout_secs
+            .unwrap_or(i64::try_from(config.default_exec_timeout_secs).unwrap_or(30));
+        if secs < 1 || secs.unsigned_abs() > config.max_exec_timeout_secs {
+            return Err(Error::invalid(format!(
+                "timeout_secs must be between 1 and {} (MAX_EXEC_TIMEOUT_SECS)",
+                config.max_exec_timeout_secs
+            )));
+        }
+        Ok(Duration::from_secs(secs.unsigned_abs()))
+    }
+
+    /// Entries run at once.
+    pub fn concurrency(&self, config: &Config) -> Result<usize> {
+        let n = self
+            .concurrency
+            .unwrap_or(DEFAULT_CONCURRENCY as i64)
+            .min(config.max_job_concurrency as i64);
+        match self.concurrency {
+            Some(asked) if asked < 1 || asked > config.max_job_concurrency as i64 => {
+                Err(Error::invalid(format!(
+                    "concurrency must be between 1 and {} (MAX_JOB_CONCURRENCY)",
+                    config.max_job_concurrency
+                )))
+            }
+            _ => Ok(usize::try_from(n.max(1)).unwrap_or(1)),
+        }
+    }
+
+    /// The create request of entry `index`, validated like `POST /containers`.
+    fn entry(&self, index: usize, config: &Config, sandboxes: &Sandboxes) -> Result<NewSandbox> {
+        let repo = &self.repos[index];
+        // A backstop only: the job destroys its sandboxes itself. Long enough for the
+        // checkout, the initial command and the command.
+        let lifetime = self.timeout(config)?.as_secs()
+            + config.max_exec_timeout_secs
+            + config.git_timeout_secs
+            + 300;
+        let request = CreateContainerRequest {
+            repo_url: Some(repo.repo_url.clone()),
+            snapshot_id: None,
+            branch: repo.branch.clone(),
+            commit: repo.commit.clone(),
+            max_runtime_secs: Some(lifetime.min(config.max_runtime_secs) as i64),
+            environment_vars: self.environment_vars.clone(),
+            initial_command: self.initial_command.clone(),
+            image: self.image.clone(),
+            resources: self.resources.clone(),
+            network: self.network,
+        };
+        request
+            .validate(config, sandboxes.snapshots())
+            .map_err(|err| match err {
+                Error::Invalid(detail) => Error::Invalid(format!("repos[{index}]: {detail}")),
+                other => other,
+            })
+    }
+}
+
+/// A job's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Accepted; no entry started yet.
+    Queued,
+    /// Entries are running.
+    Running,
+    /// Every entry finished.
+    Completed,
+    /// Stopped by a client.
+    Cancelled,
+}
+
+impl JobStatus {
+    fn is_finished(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Cancelled)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The status of one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryStatus {
+    /// Not started.
+    Pending,
+    /// Its sandbox is being made or its command runs.
+    Running,
+    /// The command exited 0.
+    Succeeded,
+    /// The command exited non-zero or timed out.
+    Failed,
+    /// The sandbox could not be made or the command could not be run.
+    Errored,
+    /// The job was cancelled before the entry finished.
+    Cancelled,
+}
+
+impl EntryStatus {
+    fn name(self) -> &'static str {
+        match self {
+            EntryStatus::Pending => "pending",
+            EntryStatus::Running => "running",
+            EntryStatus::Succeeded => "succeeded",
+            EntryStatus::Failed => "failed",
+            EntryStatus::Errored => "errored",
+            EntryStatus::Cancelled => "cancelled",
+        }
+    }
+
+    fn is_finished(self) -> bool {
+        !matches!(self, EntryStatus::Pending | EntryStatus::Running)
+    }
+}
+
+/// The result of one entry (the spec's *Result*).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobResult {
+    /// Position in the request's `repos`.
+    pub index: usize,
+    /// Repository URL (credentials removed once its sandbox was made).
+    pub repo_url: String,
+    /// Branch checked out (as requested until the sandbox is made).
+    pub branch: Option<String>,
+    /// Commit as requested.
+    pub commit: Option<String>,
+    /// Full SHA of the checkout.
+    pub resolved_commit: Option<String>,
+    /// `pending`, `running`, `succeeded`, `failed`, `errored` or `cancelled`.
+    pub status: EntryStatus,
+    /// The command's exit code (124 for a timeout).
+    pub exit_code: Option<i64>,
+    /// Standard output, at most `JOB_OUTPUT_BYTES`.
+    pub stdout: String,
+    /// Standard error, at most `JOB_OUTPUT_BYTES`.
+    pub stderr: String,
+    /// Whether stdout was cut.
+    pub stdout_truncated: bool,
+    /// Whether stderr was cut.
+    pub stderr_truncated: bool,
+    /// Whether the command was killed at its deadline.
+    pub timed_out: bool,
+    /// The command's wall time.
+    pub execution_time_secs: Option<f64>,
+    /// Why the entry could not run (`errored`), as an API error body.
+    pub error: Option<ErrorBody>,
+    /// When the entry started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobResult {
+    fn pending(index: usize, repo: &JobRepo) -> Self {
+        Self {
+            index,
+            repo_url: repo.repo_url.clone(),
+            branch: repo.branch.clone(),
+            commit: repo.commit.clone(),
+            resolved_commit: None,
+            status: EntryStatus::Pending,
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            timed_out: false,
+            execution_time_secs: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
+/// Entries by status; they add up to the job's `total`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct JobCounts {
+    /// Not started.
+    pub pending: usize,
+    /// Running.
+    pub running: usize,
+    /// Exited 0.
+    pub succeeded: usize,
+    /// Exited non-zero or timed out.
+    pub failed: usize,
+    /// Could not run.
+    pub errored: usize,
+    /// Cancelled.
+    pub cancelled: usize,
+}
+
+/// A job as the API shows it (the spec's *Job*).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    /// Its id.
+    pub job_id: String,
+    /// `queued`, `running`, `completed` or `cancelled`.
+    pub status: JobStatus,
+    /// The command.
+    pub command: String,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When its first entry started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it completed or was cancelled.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Number of entries.
+    pub total: usize,
+    /// Entries by status.
+    pub counts: JobCounts,
+}
+
+/// What is kept on disk about a job besides its results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JobFile {
+    job_id: String,
+    request: JobRequest,
+    status: JobStatus,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+/// A job's changing part.
+struct Progress {
+    status: JobStatus,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    results: Vec<Arc<JobResult>>,
+    /// Indices of finished entries, in the order they finished (the event feed).
+    finished: Vec<usize>,
+}
+
+/// One job.
+pub struct Job {
+    id: String,
+    request: JobRequest,
+    created_at: DateTime<Utc>,
+    progress: Mutex<Progress>,
+    /// Bumped at every change (the event feed waits on it).
+    changed: watch::Sender<u64>,
+    /// Cancelled by a client's cancel.
+    cancel: CancellationToken,
+    /// Cancelled when the job's task has ended (its sandboxes are gone).
+    ended: CancellationToken,
+    /// Serialises appends to the results file.
+    results_file: Mutex<PathBuf>,
+}
+
+impl Job {
+    /// Its id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The job as the API shows it.
+    pub fn view(&self) -> JobView {
+        let progress = self.lock();
+        let mut counts = JobCounts::default();
+        for result in &progress.results {
+            *match result.status {
+                EntryStatus::Pending => &mut counts.pending,
+                EntryStatus::Running => &mut counts.running,
+                EntryStatus::Succeeded => &mut counts.succeeded,
+                EntryStatus::Failed => &mut counts.failed,
+                EntryStatus::Errored => &mut counts.errored,
+                EntryStatus::Cancelled => &mut counts.cancelled,
+            } += 1;
+        }
+        JobView {
+            job_id: self.id.clone(),
+            status: progress.status,
+            command: self.request.command.clone(),
+            created_at: self.created_at,
+            started_at: progress.started_at,
+            finished_at: progress.finished_at,
+            total: progress.results.len(),
+            counts,
+        }
+    }
+
+    /// Every entry's result, in request order.
+    pub fn results(&self) -> Vec<Arc<JobResult>> {
+        self.lock().results.clone()
+    }
+
+    /// Whether the job completed or was cancelled.
+    pub fn is_finished(&self) -> bool {
+        self.lock().status.is_finished()
+    }
+
+    /// The results that finished after the first `seen` of them (in finishing
+    /// order), and the job's view when it is finished.
+    pub fn finished_since(&self, seen: usize) -> (Vec<Arc<JobResult>>, Option<JobView>) {
+        let (results, done) = {
+            let progress = self.lock();
+            let results = progress.finished[seen.min(progress.finished.len())..]
+                .iter()
+                .map(|&index| progress.results[index].clone())
+                .collect();
+            (results, progress.status.is_finished())
+        };
+        (results, done.then(|| self.view()))
+    }
+
+    /// A receiver that wakes at every change of the job.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|version| *version += 1);
+    }
+
+    fn file(&self) -> JobFile {
+        let progress = self.lock();
+        JobFile {
+            job_id: self.id.clone(),
+            request: self.request.clone(),
+            status: progress.status,
+            created_at: self.created_at,
+            started_at: progress.started_at,
+            finished_at: progress.finished_at,
+        }
+    }
+}
+
+/// Owns every job.
+pub struct Jobs {
+    config: Arc<Config>,
+    sandboxes: Arc<Sandboxes>,
+    metrics: Arc<Metrics>,
+    dir: PathBuf,
+    jobs: Mutex<BTreeMap<String, Arc<Job>>>,
+    /// `MAX_JOB_CONTAINERS` places, shared by every job.
+    room: Arc<Semaphore>,
+    tasks: Mutex<JoinSet<()>>,
+    stop: CancellationToken,
+    made: AtomicU64,
+}
+
+impl Jobs {
+    /// Loads the jobs kept under `DATA_DIR/jobs` (none starts before [`Self::start`]).
+    /// An unreadable job is set aside (renamed `*.corrupt`).
+    pub fn open(
+        config: Arc<Config>,
+        sandboxes: Arc<Sandboxes>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let dir = config.data_dir.join("jobs");
+        std::fs::create_dir_all(&dir)?;
+        let mut jobs = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            if !name.ends_with(".json") {
+                continue;
+            }
+            match load(&path) {
+                Ok(job) => {
+                    jobs.insert(job.id.clone(), Arc::new(job));
+                }
+                Err(err) => {
+                    tracing::error!(path = %path.display(), %err, "unreadable job set aside");
+                    let _ = std::fs::rename(&path, path.with_extension("corrupt"));
+                }
+            }
+        }
+        let room = Arc::new(Semaphore::new(config.job_containers()));
+        let jobs = Self {
+            dir,
+            jobs: Mutex::new(jobs),
+            room,
+            tasks: Mutex::new(JoinSet::new()),
+            stop: CancellationToken::new(),
+            made: AtomicU64::new(0),
+            config,
+            sandboxes,
+            metrics,
+        };
+        jobs.update_gauges();
+        Ok(jobs)
+    }
+
+    /// Starts the task of every job that was not finished when the server stopped.
+    pub fn start(self: &Arc<Self>) {
+        for job in self.all() {
+            if !job.is_finished() {
+                tracing::info!(job = %job.id, "resuming a job");
+                self.spawn(job);
+            }
+        }
+    }
+
+    /// Stops every job's task (their entries run again at the next start) and waits
+    /// for them.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        let mut tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Every job, oldest first.
+    pub fn all(&self) -> Vec<Arc<Job>> {
+        self.map().values().cloned().collect()
+    }
+
+    /// A job by id, or 404.
+    pub fn get(&self, id: &str) -> Result<Arc<Job>> {
+        self.map()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::JobNotFound(format!("no job with id {id}")))
+    }
+
+    /// Accepts a validated request: the job is persisted, then started.
+    pub async fn submit(self: &Arc<Self>, request: JobRequest) -> Result<Arc<Job>> {
+        if self.map().len() >= self.config.max_jobs {
+            return Err(Error::LimitReached(format!(
+                "the limit of {} jobs is reached (MAX_JOBS); delete finished jobs first",
+                self.config.max_jobs
+            )));
+        }
+        let created_at = Utc::now();
+        let id = format!(
+            "job-{}-{}",
+            created_at.timestamp_millis(),
+            self.made.fetch_add(1, Ordering::Relaxed)
+        );
+        let job = Arc::new(new_job(
+            id,
+            request,
+            created_at,
+            &self.dir,
+            JobStatus::Queued,
+            None,
+            None,
+            Vec::new(),
+        ));
+        self.persist(&job).await?;
+        self.map().insert(job.id.clone(), job.clone());
+        Metrics::count(&self.metrics.jobs, "submitted");
+        self.update_gauges();
+        tracing::info!(job = %job.id, entries = job.request.repos.len(), "job accepted");
+        self.spawn(job.clone());
+        Ok(job)
+    }
+
+    /// Cancels a job: pending entries never start, running ones are stopped and their
+    /// sandboxes destroyed (awaited, within a bound). 409 for a completed job.
+    pub async fn cancel(&self, id: &str) -> Result<JobView> {
+        let job = self.get(id)?;
+        if job.lock().status == JobStatus::Completed {
+            return Err(Error::Conflict(format!("job {id} has already completed")));
+        }
+        job.cancel.cancel();
+        if tokio::time::timeout(CANCEL_BOUND, job.ended.cancelled())
+            .await
+            .is_err()
+        {
+            tracing::warn!(job = %id, "a cancelled job's sandboxes are still being removed");
+        }
+        Ok(job.view())
+    }
+
+    /// Forgets a finished job and its results; 409 while it runs.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        let job = self.get(id)?;
+        if !job.is_finished() {
+            return Err(Error::Conflict(format!(
+                "job {id} is still running: cancel it first"
+            )));
+        }
+        self.map().remove(id);
+        let files = [
+            self.dir.join(format!("{id}.json")),
+            self.dir.join(format!("{id}.results.jsonl")),
+        ];
+        tokio::task::spawn_blocking(move || {
+            for file in files {
+                let _ = std::fs::remove_file(file);
+            }
+        })
+        .await
+        .map_err(|err| Error::internal(format!("removing a job's files: {err}")))?;
+        self.update_gauges();
+        tracing::info!(job = %id, "job deleted");
+        Ok(())
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Job>>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn spawn(self: &Arc<Self>, job: Arc<Job>) {
+        let jobs = self.clone();
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .spawn(async move { jobs.run(job).await });
+    }
+
+    fn update_gauges(&self) {
+        let mut by_status = BTreeMap::new();
+        for job in self.all() {
+            *by_status.entry(job.lock().status.name()).or_insert(0_i64) += 1;
+        }
+        for status in ["queued", "running", "completed", "cancelled"] {
+            self.metrics
+                .jobs_by_status
+                .get_or_create(&crate::metrics::KindLabels { kind: status })
+                .set(by_status.get(status).copied().unwrap_or(0));
+        }
+    }
+
+    /// The job's task: its entries, then its ending.
+    async fn run(self: Arc<Self>, job: Arc<Job>) {
+        let outcome = tokio::select! {
+            () = self.stop.cancelled() => None,
+            () = job.cancel.cancelled() => Some(JobStatus::Cancelled),
+            () = self.drive(&job) => Some(JobStatus::Completed),
+        };
+        // The entries' futures are gone: creates in flight removed their containers,
+        // commands were killed. What is still recorded for the job goes now.
+        match outcome {
+            None => {
+                let _ = tokio::time::timeout(SHUTDOWN_SWEEP_BOUND, self.sweep(&job)).await;
+            }
+            Some(status) => {
+                self.sweep(&job).await;
+                self.finish(&job, status).await;
+            }
+        }
+        job.ended.cancel();
+    }
+
+    /// Runs every entry not yet finished.
+    async fn drive(&self, job: &Arc<Job>) {
+        // Records and containers must agree first: the sweep reads the records.
+        while !self.sandboxes.is_reconciled() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Sandboxes of entries that were running when a previous run stopped.
+        self.sweep(job).await;
+        let concurrency = job.request.concurrency(&self.config).unwrap_or(1);
+        let todo: Vec<usize> = job
+            .lock()
+            .results
+            .iter()
+            .filter(|result| !result.status.is_finished())
+            .map(|result| result.index)
+            .collect();
+        futures_util::stream::iter(todo)
+            .for_each_concurrent(concurrency, |index| self.run_entry(job, index))
+            .await;
+    }
+
+    /// Runs one entry: a sandbox, the command, the sandbox destroyed.
+    async fn run_entry(&self, job: &Arc<Job>, index: usize) {
+        let entry = match job.request.entry(index, &self.config, &self.sandboxes) {
+            Ok(mut entry) => match self.sandboxes.apply_disk_limit(&mut entry.resources).await {
+                Ok(()) => Ok(entry),
+                Err(err) => Err(err),
+            },
+            Err(err) => Err(err),
+        };
+        let mut entry = match entry {
+            Ok(entry) => entry,
+            Err(err) => {
+                let started = Utc::now();
+                self.finish_entry(job, index, started, Outcome::Errored(err), None)
+                    .await;
+                return;
+            }
+        };
+        entry.job_id = Some(job.id.clone());
+        let _place = self.room.acquire().await;
+        let started_at = Utc::now();
+        let started = Instant::now();
+        self.mark_running(job, index, started_at).await;
+        let created = loop {
+            match self.sandboxes.create(entry.clone()).await {
+                Err(Error::TooManyContainers(_)) => tokio::time::sleep(ROOM_POLL).await,
+                other => break other,
+            }
+        };
+        let (outcome, sandbox) = match created {
+            Err(err) => (Outcome::Errored(err), None),
+            Ok(sandbox) => {
+                let ran = async {
+                    let agent = self.sandboxes.agent(&sandbox.id).await?;
+                    let command = exec::Command {
+                        command: job.request.command.clone(),
+                        working_dir: WORKSPACE.to_owned(),
+                        timeout: job.request.timeout(&self.config)?,
+                        env: sandbox.command_env(Vec::new()),
+                        stdin: None,
+                    };
+                    exec::run(&agent, command, self.config.job_output_bytes).await
+                }
+                .await;
+                if let Err(err) = self.sandboxes.destroy(&sandbox.id).await {
+                    tracing::warn!(job = %job.id, sandbox = %sandbox.id, %err, "could not destroy a job's sandbox; the job's sweep retries");
+                }
+                let outcome = match ran {
+                    Ok(result) => Outcome::Ran(result),
+                    Err(err) => Outcome::Errored(err),
+                };
+                (outcome, Some(sandbox))
+            }
+        };
+        self.metrics
+            .job_entry_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.finish_entry(job, index, started_at, outcome, sandbox.as_deref())
+            .await;
+    }
+
+    async fn mark_running(&self, job: &Arc<Job>, index: usize, at: DateTime<Utc>) {
+        let first = {
+            let mut progress = job.lock();
+            let mut result = (*progress.results[index]).clone();
+            result.status = EntryStatus::Running;
+            result.started_at = Some(at);
+            progress.results[index] = Arc::new(result);
+            if progress.status == JobStatus::Queued {
+                progress.status = JobStatus::Running;
+                progress.started_at.get_or_insert(at);
+                true
+            } else {
+                false
+            }
+        };
+        job.bump();
+        if first {
+            self.update_gauges();
+            if let Err(err) = self.persist(job).await {
+                tracing::warn!(job = %job.id, %err, "could not persist a job's start");
+            }
+        }
+    }
+
+    /// Records an entry's end: in memory, in the results file, in the metrics.
+    async fn finish_entry(
+        &self,
+        job: &Arc<Job>,
+        index: usize,
+        started_at: DateTime<Utc>,
+        outcome: Outcome,
+        sandbox: Option<&crate::registry::Sandbox>,
+    ) {
+        let mut result = (*job.lock().results[index]).clone();
+        result.started_at = Some(started_at);
+        result.finished_at = Some(Utc::now());
+        if let Some(sandbox) = sandbox {
+            result.repo_url = sandbox.repo_url.clone();
+            result.branch = sandbox.branch.clone();
+            result.resolved_commit = Some(sandbox.resolved_commit.clone());
+        }
+        match outcome {
+            Outcome::Ran(ran) => {
+                result.status = if ran.exit_code == 0 && !ran.timed_out {
+                    EntryStatus::Succeeded
+                } else {
+                    EntryStatus::Failed
+                };
+                result.exit_code = Some(ran.exit_code);
+                result.stdout = ran.stdout;
+                result.stderr = ran.stderr;
+                result.stdout_truncated = ran.stdout_truncated;
+                result.stderr_truncated = ran.stderr_truncated;
+                result.timed_out = ran.timed_out;
+                result.execution_time_secs = Some(ran.execution_time_secs);
+            }
+            Outcome::Errored(err) => {
+                result.status = EntryStatus::Errored;
+                result.error = Some(err.public_body());
+            }
+        }
+        Metrics::count(&self.metrics.job_entries, result.status.name());
+        self.record(job, vec![result]).await;
+    }
+
+    /// Makes `results` the entries' results, appends them to the results file and
+    /// wakes the event feeds.
+    async fn record(&self, job: &Arc<Job>, results: Vec<JobResult>) {
+        let mut lines = Vec::new();
+        {
+            let mut progress = job.lock();
+            for result in results {
+                if let Ok(line) = serde_json::to_vec(&result) {
+                    lines.extend_from_slice(&line);
+                    lines.push(b'\n');
+                }
+                let index = result.index;
+                progress.results[index] = Arc::new(result);
+                progress.finished.push(index);
+            }
+        }
+        let job_for_file = job.clone();
+        let appended = tokio::task::spawn_blocking(move || {
+            let path = job_for_file
+                .results_file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&*path)
+                .and_then(|mut file| file.write_all(&lines))
+        })
+        .await;
+        if !matches!(appended, Ok(Ok(()))) {
+            tracing::warn!(job = %job.id, "could not persist a job's results; they run again after a restart");
+        }
+        job.bump();
+    }
+
+    /// Ends the job: entries not finished read `cancelled`; the status is persisted.
+    async fn finish(&self, job: &Arc<Job>, status: JobStatus) {
+        let now = Utc::now();
+        let cancelled: Vec<JobResult> = job
+            .lock()
+            .results
+            .iter()
+            .filter(|result| !result.status.is_finished())
+            .map(|result| {
+                let mut result = (**result).clone();
+                result.status = EntryStatus::Cancelled;
+                result.finished_at = Some(now);
+                result
+            })
+            .collect();
+        for _ in &cancelled {
+            Metrics::count(&self.metrics.job_entries, EntryStatus::Cancelled.name());
+        }
+        if !cancelled.is_empty() {
+            self.record(job, cancelled).await;
+        }
+        {
+            let mut progress = job.lock();
+            progress.status = status;
+            progress.finished_at = Some(now);
+        }
+        if let Err(err) = self.persist(job).await {
+            tracing::warn!(job = %job.id, %err, "could not persist a job's end");
+        }
+        Metrics::count(&self.metrics.jobs, status.name());
+        self.update_gauges();
+        job.bump();
+        tracing::info!(job = %job.id, status = status.name(), "job finished");
+    }
+
+    /// Destroys every sandbox recorded for the job.
+    async fn sweep(&self, job: &Job) {
+        let leftovers = self.sandboxes.of_job(&job.id);
+        let destroys = leftovers.iter().map(|sandbox| async move {
+            if let Err(err) = self.sandboxes.destroy(&sandbox.id).await
+                && !matches!(err, Error::ContainerNotFound(_))
+            {
+                tracing::warn!(job = %job.id, sandbox = %sandbox.id, %err, "could not destroy a job's sandbox");
+            }
+        });
+        futures_util::future::join_all(destroys).await;
+    }
+
+    async fn persist(&self, job: &Arc<Job>) -> Result<()> {
+        let file = job.file();
+        let path = self.dir.join(format!("{}.json", job.id));
+        tokio::task::spawn_blocking(move || {
+            let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+            crate::registry::write_atomically(&path, &bytes)
+        })
+        .await
+        .map_err(|err| Error::internal(format!("persisting a job: {err}")))?
+        .map_err(|err| Error::internal(format!("persisting a job: {err}")))
+    }
+}
+
+/// How an entry ended.
+enum Outcome {
+    Ran(exec::ExecResult),
+    Errored(Error),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_job(
+    id: String,
+    request: JobRequest,
+    created_at: DateTime<Utc>,
+    dir: &Path,
+    status: JobStatus,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    kept: Vec<JobResult>,
+) -> Job {
+    let mut results: Vec<Arc<JobResult>> = request
+        .repos
+        .iter()
+        .enumerate()
+        .map(|(index, repo)| Arc::new(JobResult::pending(index, repo)))
+        .collect();
+    let mut finished = Vec::new();
+    for result in kept {
+        let index = result.index;
+        if index < results.len() && result.status.is_finished() {
+            if !results[index].status.is_finished() {
+                finished.push(index);
+            }
+            results[index] = Arc::new(result);
+        }
+    }
+    let results_file = dir.join(format!("{id}.results.jsonl"));
+    Job {
+        id,
+        request,
+        created_at,
+        progress: Mutex::new(Progress {
+            status,
+            started_at,
+            finished_at,
+            results,
+            finished,
+        }),
+        changed: watch::channel(0).0,
+        cancel: CancellationToken::new(),
+        ended: CancellationToken::new(),
+        results_file: Mutex::new(results_file),
+    }
+}
+
+/// Reads a job and its results. A results line cut by a crash is skipped (its
+/// entry runs again).
+fn load(path: &Path) -> anyhow::Result<Job> {
+    let file: JobFile = serde_json::from_slice(&std::fs::read(path)?)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let results_path = dir.join(format!("{}.results.jsonl", file.job_id));
+    let kept = match std::fs::read_to_string(&results_path) {
+        Ok(text) => text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<JobResult>(line).ok())
+            .collect(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => return Err(err.into()),
+    };
+    Ok(new_job(
+        file.job_id,
+        file.request,
+        file.created_at,
+        dir,
+        file.status,
+        file.started_at,
+        file.finished_at,
+        kept,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(n: usize) -> JobRequest {
+        JobRequest {
+            command: "true".to_owned(),
+            repos: (0..n)
+                .map(|i| JobRepo {
+                    repo_url: format!("http://git.example/r{i}"),
+                    branch: None,
+                    commit: None,
+                })
+                .collect(),
+            timeout_secs: None,
+            concurrency: None,
+            environment_vars: None,
+            image: None,
+            resources: None,
+            network: None,
+            initial_command: None,
+        }
+    }
+
+    #[test]
+    fn a_reloaded_job_keeps_finished_results_and_reruns_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = JobFile {
+            job_id: "job-1-0".to_owned(),
+            request: request(3),
+            status: JobStatus::Running,
+            created_at: Utc::now(),
+            started_at: Some(Utc::now()),
+            finished_at: None,
+        };
+        std::fs::write(
+            dir.path().join("job-1-0.json"),
+            serde_json::to_vec(&file).unwrap(),
+        )
+        .unwrap();
+        let mut done = JobResult::pending(1, &file.request.repos[1]);
+        done.status = EntryStatus::Succeeded;
+        done.exit_code = Some(0);
+        let mut running = JobResult::pending(2, &file.request.repos[2]);
+        running.status = EntryStatus::Running;
+        let text = format!(
+            "{}\n{}\n{{\"index\": 0, \"repo_u",
+            serde_json::to_string(&done).unwrap(),
+            serde_json::to_string(&running).unwrap()
+        );
+        std::fs::write(dir.path().join("job-1-0.results.jsonl"), text).unwrap();
+
+        let job = load(&dir.path().join("job-1-0.json")).unwrap();
+        let view = job.view();
+        assert_eq!(view.total, 3);
+        assert_eq!(view.counts.succeeded, 1);
+        assert_eq!(
+            view.counts.pending, 2,
+            "a torn line and a running entry run again"
+        );
+        assert_eq!(job.finished_since(0).0.len(), 1);
+        assert_eq!(view.status, JobStatus::Running);
+    }
+
+    #[test]
+    fn counts_add_up_to_the_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = new_job(
+            "job-2-0".to_owned(),
+            request(4),
+            Utc::now(),
+            dir.path(),
+            JobStatus::Queued,
+            None,
+            None,
+            Vec::new(),
+        );
+        let view = job.view();
+        assert_eq!(view.counts.pending, 4);
+        assert_eq!(view.total, 4);
+        assert!(
+            job.finished_since(0).1.is_none(),
+            "not finished: no done event"
+        );
+    }
+}
