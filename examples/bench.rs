@@ -82,10 +82,11 @@ DOCKER_HOST and the sandbox settings repobox reads (DOCKER_BASE_IMAGE, DEFAULT_C
 
 /// Groups of figures, in the order they run (streaming last: its sync part leaves
 /// repobox's heap larger, which would inflate the later RSS figures).
-const PHASES: [&str; 7] = [
+const PHASES: [&str; 8] = [
     "exec",
     "create",
     "pool",
+    "jobs",
     "throughput",
     "files",
     "alive",
@@ -118,6 +119,7 @@ struct Plan {
     alive: Vec<usize>,
     alive_samples: usize,
     stream_samples: usize,
+    job_entries: usize,
 }
 
 impl Plan {
@@ -144,6 +146,7 @@ impl Plan {
             alive: vec![1, 50, 100],
             alive_samples: 40,
             stream_samples: 9,
+            job_entries: 100,
         }
     }
 
@@ -170,6 +173,7 @@ impl Plan {
             alive: vec![1, 10, 20],
             alive_samples: 5,
             stream_samples: 1,
+            job_entries: 8,
         }
     }
 }
@@ -497,7 +501,7 @@ async fn bench(
             .note(format!("could not compare configurations: {err:#}")),
     }
 
-    let phases: [(&str, Phase); 7] = [
+    let phases: [(&str, Phase); 8] = [
         ("1 exec round trip", |ctx, s, f| {
             Box::pin(exec_latency(ctx, s, f))
         }),
@@ -505,6 +509,7 @@ async fn bench(
             Box::pin(creates(ctx))
         }),
         ("10 the warm pool", |ctx, _, _| Box::pin(pool(ctx))),
+        ("13 jobs", |ctx, _, _| Box::pin(jobs(ctx))),
         ("4 exec throughput", |ctx, s, _| {
             Box::pin(throughput(ctx, s))
         }),
@@ -1330,6 +1335,107 @@ async fn snapshot_rows(
         }
     });
     Ok(rows)
+}
+
+/// Concurrency of figure 13, on both sides.
+const JOB_CONCURRENCY: usize = 8;
+/// The command of figure 13.
+const JOB_COMMAND: &str = "git log --oneline | wc -l";
+
+/// Figure 13: one job over N entries of `simple` at distinct URLs (so N mirrors, all
+/// cold), against the same N done by a client through the API (create, exec,
+/// destroy) with as many threads as the job's concurrency, over N other URLs.
+async fn jobs(ctx: &mut Ctx) -> Result<()> {
+    let n = ctx.plan.job_entries;
+    let (api, pid) = (&ctx.api, ctx.pid);
+    let simple = ctx.repo("simple").clone();
+    let urls = |side: &str| -> Vec<String> {
+        (0..n)
+            .map(|i| ctx.git.url(&format!("{}-{side}-{i}", ctx.run), "simple"))
+            .collect()
+    };
+    let (job_urls, client_urls) = (urls("job"), urls("client"));
+    let commits = git(&[
+        "-C",
+        path_str(&simple.checkout)?,
+        "rev-list",
+        "--count",
+        "HEAD",
+    ])?;
+
+    let (stop, watcher) = watch_memory(pid);
+    let at = Instant::now();
+    let id = api
+        .job(json!({
+            "command": JOB_COMMAND,
+            "repos": job_urls.iter().map(|url| json!({"repo_url": url})).collect::<Vec<_>>(),
+            "concurrency": JOB_CONCURRENCY,
+        }))
+        .await?;
+    let job = api.wait_job(&id, Duration::from_secs(1800)).await;
+    let job_ms = ms(at);
+    stop.store(true, Ordering::Relaxed);
+    let peak = watcher.await?;
+    let job = job?;
+    ensure!(
+        job["counts"]["succeeded"] == n as u64,
+        "the job's entries did not all succeed: {job}"
+    );
+    api.delete_job(&id).await?;
+
+    let commits = commits.as_str();
+    let at = Instant::now();
+    let ran: Vec<Result<()>> = futures_util::stream::iter(client_urls)
+        .map(|url| async move {
+            let id = api.create(&url).await?;
+            let result = api.exec(&id, JOB_COMMAND).await;
+            api.destroy(&id).await?;
+            let result = result?;
+            ensure!(
+                result["exit_code"] == 0
+                    && result["stdout"].as_str().map(str::trim) == Some(commits),
+                "{result}"
+            );
+            Ok(())
+        })
+        .buffer_unordered(JOB_CONCURRENCY)
+        .collect()
+        .await;
+    let client_ms = ms(at);
+    ran.into_iter().collect::<Result<Vec<()>>>()?;
+
+    ctx.report.add(
+        FIGURES,
+        [
+            Row::new(
+                format!(
+                    "13 job over {n} repositories (distinct URLs, cold mirrors), concurrency {JOB_CONCURRENCY}, wall time (floor: a client creating, running and destroying through the API with {JOB_CONCURRENCY} threads)"
+                ),
+                "ms",
+                1,
+                job_ms,
+                Some(client_ms),
+                Some(Target::RatioAtMost(1.1)),
+            ),
+            Row::new(
+                format!("13 job over {n} repositories, entries per second"),
+                "1/s",
+                1,
+                n as f64 / (job_ms / 1000.0),
+                Some(n as f64 / (client_ms / 1000.0)),
+                None,
+            ),
+            Row::new(
+                format!("13 repobox RSS peak during the job of {n}"),
+                "MiB",
+                1,
+                peak,
+                None,
+                None,
+            ),
+        ],
+    );
+    Ok(())
 }
 
 /// Figure 4: `true` at concurrency c over N sandboxes, for a fixed time.

@@ -59,6 +59,7 @@ pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
     // (Docker merges the image's labels under the container's and cannot drop one).
     let mut labels: HashMap<String, String> = [
         LABEL_POOL.to_owned(),
+        crate::backend::LABEL_JOB.to_owned(),
         format!("{LABEL_PREFIX}repo_url"),
         format!("{LABEL_PREFIX}created_at"),
         format!("{LABEL_PREFIX}expires_at"),

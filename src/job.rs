@@ -132,18 +132,13 @@ impl JobRequest {
 
     /// Entries run at once.
     pub fn concurrency(&self, config: &Config) -> Result<usize> {
-        let n = self
-            .concurrency
-            .unwrap_or(DEFAULT_CONCURRENCY as i64)
-            .min(config.max_job_concurrency as i64);
+        let max = config.max_job_concurrency;
         match self.concurrency {
-            Some(asked) if asked < 1 || asked > config.max_job_concurrency as i64 => {
-                Err(Error::invalid(format!(
-                    "concurrency must be between 1 and {} (MAX_JOB_CONCURRENCY)",
-                    config.max_job_concurrency
-                )))
-            }
-            _ => Ok(usize::try_from(n.max(1)).unwrap_or(1)),
+            None => Ok(DEFAULT_CONCURRENCY.min(max).max(1)),
+            Some(n) if n >= 1 && n.unsigned_abs() <= max as u64 => Ok(n.unsigned_abs() as usize),
+            Some(_) => Err(Error::invalid(format!(
+                "concurrency must be between 1 and {max} (MAX_JOB_CONCURRENCY)"
+            ))),
         }
     }
 
@@ -358,6 +353,8 @@ struct Progress {
     results: Vec<Arc<JobResult>>,
     /// Indices of finished entries, in the order they finished (the event feed).
     finished: Vec<usize>,
+    /// Whether the outputs live only in the results file (a finished job).
+    outputs_on_disk: bool,
 }
 
 /// One job.
@@ -408,9 +405,37 @@ impl Job {
         }
     }
 
-    /// Every entry's result, in request order.
-    pub fn results(&self) -> Vec<Arc<JobResult>> {
-        self.lock().results.clone()
+    /// Every entry's result, in request order. A finished job's outputs are read
+    /// from its results file (memory keeps only the rest of each result).
+    pub async fn results(self: &Arc<Self>) -> Result<Vec<Arc<JobResult>>> {
+        let (mut results, on_disk) = {
+            let progress = self.lock();
+            (progress.results.clone(), progress.outputs_on_disk)
+        };
+        if on_disk {
+            for result in self.read_results().await? {
+                let index = result.index;
+                if index < results.len() {
+                    results[index] = Arc::new(result);
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// The results file's lines, in the order the entries finished.
+    async fn read_results(self: &Arc<Self>) -> Result<Vec<JobResult>> {
+        let job = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let path = job
+                .results_file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            read_results(&path)
+        })
+        .await
+        .map_err(|err| Error::internal(format!("reading a job's results: {err}")))?
+        .map_err(|err| Error::internal(format!("reading a job's results: {err}")))
     }
 
     /// Whether the job completed or was cancelled.
@@ -418,18 +443,51 @@ impl Job {
         self.lock().status.is_finished()
     }
 
-    /// The results that finished after the first `seen` of them (in finishing
-    /// order), and the job's view when it is finished.
-    pub fn finished_since(&self, seen: usize) -> (Vec<Arc<JobResult>>, Option<JobView>) {
-        let (results, done) = {
+    /// The results that finished, in the order they did, except those in `sent`;
+    /// and the job's view when it is finished.
+    pub async fn finished_except(
+        self: &Arc<Self>,
+        sent: &std::collections::HashSet<usize>,
+    ) -> Result<(Vec<Arc<JobResult>>, Option<JobView>)> {
+        let (mut results, done, on_disk) = {
             let progress = self.lock();
-            let results = progress.finished[seen.min(progress.finished.len())..]
+            let results: Vec<Arc<JobResult>> = progress
+                .finished
                 .iter()
+                .filter(|index| !sent.contains(index))
                 .map(|&index| progress.results[index].clone())
                 .collect();
-            (results, progress.status.is_finished())
+            (
+                results,
+                progress.status.is_finished(),
+                progress.outputs_on_disk,
+            )
         };
-        (results, done.then(|| self.view()))
+        if on_disk && !results.is_empty() {
+            results = self
+                .read_results()
+                .await?
+                .into_iter()
+                .filter(|result| !sent.contains(&result.index))
+                .map(Arc::new)
+                .collect();
+        }
+        Ok((results, done.then(|| self.view())))
+    }
+
+    /// Keeps only the results file's copy of the outputs (a finished job's results
+    /// are read rarely; memory stays small however many jobs are kept).
+    fn drop_outputs(&self) {
+        let mut progress = self.lock();
+        for result in &mut progress.results {
+            if !result.stdout.is_empty() || !result.stderr.is_empty() {
+                let mut lean = (**result).clone();
+                lean.stdout = String::new();
+                lean.stderr = String::new();
+                *result = Arc::new(lean);
+            }
+        }
+        progress.outputs_on_disk = true;
     }
 
     /// A receiver that wakes at every change of the job.
@@ -640,10 +698,13 @@ impl Jobs {
 
     fn spawn(self: &Arc<Self>, job: Arc<Job>) {
         let jobs = self.clone();
-        self.tasks
+        let mut tasks = self
+            .tasks
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .spawn(async move { jobs.run(job).await });
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Finished jobs' tasks are collected here, so the set only holds live ones.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move { jobs.run(job).await });
     }
 
     fn update_gauges(&self) {
@@ -830,25 +891,27 @@ impl Jobs {
     /// Makes `results` the entries' results, appends them to the results file and
     /// wakes the event feeds.
     async fn record(&self, job: &Arc<Job>, results: Vec<JobResult>) {
-        let mut lines = Vec::new();
-        {
-            let mut progress = job.lock();
-            for result in results {
-                if let Ok(line) = serde_json::to_vec(&result) {
-                    lines.extend_from_slice(&line);
-                    lines.push(b'\n');
-                }
-                let index = result.index;
-                progress.results[index] = Arc::new(result);
-                progress.finished.push(index);
-            }
-        }
         let job_for_file = job.clone();
+        // Memory and file change under the file's lock: both hold the entries in the
+        // same (finishing) order.
         let appended = tokio::task::spawn_blocking(move || {
             let path = job_for_file
                 .results_file
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut lines = Vec::new();
+            {
+                let mut progress = job_for_file.lock();
+                for result in results {
+                    if let Ok(line) = serde_json::to_vec(&result) {
+                        lines.extend_from_slice(&line);
+                        lines.push(b'\n');
+                    }
+                    let index = result.index;
+                    progress.results[index] = Arc::new(result);
+                    progress.finished.push(index);
+                }
+            }
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -891,6 +954,7 @@ impl Jobs {
         if let Err(err) = self.persist(job).await {
             tracing::warn!(job = %job.id, %err, "could not persist a job's end");
         }
+        job.drop_outputs();
         Metrics::count(&self.metrics.jobs, status.name());
         self.update_gauges();
         job.bump();
@@ -967,6 +1031,7 @@ fn new_job(
             finished_at,
             results,
             finished,
+            outputs_on_disk: false,
         }),
         changed: watch::channel(0).0,
         cancel: CancellationToken::new(),
@@ -975,21 +1040,14 @@ fn new_job(
     }
 }
 
-/// Reads a job and its results. A results line cut by a crash is skipped (its
-/// entry runs again).
+/// Reads a job and its results.
 fn load(path: &Path) -> anyhow::Result<Job> {
     let file: JobFile = serde_json::from_slice(&std::fs::read(path)?)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let results_path = dir.join(format!("{}.results.jsonl", file.job_id));
-    let kept = match std::fs::read_to_string(&results_path) {
-        Ok(text) => text
-            .lines()
-            .filter_map(|line| serde_json::from_str::<JobResult>(line).ok())
-            .collect(),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(err) => return Err(err.into()),
-    };
-    Ok(new_job(
+    let kept = read_results(&results_path)?;
+    let finished = file.status.is_finished();
+    let job = new_job(
         file.job_id,
         file.request,
         file.created_at,
@@ -998,7 +1056,24 @@ fn load(path: &Path) -> anyhow::Result<Job> {
         file.started_at,
         file.finished_at,
         kept,
-    ))
+    );
+    if finished {
+        job.drop_outputs();
+    }
+    Ok(job)
+}
+
+/// The lines of a results file, in the order the entries finished. A line cut by a
+/// crash is skipped (its entry runs again).
+fn read_results(path: &Path) -> std::io::Result<Vec<JobResult>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<JobResult>(line).ok())
+            .collect()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(err),
+    }
 }
 
 #[cfg(test)]
@@ -1025,8 +1100,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_reloaded_job_keeps_finished_results_and_reruns_the_rest() {
+    #[tokio::test]
+    async fn a_reloaded_job_keeps_finished_results_and_reruns_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let file = JobFile {
             job_id: "job-1-0".to_owned(),
@@ -1053,7 +1128,7 @@ mod tests {
         );
         std::fs::write(dir.path().join("job-1-0.results.jsonl"), text).unwrap();
 
-        let job = load(&dir.path().join("job-1-0.json")).unwrap();
+        let job = Arc::new(load(&dir.path().join("job-1-0.json")).unwrap());
         let view = job.view();
         assert_eq!(view.total, 3);
         assert_eq!(view.counts.succeeded, 1);
@@ -1061,12 +1136,14 @@ mod tests {
             view.counts.pending, 2,
             "a torn line and a running entry run again"
         );
-        assert_eq!(job.finished_since(0).0.len(), 1);
+        let (finished, done) = job.finished_except(&Default::default()).await.unwrap();
+        assert_eq!(finished.len(), 1);
+        assert!(done.is_none());
         assert_eq!(view.status, JobStatus::Running);
     }
 
-    #[test]
-    fn counts_add_up_to_the_total() {
+    #[tokio::test]
+    async fn counts_add_up_to_the_total() {
         let dir = tempfile::tempdir().unwrap();
         let job = new_job(
             "job-2-0".to_owned(),
@@ -1081,9 +1158,58 @@ mod tests {
         let view = job.view();
         assert_eq!(view.counts.pending, 4);
         assert_eq!(view.total, 4);
+        let job = Arc::new(job);
         assert!(
-            job.finished_since(0).1.is_none(),
+            job.finished_except(&Default::default())
+                .await
+                .unwrap()
+                .1
+                .is_none(),
             "not finished: no done event"
         );
+    }
+
+    #[tokio::test]
+    async fn a_finished_job_reads_its_outputs_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = JobFile {
+            job_id: "job-3-0".to_owned(),
+            request: request(2),
+            status: JobStatus::Completed,
+            created_at: Utc::now(),
+            started_at: Some(Utc::now()),
+            finished_at: Some(Utc::now()),
+        };
+        std::fs::write(
+            dir.path().join("job-3-0.json"),
+            serde_json::to_vec(&file).unwrap(),
+        )
+        .unwrap();
+        let lines: Vec<String> = [1, 0]
+            .into_iter()
+            .map(|index| {
+                let mut result = JobResult::pending(index, &file.request.repos[index]);
+                result.status = EntryStatus::Succeeded;
+                result.stdout = format!("out {index}\n");
+                serde_json::to_string(&result).unwrap()
+            })
+            .collect();
+        std::fs::write(
+            dir.path().join("job-3-0.results.jsonl"),
+            lines.join("\n") + "\n",
+        )
+        .unwrap();
+        let job = Arc::new(load(&dir.path().join("job-3-0.json")).unwrap());
+        assert!(
+            job.lock().results.iter().all(|r| r.stdout.is_empty()),
+            "memory keeps no outputs of a finished job"
+        );
+        let results = job.results().await.unwrap();
+        assert_eq!(results[0].stdout, "out 0\n");
+        assert_eq!(results[1].stdout, "out 1\n");
+        let (finished, done) = job.finished_except(&[1].into()).await.unwrap();
+        assert_eq!(finished.len(), 1);
+        assert_eq!(finished[0].stdout, "out 0\n");
+        assert_eq!(done.unwrap().counts.succeeded, 2);
     }
 }

@@ -385,6 +385,50 @@ impl Api {
         Ok((bytes, exit["exit_code"].as_i64().unwrap_or(-1)))
     }
 
+    /// `POST /jobs`; returns the job id.
+    pub async fn job(&self, body: Value) -> Result<String> {
+        let job = self
+            .call(
+                self.http.post(self.url("/jobs")).json(&body),
+                StatusCode::ACCEPTED,
+            )
+            .await?;
+        job["job_id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no job_id")
+    }
+
+    /// Polls a job every 20 ms until it is finished or `bound` passes; returns it.
+    pub async fn wait_job(&self, id: &str, bound: Duration) -> Result<Value> {
+        let give_up = Instant::now() + bound;
+        loop {
+            let job = self
+                .call(
+                    self.http.get(self.url(&format!("/jobs/{id}"))),
+                    StatusCode::OK,
+                )
+                .await?;
+            if job["status"] == "completed" || job["status"] == "cancelled" {
+                return Ok(job);
+            }
+            if Instant::now() > give_up {
+                bail!("job {id} did not finish within {bound:?}: {job}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `DELETE /jobs/{id}`.
+    pub async fn delete_job(&self, id: &str) -> Result<()> {
+        self.call(
+            self.http.delete(self.url(&format!("/jobs/{id}"))),
+            StatusCode::NO_CONTENT,
+        )
+        .await
+        .map(drop)
+    }
+
     /// Destroys a sandbox.
     pub async fn destroy(&self, id: &str) -> Result<()> {
         self.call(

@@ -125,7 +125,7 @@ pub async fn get_job_results(
     Query(query): Query<ResultsQuery>,
 ) -> Result<Response> {
     let job = state.jobs.get(&job_id)?;
-    let results = job.results();
+    let results = job.results().await?;
     if query.format == Some(ResultsFormat::Jsonl) {
         let mut body = Vec::new();
         for result in &results {
@@ -175,24 +175,36 @@ fn events(
     job: std::sync::Arc<Job>,
 ) -> impl Stream<Item = std::result::Result<SseEvent, Infallible>> {
     let watch = job.watch();
-    futures_util::stream::unfold(Some((job, watch, 0_usize)), |state| async move {
-        let (job, mut watch, seen) = state?;
+    let sent = std::collections::HashSet::new();
+    futures_util::stream::unfold(Some((job, watch, sent)), |state| async move {
+        let (job, mut watch, mut sent) = state?;
         loop {
             // Marked seen before reading: a change after this read wakes us.
             watch.borrow_and_update();
-            let (results, done) = job.finished_since(seen);
+            let (results, done) = match job.finished_except(&sent).await {
+                Ok(found) => found,
+                Err(err) => {
+                    let body = err.public_body();
+                    return Some((
+                        vec![encode(SseEvent::default().event("error"), &body)],
+                        None,
+                    ));
+                }
+            };
             if !results.is_empty() || done.is_some() {
-                let seen = seen + results.len();
                 let mut events: Vec<SseEvent> = results
                     .iter()
-                    .map(|result| encode(SseEvent::default().event("result"), &**result))
+                    .map(|result| {
+                        sent.insert(result.index);
+                        encode(SseEvent::default().event("result"), &**result)
+                    })
                     .collect();
                 let next = match done {
                     Some(view) => {
                         events.push(encode(SseEvent::default().event("done"), &view));
                         None
                     }
-                    None => Some((job, watch, seen)),
+                    None => Some((job, watch, sent)),
                 };
                 return Some((events, next));
             }
