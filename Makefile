@@ -20,11 +20,12 @@ run: setup
 
 ## test: formatting, lints, unit tests, the end-to-end suite against the real engine,
 ## the engine-restart test, the container smoke test (repobox itself in a container)
-## and schemathesis against the OpenAPI document
+## schemathesis against the OpenAPI document, and the Python SDK's tests (pytest, real server)
 test: setup lint
 	$(CARGO) test --locked --workspace --all-targets
 	bash scripts/smoke-container.sh
 	bash scripts/schemathesis.sh
+	bash sdk/python/run-tests.sh -q
 
 lint:
 	$(CARGO) fmt --all -- --check

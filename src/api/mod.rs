@@ -95,6 +95,7 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), track_metrics))
         .layer(DefaultBodyLimit::max(state.config.max_request_bytes))
+        .layer(middleware::from_fn(close_after_an_early_error))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -115,6 +116,25 @@ pub fn app(state: AppState) -> Router {
             .map_request(trim_trailing_slash)
             .service(router),
     )
+}
+
+/// An error answered to a request with a body may leave that body unread, and then
+/// the connection cannot carry another request: say so (`Connection: close`), so a
+/// keep-alive client opens a new one instead of losing its next request.
+async fn close_after_an_early_error(request: Request, next: Next) -> Response {
+    let has_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|length| length.as_bytes() != b"0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut response = next.run(request).await;
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 fn trim_trailing_slash(mut request: Request) -> Request {

@@ -279,3 +279,34 @@ async fn docs_are_served_offline_and_openapi_names_every_route() {
         );
     }
 }
+
+/// An error answered before the request's body arrived leaves that body unread: the
+/// answer says `Connection: close`, so a keep-alive client does not lose its next
+/// request on a connection the server is about to drop.
+#[tokio::test]
+async fn an_error_before_the_body_is_read_closes_the_connection_and_says_so() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = &world().app;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let body = r#"{"command": "true"}"#;
+    stream
+        .write_all(
+            format!(
+                "POST /api/v1/containers/no-such-sandbox/execute HTTP/1.1\r\nHost: {address}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("answered before the body")
+        .unwrap();
+    let head = String::from_utf8_lossy(&answer[..n]).to_lowercase();
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+}
