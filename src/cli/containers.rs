@@ -10,7 +10,8 @@ use super::{CliResult, env_object, parse_key_value};
 #[derive(Debug, Clone, clap::Args)]
 pub struct CreateArgs {
     /// URL of the git repository (`http://` or `https://`).
-    pub url: String,
+    #[arg(value_name = "URL")]
+    pub repo_url: String,
     /// Branch to check out (default: the remote's default branch).
     #[arg(long, short)]
     pub branch: Option<String>,
@@ -34,7 +35,7 @@ pub struct CreateArgs {
 impl CreateArgs {
     /// The body of `POST /containers`.
     pub fn body(self) -> Value {
-        let mut body = json!({ "repo_url": self.url });
+        let mut body = json!({ "repo_url": self.repo_url });
         let fields = [
             ("branch", self.branch.map(Value::from)),
             ("commit", self.commit.map(Value::from)),
@@ -57,7 +58,7 @@ impl CreateArgs {
 
 /// `repobox create`: prints the new sandbox's id (a spinner on stderr meanwhile).
 pub async fn create(client: &Client, args: CreateArgs, json: bool) -> CliResult {
-    let spinner = spinner(&format!("creating a sandbox of {}", args.url));
+    let spinner = spinner(&format!("creating a sandbox of {}", args.repo_url));
     let created = client.post("/containers", &args.body()).await;
     spinner.finish_and_clear();
     let created = created?;
@@ -243,7 +244,7 @@ mod tests {
     #[test]
     fn a_create_sends_only_what_was_given() {
         let args = CreateArgs {
-            url: "https://h/r.git".to_owned(),
+            repo_url: "https://h/r.git".to_owned(),
             branch: None,
             commit: Some("abc1234".to_owned()),
             ttl: Some(60),

@@ -269,6 +269,14 @@ mod tests {
         let cli = Cli::try_parse_from(["repobox", "--url", "http://h:1", "ls", "--json"]).unwrap();
         assert_eq!(cli.client.url, "http://h:1");
         assert!(cli.client.json);
+        // A repository URL is not the server's.
+        let cli = Cli::try_parse_from(["repobox", "--url", "http://h:1", "create", "http://git/r"])
+            .unwrap();
+        assert_eq!(cli.client.url, "http://h:1");
+        let Some(Command::Create(create)) = cli.command else {
+            panic!("not create")
+        };
+        assert_eq!(create.repo_url, "http://git/r");
     }
 
     #[test]
