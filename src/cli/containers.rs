@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::client::Client;
-use super::output::{field, print_json, short_commit, spinner, table};
+use super::output::{field, print_json, short_commit, short_time, spinner, table};
 use super::{CliResult, env_object, parse_key_value};
 
 /// Arguments of `repobox create`.
@@ -73,8 +73,9 @@ pub async fn create(client: &Client, args: CreateArgs, json: bool) -> CliResult 
             let code = result.get("exit_code").and_then(Value::as_i64);
             if code != Some(0) {
                 eprintln!(
-                    "repobox: the initial command exited with {}; see `repobox status --json`",
-                    code.map_or_else(|| "no status".to_owned(), |code| code.to_string())
+                    "repobox: the initial command exited with {}; its output: `repobox status {} --json`",
+                    code.map_or_else(|| "no status".to_owned(), |code| code.to_string()),
+                    field(&created, "container_id"),
                 );
             }
         }
@@ -101,7 +102,7 @@ pub async fn list(client: &Client, json: bool) -> CliResult {
                 field(c, "repo_url"),
                 field(c, "branch"),
                 short_commit(c, "resolved_commit"),
-                field(c, "expires_at"),
+                short_time(c, "expires_at"),
             ]
         })
         .collect();

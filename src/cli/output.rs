@@ -54,6 +54,16 @@ pub fn short_commit(value: &Value, name: &str) -> String {
     commit.chars().take(12).collect()
 }
 
+/// A timestamp field to the second, in UTC (`2024-01-31 12:00:00`), or `-`.
+pub fn short_time(value: &Value, name: &str) -> String {
+    let text = field(value, name);
+    chrono::DateTime::parse_from_rfc3339(&text).map_or(text, |time| {
+        time.with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    })
+}
+
 /// Writes `bytes` to stdout or stderr at once (output is live, not line-buffered).
 pub fn write_now(stderr: bool, bytes: &[u8]) -> std::io::Result<()> {
     if stderr {
@@ -118,5 +128,8 @@ mod tests {
         assert_eq!(field(&value, "null"), "-");
         assert_eq!(field(&value, "missing"), "-");
         assert_eq!(short_commit(&value, "c"), "0123456789ab");
+        let times = json!({"t": "2023-12-21T10:30:56.123456Z", "none": null});
+        assert_eq!(short_time(&times, "t"), "2023-12-21 10:30:56");
+        assert_eq!(short_time(&times, "none"), "-");
     }
 }

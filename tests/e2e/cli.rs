@@ -483,3 +483,48 @@ async fn the_shell_is_a_terminal_with_the_api_key() {
     drop(sandbox);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn snapshot_and_fork_print_the_new_ids() {
+    let world = world();
+    let app = &world.app;
+    let dir = scratch();
+    let cwd = dir.path();
+    let url = world.git.url(&unique("cli-fork"), "simple");
+    let (_, source) = app.sandbox(json!({ "repo_url": url })).await;
+    app.exec(&source.id, "echo set-up > /workspace/state").await;
+
+    let snapshot = ok(&repobox(app, cwd, &["snapshot", &source.id, "--name", "cli"]).await);
+    let snapshot = snapshot.trim();
+    let (_, record) = app.get(&format!("/api/v1/snapshots/{snapshot}")).await;
+    assert_eq!(record["name"], "cli", "{record}");
+
+    let forked = ok(&repobox(app, cwd, &["fork", &source.id, "-n", "2"]).await);
+    let ids: Vec<&str> = forked.lines().collect();
+    assert_eq!(ids.len(), 2, "{forked}");
+    let mut guards = Vec::new();
+    for id in &ids {
+        guards.push(app.guard(&json!({ "container_id": id })).await);
+        let run = repobox(app, cwd, &["exec", id, "--", "cat /workspace/state"]).await;
+        assert_eq!(ok(&run), "set-up\n");
+    }
+    let mut rm = vec!["rm"];
+    rm.extend(&ids);
+    assert_eq!(ok(&repobox(app, cwd, &rm).await), forked);
+    for guard in &guards {
+        assert!(guard.containers().is_empty(), "{}", guard.id);
+    }
+    // One of several unknown: the others are still removed, and the exit status is 1.
+    let (_, other) = app.sandbox(json!({ "repo_url": url })).await;
+    let mixed = repobox(app, cwd, &["rm", "repo-container-0-0", &other.id]).await;
+    assert_eq!(mixed.status.code(), Some(1));
+    assert_eq!(stdout(&mixed), format!("{}\n", other.id));
+    assert!(other.containers().is_empty());
+    let _ = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/snapshots/{snapshot}"),
+        )
+        .send()
+        .await;
+}
