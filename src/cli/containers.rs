@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::client::Client;
-use super::output::{field, print_json, short_commit, short_time, spinner, table};
+use super::output::{field, out, outln, print_json, short_commit, short_time, spinner, table};
 use super::{CliResult, env_object, parse_key_value};
 
 /// Arguments of `repobox create`.
@@ -65,7 +65,7 @@ pub async fn create(client: &Client, args: CreateArgs, json: bool) -> CliResult 
     if json {
         print_json(&created);
     } else {
-        println!("{}", field(&created, "container_id"));
+        outln(field(&created, "container_id"));
         if let Some(result) = created
             .get("initial_command_result")
             .filter(|r| !r.is_null())
@@ -106,13 +106,13 @@ pub async fn list(client: &Client, json: bool) -> CliResult {
             ]
         })
         .collect();
-    print!(
+    out(format_args!(
         "{}",
         table(
             &["ID", "STATUS", "REPO", "BRANCH", "COMMIT", "EXPIRES"],
             &rows
         )
-    );
+    ));
     Ok(0)
 }
 
@@ -143,7 +143,11 @@ fn print_container(container: &Value) {
         names.push("status_reason");
     }
     for name in names {
-        println!("{:<18} {}", format!("{name}:"), field(container, name));
+        outln(format_args!(
+            "{:<18} {}",
+            format!("{name}:"),
+            field(container, name)
+        ));
     }
 }
 
@@ -156,7 +160,7 @@ pub async fn remove(client: &Client, ids: &[String], json: bool) -> CliResult {
         match client.delete(&format!("/containers/{id}")).await {
             Ok(()) => {
                 if !json {
-                    println!("{id}");
+                    outln(id);
                 }
                 removed.push(id.clone());
             }
@@ -179,7 +183,10 @@ pub async fn extend(client: &Client, id: &str, secs: u64, json: bool) -> CliResu
     if json {
         print_json(&container);
     } else {
-        println!("{id} expires at {}", field(&container, "expires_at"));
+        outln(format_args!(
+            "{id} expires at {}",
+            field(&container, "expires_at")
+        ));
     }
     Ok(0)
 }
@@ -199,7 +206,7 @@ pub async fn snapshot(client: &Client, id: &str, name: Option<String>, json: boo
     if json {
         print_json(&snapshot);
     } else {
-        println!("{}", field(&snapshot, "snapshot_id"));
+        outln(field(&snapshot, "snapshot_id"));
     }
     Ok(0)
 }
@@ -227,7 +234,7 @@ pub async fn fork(client: &Client, id: &str, count: u32, json: bool) -> CliResul
     }
     for (index, entry) in forks.iter().enumerate() {
         match entry.get("container") {
-            Some(container) => println!("{}", field(container, "container_id")),
+            Some(container) => outln(field(container, "container_id")),
             None => eprintln!(
                 "repobox: copy {index} failed: {}: {}",
                 field(&entry["error"], "error"),

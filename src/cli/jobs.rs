@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::client::Client;
-use super::output::{field, print_json, progress, short_commit, table};
+use super::output::{field, out, outln, print_json, progress, short_commit, table};
 use super::{CliError, CliResult, env_object, parse_key_value, shell_command};
 
 /// `repobox job …`.
@@ -150,7 +150,7 @@ pub async fn run(client: &Client, command: JobCommand, json: bool) -> CliResult 
             if json {
                 print_json(&answer);
             } else {
-                println!("{job} {}", field(&answer, "status"));
+                outln(format_args!("{job} {}", field(&answer, "status")));
             }
             Ok(0)
         }
@@ -261,9 +261,9 @@ async fn print_results(
             .send(client.request(Method::GET, &format!("/jobs/{id}/results?format=jsonl")))
             .await?;
         let text = response.text().await.context("reading the results")?;
-        print!("{text}");
+        out(&text);
         if !text.is_empty() && !text.ends_with('\n') {
-            println!();
+            outln("");
         }
         return Ok(text
             .lines()
@@ -298,7 +298,7 @@ async fn print_results(
             ]
         })
         .collect();
-    print!(
+    out(format_args!(
         "{}",
         table(
             &[
@@ -306,16 +306,16 @@ async fn print_results(
             ],
             &rows
         )
-    );
+    ));
     let count = |status: &str| results.iter().filter(|r| r["status"] == status).count();
-    println!(
+    outln(format_args!(
         "{} succeeded, {} failed, {} errored, {} cancelled of {} (job {id})",
         count("succeeded"),
         count("failed"),
         count("errored"),
         count("cancelled"),
         results.len()
-    );
+    ));
     Ok(results)
 }
 
@@ -329,10 +329,14 @@ fn print_job(job: &Value) {
         "started_at",
         "finished_at",
     ] {
-        println!("{:<12} {}", format!("{name}:"), field(job, name));
+        outln(format_args!(
+            "{:<12} {}",
+            format!("{name}:"),
+            field(job, name)
+        ));
     }
     let counts = &job["counts"];
-    println!(
+    outln(format_args!(
         "{:<12} {} pending, {} running, {} succeeded, {} failed, {} errored, {} cancelled",
         "counts:",
         field(counts, "pending"),
@@ -341,7 +345,7 @@ fn print_job(job: &Value) {
         field(counts, "failed"),
         field(counts, "errored"),
         field(counts, "cancelled"),
-    );
+    ));
 }
 
 #[cfg(test)]

@@ -188,7 +188,9 @@ pub async fn run(args: ClientArgs, command: Command) -> i32 {
 async fn dispatch(args: &ClientArgs, command: Command) -> CliResult {
     if let Command::Completions { shell } = command {
         let mut cli = Cli::command();
-        clap_complete::generate(shell, &mut cli, "repobox", &mut std::io::stdout());
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cli, "repobox", &mut script);
+        output::out(String::from_utf8_lossy(&script));
         return Ok(0);
     }
     let client = Client::new(&args.url, args.api_key.clone())?;

@@ -10,7 +10,18 @@ use serde_json::Value;
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json(value: &Value) {
     let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
-    println!("{text}");
+    outln(text);
+}
+
+/// Prints `text` on stdout. Unlike `print!`, a closed stdout (`repobox ls | head -1`)
+/// is no panic: what does not fit is dropped.
+pub fn out(text: impl std::fmt::Display) {
+    let _ = write!(std::io::stdout().lock(), "{text}");
+}
+
+/// [`out`] and a newline.
+pub fn outln(text: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// Rows as columns padded to their widest cell (the last column unpadded).
