@@ -3,12 +3,14 @@
 //! Every setting has a flag and an environment variable of the same name (the seed's
 //! `DEBUG`, `HOST`, `PORT` and `DOCKER_BASE_IMAGE` keep theirs). Defaults are named
 //! constants so that `example.env`, `/info` and the code cannot drift apart silently.
-//! Nothing reads the environment after [`Cli::load`] returns.
+//! They belong to `repobox serve` (also what a bare `repobox` runs); the client
+//! commands have settings of their own (see [`crate::cli`]). Nothing reads the
+//! environment after [`crate::cli::Cli::load`] returns.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, ValueEnum};
 
 /// The default sandbox image, built by `scripts/build-image.sh`.
 pub const DEFAULT_BASE_IMAGE: &str = "repobox/sandbox:bookworm";
@@ -16,41 +18,13 @@ pub const DEFAULT_BASE_IMAGE: &str = "repobox/sandbox:bookworm";
 /// Largest `POOL_SIZE`: members are started containers, each holding memory.
 pub const MAX_POOL_SIZE: usize = 64;
 
-/// Command line of the `repobox` binary.
+/// The server's settings alone, as a command line of their own: what a bare `repobox`
+/// (no subcommand) and [`Config::defaults`] read.
 #[derive(Debug, Parser)]
-#[command(
-    name = "repobox",
-    version,
-    about = "Git repositories as locked-down Docker sandboxes, over HTTP"
-)]
-pub struct Cli {
-    /// What to do; `serve` when omitted.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Settings, shared by every subcommand.
+#[command(name = "repobox")]
+struct Settings {
     #[command(flatten)]
-    pub config: Config,
-}
-
-/// Subcommands of the binary.
-#[derive(Debug, Clone, Copy, Subcommand)]
-pub enum Command {
-    /// Start the HTTP server (the default).
-    Serve,
-}
-
-impl Cli {
-    /// Parses flags and environment, after loading `.env` from the working directory
-    /// (variables already set in the environment win over `.env`).
-    pub fn load() -> Self {
-        // A missing .env is normal; a malformed one is worth a word but not a refusal.
-        if let Err(err) = dotenvy::dotenv()
-            && !err.not_found()
-        {
-            eprintln!("repobox: ignoring .env: {err}");
-        }
-        Cli::parse()
-    }
+    config: Config,
 }
 
 /// Log output format.
@@ -247,9 +221,10 @@ fn parse_list(raw: &str) -> Result<List, String> {
 }
 
 impl Config {
-    /// Settings from the environment and defaults alone, ignoring the command line.
+    /// Settings from the environment and defaults alone, ignoring the command line:
+    /// what a bare `repobox` serves with.
     pub fn defaults() -> Self {
-        Cli::parse_from(["repobox"]).config
+        Settings::parse_from(["repobox"]).config
     }
 
     /// Checks relations between settings that clap cannot express.
@@ -338,7 +313,7 @@ mod example_env {
             .filter(|line| !line.trim_start().starts_with('#') && line.contains('='))
             .filter_map(|line| line.split_once('='))
             .collect();
-        let command = super::Cli::command();
+        let command = super::Settings::command();
         for arg in command.get_arguments() {
             let Some(env) = arg.get_env() else { continue };
             let env = env.to_str().unwrap();

@@ -19,11 +19,13 @@
 //! - [`reaper`]: the expiry task.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wiring, background tasks and graceful shutdown.
+//! - [`cli`]: the command line: `serve` and the client commands.
 
 pub mod agent;
 pub mod api;
 pub mod archive;
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod error;

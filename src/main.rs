@@ -1,12 +1,48 @@
-//! The `repobox` binary: parse settings, set up logging, serve.
+//! The `repobox` binary: parse the command line; serve (set up logging, run the
+//! server) or run a client command and exit with its status.
 
-use repobox::config::{Cli, Command, LogFormat};
+use std::process::ExitCode;
+
+use repobox::cli::{Cli, Command};
+use repobox::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::load();
-    let config = cli.config;
+    match cli.command {
+        None => serve(Config::defaults()),
+        Some(Command::Serve(config)) => serve(*config),
+        Some(command) => {
+            // One thread is plenty for a client; the runtime is shut down without
+            // waiting for blocking reads still in progress (stdin).
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("repobox: cannot start: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let code = runtime.block_on(repobox::cli::run(cli.client, command));
+            runtime.shutdown_background();
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    match run_server(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("Error: {err:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_server(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     let filter = EnvFilter::try_new(config.log_filter())?;
     match config.log_format {
@@ -16,7 +52,8 @@ async fn main() -> anyhow::Result<()> {
             .init(),
         LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).init(),
     }
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => repobox::server::serve(config).await,
-    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(repobox::server::serve(config))
 }

@@ -3,6 +3,7 @@
 //! Run with `cargo test` (one process: the servers are shared between tests).
 
 mod agent;
+mod cli;
 mod containers;
 mod exec;
 mod files;

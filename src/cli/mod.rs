@@ -1,0 +1,311 @@
+//! The `repobox` command line: `serve` (the server; also what a bare `repobox` runs)
+//! and the client commands, which talk to a running server over its HTTP API.
+//!
+//! - [`client`]: a small typed HTTP client (errors carry the server's `detail`).
+//! - [`sse`]: Server-Sent Events framing, for `exec` and `job run`.
+//! - [`containers`]: `create`, `ls`, `status`, `rm`, `extend`, `snapshot`, `fork`.
+//! - [`exec`]: `exec`, output streamed live, the command's exit code as ours.
+//! - [`shell`]: `shell`, an interactive terminal over the WebSocket.
+//! - [`cp`]: `cp` both ways through the archive endpoints.
+//! - [`jobs`]: `job run|status|results|cancel`.
+//!
+//! Every client command takes `--json` (print the server's JSON instead of text).
+//! Exit status: 0 on success, 1 when the server refused a request or could not be
+//! reached (its `error` and `detail` on stderr), 2 for a usage error (as clap does);
+//! `exec` and `shell` exit with the remote command's status.
+
+pub mod client;
+pub mod containers;
+pub mod cp;
+pub mod exec;
+pub mod jobs;
+pub mod output;
+pub mod shell;
+pub mod sse;
+
+use std::collections::BTreeMap;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::config::Config;
+use client::Client;
+
+/// Where a client finds the server when neither `--url` nor `REPOBOX_URL` says.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8000";
+
+/// Command line of the `repobox` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "repobox",
+    version,
+    about = "Git repositories as locked-down Docker sandboxes, over HTTP",
+    long_about = "Git repositories as locked-down Docker sandboxes, over HTTP.\n\n\
+        `repobox serve` (or a bare `repobox`) runs the server; `repobox serve --help` lists \
+        its settings. The other commands are clients of a running server."
+)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// How client commands reach the server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Settings of the client commands (accepted before or after the subcommand).
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The server (client commands).
+    #[arg(long, global = true, env = "REPOBOX_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+    /// API key sent as `Authorization: Bearer …` (client commands).
+    #[arg(long, global = true, env = "REPOBOX_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Print the server's JSON instead of text (client commands).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Subcommands of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the HTTP server (the default).
+    Serve(Box<Config>),
+    /// Create a sandbox from a git repository; prints its id.
+    Create(containers::CreateArgs),
+    /// List sandboxes.
+    Ls,
+    /// Show a sandbox.
+    Status {
+        /// Sandbox id.
+        id: String,
+    },
+    /// Run a command in a sandbox, its output live; exits with the command's status.
+    Exec(exec::ExecArgs),
+    /// An interactive login shell in a sandbox; exits with the shell's status.
+    Shell(shell::ShellArgs),
+    /// Copy files or directories between here and a sandbox (`ID:/path` names a
+    /// path in a sandbox).
+    Cp(cp::CpArgs),
+    /// Destroy sandboxes.
+    Rm {
+        /// Sandbox ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Set a sandbox to expire SECS seconds from now.
+    Extend {
+        /// Sandbox id.
+        id: String,
+        /// Seconds from now.
+        secs: u64,
+    },
+    /// Snapshot a sandbox's filesystem; prints the snapshot id.
+    Snapshot {
+        /// Sandbox id.
+        id: String,
+        /// A name for the snapshot.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Start copies of a sandbox (from one snapshot of it); prints their ids.
+    Fork {
+        /// Sandbox id.
+        id: String,
+        /// How many copies.
+        #[arg(short = 'n', long = "count")]
+        count: u32,
+    },
+    /// One command across many repositories.
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
+    /// Print a shell completion script (`repobox completions bash > …`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+impl Cli {
+    /// Parses flags and environment, after loading `.env` from the working directory
+    /// (variables already set in the environment win over `.env`).
+    pub fn load() -> Self {
+        // A missing .env is normal; a malformed one is worth a word but not a refusal.
+        if let Err(err) = dotenvy::dotenv()
+            && !err.not_found()
+        {
+            eprintln!("repobox: ignoring .env: {err}");
+        }
+        Cli::parse()
+    }
+}
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The server answered with an error.
+    #[error("{error}: {detail}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error's title (`error` of the body).
+        error: String,
+        /// What went wrong (`detail` of the body).
+        detail: String,
+    },
+    /// The command line does not make sense (exit 2, as clap's own errors).
+    #[error("{0}")]
+    Usage(String),
+    /// Anything else: the server unreachable, a local file, a broken stream.
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+impl CliError {
+    /// The exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Api { .. } | CliError::Other(_) => 1,
+        }
+    }
+}
+
+/// Result of a client command: the exit status to end with.
+pub type CliResult<T = i32> = std::result::Result<T, CliError>;
+
+/// Runs a client command (anything but `serve`) to its end; returns the exit status.
+pub async fn run(args: ClientArgs, command: Command) -> i32 {
+    match dispatch(&args, command).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("repobox: {err}");
+            err.exit_code()
+        }
+    }
+}
+
+async fn dispatch(args: &ClientArgs, command: Command) -> CliResult {
+    if let Command::Completions { shell } = command {
+        let mut cli = Cli::command();
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut cli, "repobox", &mut script);
+        output::out(String::from_utf8_lossy(&script));
+        return Ok(0);
+    }
+    let client = Client::new(&args.url, args.api_key.clone())?;
+    let json = args.json;
+    match command {
+        Command::Serve(_) | Command::Completions { .. } => {
+            unreachable!("handled by the caller and above")
+        }
+        Command::Create(create) => containers::create(&client, create, json).await,
+        Command::Ls => containers::list(&client, json).await,
+        Command::Status { id } => containers::status(&client, &id, json).await,
+        Command::Rm { ids } => containers::remove(&client, &ids, json).await,
+        Command::Extend { id, secs } => containers::extend(&client, &id, secs, json).await,
+        Command::Snapshot { id, name } => containers::snapshot(&client, &id, name, json).await,
+        Command::Fork { id, count } => containers::fork(&client, &id, count, json).await,
+        Command::Exec(exec) => exec::run(&client, exec, json).await,
+        Command::Shell(shell) => shell::run(&client, shell).await,
+        Command::Cp(cp) => cp::run(&client, cp, json).await,
+        Command::Job(job) => jobs::run(&client, job, json).await,
+    }
+}
+
+/// Parses `NAME=VALUE` (for `--env`): the name must be a valid environment name.
+pub fn parse_key_value(raw: &str) -> Result<(String, String), String> {
+    let (name, value) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("{raw:?} is not NAME=VALUE"))?;
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!("{name:?} is not a valid environment variable name"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// `--env` pairs as the JSON object the API takes (the last of a repeated name wins).
+pub(crate) fn env_object(pairs: Vec<(String, String)>) -> Option<BTreeMap<String, String>> {
+    (!pairs.is_empty()).then(|| pairs.into_iter().collect())
+}
+
+/// The command line after `--` as one shell command, as ssh does: one argument is
+/// taken as is (`-- 'make test && echo ok'`), several are joined with spaces.
+pub(crate) fn shell_command(argv: &[String]) -> String {
+    argv.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_split_at_the_first_equals_sign() {
+        assert_eq!(
+            parse_key_value("A_1=x=y").unwrap(),
+            ("A_1".to_owned(), "x=y".to_owned())
+        );
+        assert_eq!(
+            parse_key_value("EMPTY=").unwrap(),
+            ("EMPTY".to_owned(), String::new())
+        );
+        for bad in ["novalue", "=x", "1A=x", "A-B=x", "A B=x"] {
+            assert!(parse_key_value(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bare_repobox_serves_and_client_flags_go_anywhere() {
+        let cli = Cli::try_parse_from(["repobox"]).unwrap();
+        assert!(cli.command.is_none());
+        let cli = Cli::try_parse_from(["repobox", "serve", "--port", "9000"]).unwrap();
+        match cli.command {
+            Some(Command::Serve(config)) => assert_eq!(config.port, 9000),
+            other => panic!("{other:?}"),
+        }
+        // Server settings belong to `serve`.
+        assert!(Cli::try_parse_from(["repobox", "--port", "9000"]).is_err());
+        let cli = Cli::try_parse_from(["repobox", "--url", "http://h:1", "ls", "--json"]).unwrap();
+        assert_eq!(cli.client.url, "http://h:1");
+        assert!(cli.client.json);
+        // A repository URL is not the server's.
+        let cli = Cli::try_parse_from(["repobox", "--url", "http://h:1", "create", "http://git/r"])
+            .unwrap();
+        assert_eq!(cli.client.url, "http://h:1");
+        let Some(Command::Create(create)) = cli.command else {
+            panic!("not create")
+        };
+        assert_eq!(create.repo_url, "http://git/r");
+    }
+
+    #[test]
+    fn exec_takes_the_command_after_the_double_dash() {
+        let cli = Cli::try_parse_from([
+            "repobox",
+            "exec",
+            "box-1",
+            "--timeout",
+            "5",
+            "--",
+            "ls",
+            "-la",
+            "--json",
+        ])
+        .unwrap();
+        let Some(Command::Exec(exec)) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(exec.id, "box-1");
+        assert_eq!(exec.timeout, Some(5));
+        assert_eq!(shell_command(&exec.command), "ls -la --json");
+        assert!(!cli.client.json, "--json after -- belongs to the command");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
