@@ -31,6 +31,8 @@ use crate::sandbox::Sandboxes;
 /// Members made at once (each is a container create and start: the engine's work,
 /// on a small machine mostly CPU).
 const MAX_FILLING: usize = 2;
+/// Tries at removing a dead member (two seconds apart: the engine may be restarting).
+const DEAD_MEMBER_REMOVE_TRIES: usize = 15;
 /// How often members are checked for a closed agent connection.
 const CHECK_PERIOD: Duration = Duration::from_secs(2);
 /// Longest pause before a lane whose members cannot be made is tried again.
@@ -331,7 +333,11 @@ pub async fn run(sandboxes: Arc<Sandboxes>, stop: CancellationToken) {
         pool.prune();
         for engine_id in pool.take_dead() {
             let sandboxes = sandboxes.clone();
-            removals.spawn(async move { sandboxes.remove_pool_member(&engine_id).await });
+            removals.spawn(async move {
+                sandboxes
+                    .remove_pool_member(&engine_id, DEAD_MEMBER_REMOVE_TRIES)
+                    .await
+            });
         }
         for (index, image) in pool.wanted(MAX_FILLING - fills.len(), Instant::now()) {
             let sandboxes = sandboxes.clone();
@@ -383,7 +389,7 @@ pub async fn run(sandboxes: Arc<Sandboxes>, stop: CancellationToken) {
         futures_util::future::join_all(
             leftovers
                 .iter()
-                .map(|engine_id| sandboxes.remove_pool_member(engine_id)),
+                .map(|engine_id| sandboxes.remove_pool_member(engine_id, 1)),
         )
         .await;
         while removals.join_next().await.is_some() {}

@@ -444,10 +444,21 @@ impl Sandboxes {
         }
     }
 
-    /// Removes a pool member (dead, or left when the server stops).
-    pub async fn remove_pool_member(&self, engine_id: &str) {
-        if let Err(err) = self.backend.remove(engine_id).await {
-            tracing::warn!(%engine_id, %err, "could not remove a pool member; the next start removes it");
+    /// Removes a pool member (dead, or left when the server stops), trying up to
+    /// `tries` times two seconds apart (a member found dead while the engine restarts
+    /// is removed once it is back).
+    pub async fn remove_pool_member(&self, engine_id: &str, tries: usize) {
+        for attempt in 1..=tries.max(1) {
+            match self.backend.remove(engine_id).await {
+                Ok(()) => return,
+                Err(err) if attempt < tries => {
+                    tracing::debug!(%engine_id, %err, attempt, "could not remove a pool member; trying again");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(err) => {
+                    tracing::warn!(%engine_id, %err, "could not remove a pool member; the next start removes it");
+                }
+            }
         }
     }
 
@@ -648,7 +659,7 @@ impl Sandboxes {
                         }
                         Err(err) => {
                             tracing::warn!(sandbox = %id, %err, "could not claim a pool member; making a container instead");
-                            self.remove_pool_member(&member.engine_id).await;
+                            self.remove_pool_member(&member.engine_id, 1).await;
                             guard.engine_id.clear();
                         }
                     }

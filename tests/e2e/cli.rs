@@ -1,8 +1,6 @@
 //! The `repobox` command line as a user runs it: the built binary against a real
 //! server, sandboxes on the real engine, the terminal on a real pseudo-terminal
 //! (python3's `pty`, which every machine of ours has).
-//!
-//! The `job` commands are not covered yet: the Jobs API is not in this server.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
@@ -527,4 +525,75 @@ async fn snapshot_and_fork_print_the_new_ids() {
         )
         .send()
         .await;
+}
+
+#[tokio::test]
+async fn job_run_follows_a_job_to_its_summary_and_results_agree() {
+    let world = world();
+    let app = &world.app;
+    let dir = scratch();
+    let url = world.git.url(&unique("cli-job"), "simple");
+    std::fs::write(
+        dir.path().join("repos.txt"),
+        format!("# three entries\n{url}\n{url} feature\n{url} no-such-branch\n"),
+    )
+    .unwrap();
+    let run = repobox(
+        app,
+        dir.path(),
+        &[
+            "job",
+            "run",
+            "--repos",
+            "repos.txt",
+            "-j",
+            "2",
+            "--",
+            "git rev-parse HEAD",
+        ],
+    )
+    .await;
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "one entry errored: {}",
+        stderr(&run)
+    );
+    let table = stdout(&run);
+    assert!(
+        table.contains("2 succeeded, 0 failed, 1 errored, 0 cancelled of 3"),
+        "{table}"
+    );
+    assert!(table.contains(&world.simple.trunk_head[..7]), "{table}");
+    assert!(table.contains(&world.simple.feature_head[..7]), "{table}");
+    let job_id = stderr(&run)
+        .split_whitespace()
+        .find(|word| word.starts_with("job-"))
+        .map(|word| word.trim_end_matches(':').to_owned())
+        .expect("the job's id on stderr");
+
+    let status = ok(&repobox(app, dir.path(), &["--json", "job", "status", &job_id]).await);
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["status"], "completed");
+    assert_eq!(status["counts"]["succeeded"], 2);
+    let jsonl = ok(&repobox(app, dir.path(), &["job", "results", &job_id, "--jsonl"]).await);
+    let lines: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (_, json) = app.get(&format!("/api/v1/jobs/{job_id}/results")).await;
+    assert_eq!(lines, json["results"].as_array().unwrap().clone());
+    assert_eq!(
+        lines[1]["stdout"],
+        format!("{}\n", world.simple.feature_head)
+    );
+
+    // Cancel of a finished job: the server's 409 detail, exit 1.
+    let cancel = repobox(app, dir.path(), &["job", "cancel", &job_id]).await;
+    assert_eq!(cancel.status.code(), Some(1));
+    assert!(
+        stderr(&cancel).contains("already completed"),
+        "{}",
+        stderr(&cancel)
+    );
 }
