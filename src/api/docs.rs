@@ -180,6 +180,20 @@ pub(super) fn configure(openapi: &mut utoipa::openapi::OpenApi, config: &crate::
         max(config.max_runtime_secs),
         false,
     );
+    bound(
+        "JobRequest",
+        "timeout_secs",
+        1.0,
+        max(config.max_exec_timeout_secs),
+        false,
+    );
+    bound(
+        "JobRequest",
+        "concurrency",
+        1.0,
+        config.max_job_concurrency as f64,
+        false,
+    );
     bound("ResourcesRequest", "cpus", 0.0, config.max_cpus, true);
     bound(
         "ResourcesRequest",
@@ -202,6 +216,13 @@ pub(super) fn configure(openapi: &mut utoipa::openapi::OpenApi, config: &crate::
         config.max_pids as f64,
         false,
     );
+    if let Some(repos) = bounds
+        .pointer_mut("/components/schemas/JobRequest/properties/repos")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        repos.insert("minItems".into(), 1.into());
+        repos.insert("maxItems".into(), config.max_job_repos.into());
+    }
     if config.api_keys.is_empty() {
         if let Some(object) = bounds.as_object_mut() {
             object.remove("security");
