@@ -19,6 +19,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wiring, background tasks and graceful shutdown.
 //! - [`cli`]: the command line: `serve` and the client commands.
+//! - [`mcp`]: the tools for AI agents over MCP (`repobox mcp` on stdio, `/mcp` over HTTP).
 
 pub mod agent;
 pub mod api;
@@ -31,6 +32,7 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod git;
+pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod pool;
