@@ -8,6 +8,7 @@ mod containers;
 mod exec;
 mod files;
 mod health;
+mod mcp;
 mod pool;
 mod processes;
 mod repo;
