@@ -20,6 +20,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wiring, background tasks and graceful shutdown.
 //! - [`cli`]: the command line: `serve` and the client commands.
+//! - [`mcp`]: the tools for AI agents over MCP (`repobox mcp` on stdio, `/mcp` over HTTP).
 
 pub mod agent;
 pub mod api;
@@ -33,6 +34,7 @@ pub mod exec;
 pub mod files;
 pub mod git;
 pub mod job;
+pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod pool;

@@ -82,14 +82,34 @@ pub fn openapi(config: &Config) -> utoipa::openapi::OpenApi {
     openapi
 }
 
-/// The whole application as a service: API, docs, metrics, and the middleware stack.
+/// The whole application as a service: API, docs, metrics, the MCP endpoint, and the
+/// middleware stack.
 pub fn app(state: AppState) -> Router {
     let (api, mut openapi) = api_router().split_for_parts();
     docs::complete(&mut openapi);
     docs::configure(&mut openapi, &state.config);
+    // The MCP tools call the API in-process, through the same middleware (keys,
+    // metrics, logs) as a request from outside. `/mcp` itself is not in the OpenAPI
+    // document: it speaks MCP, not this API (README, "Clients").
+    let mcp = crate::mcp::http_service(with_middleware(api.clone(), &state), &state.config);
     let router = api
         .merge(docs::router(openapi))
         .route("/metrics", get(render_metrics))
+        .route_service("/mcp", mcp);
+    let router = with_middleware(router, &state);
+    // Trailing slashes are optional on API routes. Rewriting happens before routing;
+    // `/docs/` is left alone because Swagger UI lives there.
+    Router::new().fallback_service(
+        ServiceBuilder::new()
+            .map_request(trim_trailing_slash)
+            .service(router),
+    )
+}
+
+/// `router` with the fallbacks and the middleware stack every route has: API keys,
+/// metrics, the body limit, request ids and the request span.
+fn with_middleware(router: Router<AppState>, state: &AppState) -> Router {
+    router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -108,14 +128,7 @@ pub fn app(state: AppState) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
-        .with_state(state);
-    // Trailing slashes are optional on API routes. Rewriting happens before routing;
-    // `/docs/` is left alone because Swagger UI lives there.
-    Router::new().fallback_service(
-        ServiceBuilder::new()
-            .map_request(trim_trailing_slash)
-            .service(router),
-    )
+        .with_state(state.clone())
 }
 
 /// An error answered to a request with a body may leave that body unread, and then

@@ -152,7 +152,8 @@ fn normalize_base(url: &str) -> CliResult<String> {
     Ok(base.trim_end_matches('/').to_owned())
 }
 
-async fn json(response: Response) -> CliResult<Value> {
+/// The JSON of a successful answer (`Null` for none).
+pub async fn json(response: Response) -> CliResult<Value> {
     if response.status() == StatusCode::NO_CONTENT {
         return Ok(Value::Null);
     }

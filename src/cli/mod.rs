@@ -119,6 +119,9 @@ pub enum Command {
     /// One command across many repositories.
     #[command(subcommand)]
     Job(jobs::JobCommand),
+    /// Serve repobox's tools to an AI agent over MCP on stdin/stdout (the agent starts
+    /// this; each tool calls the server at --url / REPOBOX_URL).
+    Mcp,
     /// Print a shell completion script (`repobox completions bash > …`).
     Completions {
         /// The shell.
@@ -210,6 +213,7 @@ async fn dispatch(args: &ClientArgs, command: Command) -> CliResult {
         Command::Shell(shell) => shell::run(&client, shell).await,
         Command::Cp(cp) => cp::run(&client, cp, json).await,
         Command::Job(job) => jobs::run(&client, job, json).await,
+        Command::Mcp => crate::mcp::serve_stdio(client).await,
     }
 }
 

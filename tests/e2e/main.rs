@@ -9,6 +9,7 @@ mod exec;
 mod files;
 mod health;
 mod jobs;
+mod mcp;
 mod pool;
 mod processes;
 mod repo;
