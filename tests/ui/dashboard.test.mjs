@@ -195,7 +195,11 @@ step('the snapshots and health pages show', async () => {
   await page.getByText('No snapshots').waitFor();
   await page.getByRole('link', { name: 'Health' }).click();
   await page.locator('h1 .badge', { hasText: 'healthy' }).waitFor();
-  await page.getByText('Commands run').waitFor();
+  // Figures from /metrics: the sandbox and the job above were counted.
+  await page.waitForFunction(() => {
+    const figure = [...document.querySelectorAll('dl.figures div')].find((div) => div.textContent.includes('Sandboxes created'));
+    return figure && Number(figure.querySelector('dd').textContent) >= 3;
+  });
   await page.locator('dl.pairs dt', { hasText: 'max_containers' }).waitFor();
   await page.screenshot({ path: join(SHOTS, 'health.png'), fullPage: true });
 });

@@ -43,6 +43,7 @@ function unmount() {
 
 function showLogin(message) {
   locked = true;
+  document.body.classList.add('locked');
   unmount();
   login.hidden = false;
   view.hidden = true;
@@ -78,6 +79,7 @@ async function start() {
     notice(detail(error));
   }
   locked = false;
+  document.body.classList.remove('locked');
   login.hidden = true;
   view.hidden = false;
   signout.hidden = !getKey();
@@ -98,6 +100,11 @@ signout.addEventListener('click', () => {
   setKey('');
   showLogin('');
   start();
+});
+
+// A notice floats over the page (no layout shift); a click dismisses it.
+document.getElementById('notice').addEventListener('click', (event) => {
+  event.currentTarget.hidden = true;
 });
 
 window.addEventListener('hashchange', () => {

@@ -19,14 +19,14 @@ export function parseMetrics(text) {
 }
 
 const FIGURES = [
-  ['sandboxes_active', 'Sandboxes now'],
-  ['sandbox_creates_total', 'Sandboxes created'],
-  ['sandbox_destroys_total', 'Sandboxes destroyed'],
-  ['execs_total', 'Commands run'],
-  ['pool_ready', 'Warm pool ready'],
-  ['jobs', 'Jobs kept'],
-  ['http_requests_total', 'HTTP requests'],
-  ['git_cache_lookups_total', 'Git cache lookups'],
+  ['repobox_sandboxes_active', 'Sandboxes now'],
+  ['repobox_sandbox_creates_total', 'Sandboxes created'],
+  ['repobox_sandbox_destroys_total', 'Sandboxes destroyed'],
+  ['repobox_execs_total', 'Commands run'],
+  ['repobox_pool_ready', 'Warm pool ready'],
+  ['repobox_jobs', 'Jobs kept'],
+  ['repobox_http_requests_total', 'HTTP requests'],
+  ['repobox_git_cache_lookups_total', 'Git cache lookups'],
 ];
 
 function text(value) {
@@ -82,7 +82,8 @@ export function mount(view) {
       pairs(pool, infoPool);
       pairs(limits, infoLimits);
       const sums = parseMetrics(await (await request('GET', '/metrics')).text());
-      for (const [name, dd] of figureCells) setText(dd, sums.has(name) ? sums.get(name) : '—');
+      // A counter that never counted has no sample yet: it is 0.
+      for (const [name, dd] of figureCells) setText(dd, sums.get(name) || 0);
     } catch (error) {
       if (error.status !== 401) notice(detail(error));
     }
