@@ -147,7 +147,10 @@ step('a background process is listed with its output', async () => {
   await procs.getByRole('button', { name: 'Start' }).click();
   await procs.locator('pre.output', { hasText: 'tick-3' }).waitFor();
   await procs.locator('tbody tr .badge', { hasText: 'exited' }).waitFor();
-  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.evaluate(() => {
+    document.getElementById('notice').hidden = true;
+    window.scrollTo(0, 0);
+  });
   await page.screenshot({ path: join(SHOTS, 'sandbox.png'), fullPage: true });
 });
 

@@ -234,7 +234,7 @@ function files(id) {
       button.addEventListener('click', () => downloadFile(button, path));
       actions.append(button);
     }
-    return h('tr', {}, h('td', {}, name), h('td.num', { text: isDir ? '' : bytes(item.size) }), h('td', { text: item.type === 'symlink' ? `→ ${item.symlink_target || ''}` : when(item.modified_at) }), actions);
+    return h('tr', {}, h('td', {}, name), h('td.num', { text: isDir ? '' : bytes(item.size) }), h('td.time', { text: item.type === 'symlink' ? `→ ${item.symlink_target || ''}` : when(item.modified_at) }), actions);
   }
 
   async function view(path) {
