@@ -130,9 +130,14 @@ function terminal(id, cleanup) {
     };
     ws.onclose = (event) => {
       if (socket !== ws || closed) return;
-      // A refused upgrade (401, 409) gives no status to the page: say what is known.
       setText(state, event.code === 1000 ? 'closed' : `disconnected (${event.code})`);
       reconnect.hidden = false;
+      // A refused upgrade gives the page no status or body: ask the API why.
+      if (event.code !== 1000) {
+        get(`/containers/${enc(id)}`).then((sandbox) => {
+          if (sandbox.status !== 'running') setText(state, `disconnected: the sandbox is ${sandbox.status}`);
+        }, (error) => setText(state, `disconnected: ${detail(error)}`));
+      }
     };
   }
 
