@@ -167,6 +167,15 @@ step('a background process is listed with its output', async () => {
   await page.screenshot({ path: join(SHOTS, 'sandbox.png'), fullPage: true });
 });
 
+let snapshotId;
+
+step('a snapshot is taken from the sandbox page', async () => {
+  await page.getByRole('button', { name: 'Snapshot', exact: true }).click();
+  const taken = page.locator('#notice', { hasText: /Snapshot \S+ taken/ });
+  await taken.waitFor({ timeout: 60_000 });
+  snapshotId = (await taken.textContent()).match(/Snapshot (\S+) taken/)[1];
+});
+
 step('the sandbox is destroyed from its page', async () => {
   await page.getByRole('button', { name: 'Destroy' }).click();
   await page.getByRole('button', { name: 'Confirm destroy' }).click();
@@ -174,6 +183,36 @@ step('the sandbox is destroyed from its page', async () => {
   await page.getByText('No sandboxes yet').waitFor();
   await page.screenshot({ path: join(SHOTS, 'sandboxes.png') });
   assert.equal((await call('GET', `/api/v1/containers/${sandboxId}`)).status, 404);
+});
+
+step('the snapshots page starts a sandbox from a snapshot and deletes it', async () => {
+  await page.getByRole('link', { name: 'Snapshots' }).click();
+  const row = page.locator('table.snapshots tbody tr', { hasText: snapshotId });
+  await row.waitFor();
+  await row.getByRole('button', { name: `Start a sandbox from ${snapshotId}` }).click();
+  await page.getByText('← All sandboxes').waitFor({ timeout: 60_000 });
+  const forked = decodeURIComponent(new URL(page.url()).hash.split('/').pop());
+  await page.locator('section.files').getByRole('button', { name: 'View file notes.txt' }).click();
+  await page.locator('pre.viewer', { hasText: 'uploaded from the browser' }).waitFor();
+  await page.getByRole('button', { name: 'Destroy' }).click();
+  await page.getByRole('button', { name: 'Confirm destroy' }).click();
+  await page.getByText('No sandboxes yet').waitFor();
+  assert.equal((await call('GET', `/api/v1/containers/${forked}`)).status, 404);
+  await page.getByRole('link', { name: 'Snapshots' }).click();
+  await row.getByRole('button', { name: `Delete ${snapshotId}` }).click();
+  await row.getByRole('button', { name: 'Confirm delete' }).click();
+  await page.locator('#notice', { hasText: snapshotId }).waitFor();
+  assert.equal(await page.locator('#notice').textContent(), `Deleted ${snapshotId}`);
+  await page.getByText('No snapshots').waitFor();
+});
+
+step('the navigation works from the keyboard', async () => {
+  await page.getByRole('link', { name: 'Sandboxes' }).focus();
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Jobs');
+  await page.keyboard.press('Enter');
+  await page.getByRole('heading', { name: 'Jobs', level: 1 }).waitFor();
+  assert.equal(await page.getByRole('link', { name: 'Jobs' }).getAttribute('aria-current'), 'page');
 });
 
 step('a job\'s progress and results show on the jobs page', async () => {

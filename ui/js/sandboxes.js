@@ -31,6 +31,11 @@ export async function extend(sandbox) {
 /** A button that asks for a second press before it acts. */
 export function confirmButton(label, confirmLabel, action, attrs = {}) {
   let armed = null;
+  // The accessible name follows the visible one ("Delete snap-1" → "Confirm delete snap-1").
+  const name = attrs['aria-label'];
+  const setName = (armedNow) => {
+    if (name) button.setAttribute('aria-label', armedNow ? name.replace(label, confirmLabel) : name);
+  };
   const button = h('button.danger', {
     type: 'button',
     ...attrs,
@@ -38,10 +43,12 @@ export function confirmButton(label, confirmLabel, action, attrs = {}) {
       if (!armed) {
         button.textContent = confirmLabel;
         button.classList.add('armed');
+        setName(true);
         armed = setTimeout(() => {
           armed = null;
           button.textContent = label;
           button.classList.remove('armed');
+          setName(false);
         }, 4000);
         return;
       }
@@ -49,6 +56,7 @@ export function confirmButton(label, confirmLabel, action, attrs = {}) {
       armed = null;
       button.classList.remove('armed');
       button.textContent = label;
+      setName(false);
       await busy(button, action, '…');
     },
   }, label);
