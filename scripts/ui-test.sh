@@ -4,7 +4,7 @@
 #
 #   bash scripts/ui-test.sh            (REPOBOX_BIN=… to test another binary)
 #
-# Idempotent: installs chromium (apt) and playwright-core (npm, into target/ui-test/)
+# Idempotent: installs chromium (and node, npm) with apt and playwright-core (npm, into target/ui-test/)
 # when missing. Starts a git server over a fixture repository, a repobox server
 # without keys and one with API_KEYS=k1, runs tests/ui/dashboard.test.mjs, then stops
 # the servers (SIGTERM) and removes every container they made. Screenshots go to
@@ -19,12 +19,16 @@ modules="$repo/target/ui-test"
 shots="$repo/target/ui-screenshots"
 chromium="${CHROMIUM:-/usr/bin/chromium}"
 
-if [ ! -x "$chromium" ]; then
-    echo "ui-test: installing chromium (apt)"
+missing=()
+[ -x "$chromium" ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "ui-test: installing ${missing[*]} (apt)"
     sudo_=""
     [ "$(id -u)" = 0 ] || sudo_="sudo"
     $sudo_ apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 mkdir -p "$modules" "$shots"
 if [ "$(node -p "require('$modules/node_modules/playwright-core/package.json').version" 2>/dev/null)" != "$PLAYWRIGHT_VERSION" ]; then
