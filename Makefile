@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup engine image run test lint unit e2e bench smoke schemathesis soak clean
+.PHONY: setup engine image run test lint unit e2e bench smoke schemathesis ui-test soak clean
 
 ## setup: a Docker engine and the sandbox image (no-op when both are there)
 setup: image
@@ -20,12 +20,14 @@ run: setup
 
 ## test: formatting, lints, unit tests, the end-to-end suite against the real engine,
 ## the engine-restart test, the container smoke test (repobox itself in a container)
-## schemathesis against the OpenAPI document, and the Python SDK's tests (pytest, real server)
+## schemathesis against the OpenAPI document, the Python SDK's tests (pytest, real server),
+## and the dashboard's (headless Chromium, real servers)
 test: setup lint
 	$(CARGO) test --locked --workspace --all-targets
 	bash scripts/smoke-container.sh
 	bash scripts/schemathesis.sh
 	bash sdk/python/run-tests.sh -q
+	bash scripts/ui-test.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -50,6 +52,10 @@ smoke: setup
 ## schemathesis: property-based tests of /openapi.json against a running server
 schemathesis: setup
 	bash scripts/schemathesis.sh
+
+## ui-test: the dashboard (/ui) in headless Chromium against real servers
+ui-test: setup
+	bash scripts/ui-test.sh
 
 ## soak: 20 clients x 10 minutes of mixed traffic, 10 kill -9 restarts of the server and
 ## one restart of dockerd; prints what it saw, fails on a 5xx, a lost or a leaked sandbox.

@@ -15,6 +15,7 @@ pub mod processes;
 pub mod sessions;
 pub mod snapshots;
 pub mod terminal;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -82,8 +83,8 @@ pub fn openapi(config: &Config) -> utoipa::openapi::OpenApi {
     openapi
 }
 
-/// The whole application as a service: API, docs, metrics, the MCP endpoint, and the
-/// middleware stack.
+/// The whole application as a service: API, docs, dashboard, metrics, the MCP
+/// endpoint, and the middleware stack.
 pub fn app(state: AppState) -> Router {
     let (api, mut openapi) = api_router().split_for_parts();
     docs::complete(&mut openapi);
@@ -94,6 +95,7 @@ pub fn app(state: AppState) -> Router {
     let mcp = crate::mcp::http_service(with_middleware(api.clone(), &state), &state.config);
     let router = api
         .merge(docs::router(openapi))
+        .merge(ui::router())
         .route("/metrics", get(render_metrics))
         .route_service("/mcp", mcp);
     let router = with_middleware(router, &state);
@@ -184,8 +186,13 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Routes that stay open when API keys are configured (probes).
+/// Routes that stay open when API keys are configured: the probes, and the
+/// dashboard's static files (they hold no data; its pages call the API with the key
+/// the user types).
 fn is_open_route(path: &str) -> bool {
+    if path == "/" || path == ui::UI_PREFIX || path.starts_with("/ui/") {
+        return true;
+    }
     let path = path.trim_end_matches('/');
     path == "/api/v1/health/live" || path == "/api/v1/health/ready"
 }
@@ -403,5 +410,22 @@ mod tests {
         assert!(is_open_route("/api/v1/health/live/"));
         assert!(is_open_route("/api/v1/health/ready"));
         assert!(!is_open_route("/api/v1/health"));
+    }
+
+    #[test]
+    fn the_dashboard_files_are_open_and_nothing_else() {
+        for open in ["/", "/ui", "/ui/", "/ui/js/app.js"] {
+            assert!(is_open_route(open), "{open}");
+        }
+        for closed in [
+            "/uix",
+            "/metrics",
+            "/docs",
+            "/api/v1/info",
+            "//",
+            "/api/v1/ui/x",
+        ] {
+            assert!(!is_open_route(closed), "{closed}");
+        }
     }
 }

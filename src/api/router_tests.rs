@@ -376,3 +376,28 @@ async fn invalid_jobs_are_refused_whole_and_unknown_jobs_are_404() {
     let (status, error) = harness.get("/api/v1/jobs/job-1-1/results?format=xml").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
 }
+
+#[tokio::test]
+async fn the_dashboard_files_need_no_key_and_stay_out_of_the_api() {
+    let harness = harness(|config| config.api_keys = List(vec!["k1".to_owned()]));
+    for path in ["/", "/ui", "/ui/", "/ui/js/app.js", "/ui/vendor/xterm.mjs"] {
+        let response = harness
+            .router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(
+            response.status() == StatusCode::OK || response.status().is_redirection(),
+            "{path}: {}",
+            response.status()
+        );
+    }
+    let (status, error) = harness.get("/ui/missing.js").await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "route_not_found");
+    // Only the static files are open: the API behind them still wants the key.
+    let (status, error) = harness.get("/api/v1/containers").await;
+    assert_error(status, &error, StatusCode::UNAUTHORIZED, "unauthorized");
+    let paths = openapi(&Config::defaults()).paths.paths;
+    assert!(paths.keys().all(|path| path.starts_with("/api/v1/")));
+}
