@@ -97,6 +97,9 @@ pub async fn terminal(
     Ok(upgrade.on_upgrade(move |socket| serve(socket, agent, info.id)))
 }
 
+/// How long a terminal waits for the client's Close after its shell ended.
+const CLOSE_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn serve(socket: WebSocket, agent: Arc<AgentClient>, id: u64) {
     let (mut to_client, mut from_client) = socket.split();
     let mut output = match agent.follow_process(id, 0, 0).await {
@@ -120,6 +123,17 @@ async fn serve(socket: WebSocket, agent: Arc<AgentClient>, id: u64) {
                     let _ = to_client.send(Message::Text(exit.to_string().into())).await;
                     let _ = to_client.send(Message::Close(None)).await;
                     let _ = agent.remove_process(id).await;
+                    // The closing handshake: what the client still sends is read until
+                    // its Close (bounded). A socket dropped with unread input is reset,
+                    // and a reset can make the client lose the exit message above.
+                    let _ = tokio::time::timeout(CLOSE_BOUND, async {
+                        while let Some(Ok(message)) = from_client.next().await {
+                            if matches!(message, Message::Close(_)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
                     return;
                 }
                 Some(Err(_)) | None => break,

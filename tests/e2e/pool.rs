@@ -143,7 +143,9 @@ async fn the_pool_refills_after_claims_and_its_members_are_nobodys_sandboxes() {
     assert_eq!(members.len(), 2);
 
     // Three creates at once: two from the pool, one the ordinary way; all usable.
-    let creates = (0..3).map(|_| app.sandbox(json!({"repo_url": url, "max_runtime_secs": 2})));
+    // Short lives (the expiry is checked below), long enough for three creates on a
+    // loaded machine.
+    let creates = (0..3).map(|_| app.sandbox(json!({"repo_url": url, "max_runtime_secs": 10})));
     let created = futures_util::future::join_all(creates).await;
     for (_, sandbox) in &created {
         assert_eq!(
@@ -159,7 +161,7 @@ async fn the_pool_refills_after_claims_and_its_members_are_nobodys_sandboxes() {
     wait_ready(app, 2).await;
 
     // The sandboxes expire; the members are not reaped with them.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(40);
     while app.get("/api/v1/containers").await.1["total_count"] != 0 {
         assert!(Instant::now() < deadline, "the sandboxes never expired");
         tokio::time::sleep(Duration::from_millis(200)).await;
