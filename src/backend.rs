@@ -37,6 +37,10 @@ pub const LABEL_JOB: &str = "repobox.job";
 pub const LABEL_SNAPSHOT_INSTANCE: &str = "repobox.snapshot.instance";
 /// Label on snapshot images: the snapshot id.
 pub const LABEL_SNAPSHOT_ID: &str = "repobox.snapshot.id";
+/// Label on built images: the repobox instance that built it.
+pub const LABEL_IMAGE_INSTANCE: &str = "repobox.image.instance";
+/// Label on built images: the image id (`img-…`).
+pub const LABEL_IMAGE_ID: &str = "repobox.image.id";
 /// Label prefix for sandbox metadata that must survive a restart.
 pub const LABEL_PREFIX: &str = "repobox.";
 
@@ -95,6 +99,72 @@ pub struct ImageInfo {
     pub size_bytes: u64,
     /// Its labels.
     pub labels: HashMap<String, String>,
+}
+
+/// Registry credentials for one pull. Never logged: `Debug` shows the server alone.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The registry (`host[:port]`, as the auth file names it).
+    pub server: String,
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One step of a pull, as the engine reports it.
+#[derive(Debug, Clone, Default)]
+pub struct PullProgress {
+    /// The layer it is about (empty for the image as a whole).
+    pub layer: String,
+    /// The engine's word for the step (`Downloading`, `Pull complete`, …).
+    pub status: String,
+    /// Bytes done of the layer's current step.
+    pub current: u64,
+    /// The layer's size, where known.
+    pub total: u64,
+}
+
+/// What a build reports.
+#[derive(Debug, Clone)]
+pub enum BuildEvent {
+    /// Output of the build (a step, a command's output).
+    Log(String),
+    /// The built image's id.
+    Built(String),
+}
+
+/// A stream of a pull's progress; it ends when the pull does, with an error item when
+/// it failed.
+pub type PullStream = Pin<Box<dyn Stream<Item = Result<PullProgress>> + Send>>;
+
+/// A stream of a build's output; it ends when the build does, with an error item when
+/// it failed.
+pub type BuildStream = Pin<Box<dyn Stream<Item = Result<BuildEvent>> + Send>>;
+
+/// Everything needed to build one image from a context.
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    /// Reference (`repo:tag`) the image gets.
+    pub reference: String,
+    /// Path of the Dockerfile inside the context.
+    pub dockerfile: String,
+    /// Build arguments.
+    pub build_args: HashMap<String, String>,
+    /// Labels of the image.
+    pub labels: HashMap<String, String>,
+    /// Whether build steps reach the network (the engine's bridge).
+    pub network: bool,
+    /// Memory limit of each build step, in MiB.
+    pub memory_mb: u64,
 }
 
 /// The limits of a running container that can change after its creation.
@@ -186,8 +256,19 @@ pub trait Backend: Send + Sync + 'static {
     /// The engine's version string.
     async fn version(&self) -> Result<String>;
 
-    /// Whether `image` is present (nothing is ever pulled).
-    async fn image_exists(&self, image: &str) -> Result<bool>;
+    /// Whether `image` is present.
+    async fn image_exists(&self, image: &str) -> Result<bool> {
+        Ok(self.image(image).await?.is_some())
+    }
+
+    /// The image `reference` names; `None` when the engine has none.
+    async fn image(&self, reference: &str) -> Result<Option<ImageInfo>>;
+
+    /// Pulls `reference` from its registry.
+    fn pull(&self, reference: &str, credentials: Option<Credentials>) -> PullStream;
+
+    /// Builds an image from `context` (a tar) as `spec` says.
+    fn build(&self, context: BodyStream, spec: BuildSpec) -> BuildStream;
 
     /// Creates and starts a sandbox whose main process is `agent` (a static binary,
     /// placed at [`AGENT_PATH`]); returns the engine's id. A failed start leaves
@@ -209,11 +290,12 @@ pub trait Backend: Send + Sync + 'static {
         labels: HashMap<String, String>,
     ) -> Result<ImageInfo>;
 
-    /// Removes an image made by [`Self::snapshot`]; one already gone is not an error.
+    /// Removes an image made by [`Self::snapshot`] or [`Self::build`]; one already
+    /// gone is not an error.
     async fn remove_image(&self, reference: &str) -> Result<()>;
 
-    /// Every snapshot image of repobox instance `instance`, by its labels.
-    async fn list_snapshots(&self, instance: &str) -> Result<Vec<ImageInfo>>;
+    /// Every image labelled `label` (`key=value`).
+    async fn list_images(&self, label: &str) -> Result<Vec<ImageInfo>>;
 
     /// Attaches to the agent's stdin and stdout.
     async fn attach(&self, engine_id: &str) -> Result<Transport>;

@@ -18,6 +18,28 @@ pub const DEFAULT_BASE_IMAGE: &str = "repobox/sandbox:bookworm";
 /// Largest `POOL_SIZE`: members are started containers, each holding memory.
 pub const MAX_POOL_SIZE: usize = 64;
 
+/// When images are pulled (`IMAGE_PULL_POLICY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Pull an image the engine lacks.
+    IfMissing,
+    /// Pull before every sandbox made on a named image.
+    Always,
+    /// Never pull: a missing image is refused.
+    Never,
+}
+
+/// The network of build steps (`BUILD_NETWORK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildNetwork {
+    /// No network.
+    None,
+    /// The engine's default bridge.
+    Default,
+}
+
 /// The server's settings alone, as a command line of their own: what a bare `repobox`
 /// (no subcommand) and [`Config::defaults`] read.
 #[derive(Debug, Parser)]
@@ -74,9 +96,35 @@ pub struct Config {
     /// Comma-separated git hosts (`host` or `host:port`) sandboxes may clone from; `*` for any.
     #[arg(long, env = "ALLOWED_GIT_HOSTS", default_value = "github.com", value_parser = parse_list)]
     pub allowed_git_hosts: List,
-    /// Comma-separated images a request may name; empty: any image.
+    /// Comma-separated images a request may name, `*` matching any run of characters
+    /// (e.g. `docker.io/library/*`); empty: any image.
     #[arg(long, env = "ALLOWED_IMAGES", default_value = "", value_parser = parse_list)]
     pub allowed_images: List,
+    /// When a named image is pulled: `if-missing` (when not on the engine), `always`
+    /// (before every sandbox made on it) or `never` (a missing image is refused).
+    #[arg(long, env = "IMAGE_PULL_POLICY", value_enum, default_value_t = PullPolicy::IfMissing)]
+    pub image_pull_policy: PullPolicy,
+    /// Bound on one image pull.
+    #[arg(long, env = "IMAGE_PULL_TIMEOUT_SECS", default_value_t = 600)]
+    pub image_pull_timeout_secs: u64,
+    /// Registry credentials for pulls: a Docker `config.json` (`auths`); read at each
+    /// pull, never logged or returned. Empty: anonymous pulls.
+    #[arg(long, env = "REGISTRY_AUTH_FILE", default_value = "")]
+    pub registry_auth_file: String,
+    /// Whether `POST /images` may build images from repositories' Dockerfiles and
+    /// devcontainers (it runs the repository's own instructions on the engine).
+    #[arg(long, env = "ALLOW_IMAGE_BUILDS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_image_builds: bool,
+    /// Network of build steps: `none` (default) or `default` (the engine's bridge).
+    #[arg(long, env = "BUILD_NETWORK", value_enum, default_value_t = BuildNetwork::None)]
+    pub build_network: BuildNetwork,
+    /// Bound on one image build.
+    #[arg(long, env = "IMAGE_BUILD_TIMEOUT_SECS", default_value_t = 1800)]
+    pub image_build_timeout_secs: u64,
+    /// Most built images kept (failed ones included, until deleted); further builds
+    /// answer 429.
+    #[arg(long, env = "MAX_IMAGES", default_value_t = 100)]
+    pub max_images: usize,
     /// Comma-separated programs commands may start (parsed as shell); empty: any command.
     #[arg(long, env = "COMMAND_ALLOWLIST", default_value = "", value_parser = parse_list)]
     pub command_allowlist: List,

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
@@ -17,16 +18,18 @@ use bollard::models::{
     HostConfig,
 };
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CommitContainerOptionsBuilder, CreateContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, RenameContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CommitContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    RenameContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
 use crate::backend::{
-    AGENT_PATH, Backend, ContainerInfo, ContainerState, DiskLimits, ImageInfo,
-    LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_INSTANCE, LABEL_MANAGED, LABEL_POOL, LABEL_PREFIX,
-    LABEL_SNAPSHOT_INSTANCE, Limits, ManagedContainer, Network, SandboxSpec, Transport, WORKSPACE,
+    AGENT_PATH, Backend, BodyStream, BuildEvent, BuildSpec, BuildStream, ContainerInfo,
+    ContainerState, Credentials, DiskLimits, ImageInfo, LABEL_AGENT_PROTOCOL, LABEL_ID,
+    LABEL_INSTANCE, LABEL_MANAGED, LABEL_POOL, LABEL_PREFIX, Limits, ManagedContainer, Network,
+    PullProgress, PullStream, SandboxSpec, Transport, WORKSPACE,
 };
 use crate::error::{Error, Result};
 
@@ -312,16 +315,135 @@ impl Backend for Runtime {
         Ok(version.version.unwrap_or_default())
     }
 
-    async fn image_exists(&self, image: &str) -> Result<bool> {
-        match self.client()?.inspect_image(image).await {
-            Ok(_) => Ok(true),
+    async fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        match self.client()?.inspect_image(reference).await {
+            Ok(inspect) => Ok(Some(ImageInfo {
+                id: inspect.id.unwrap_or_default(),
+                size_bytes: inspect
+                    .size
+                    .and_then(|size| u64::try_from(size).ok())
+                    .unwrap_or(0),
+                labels: inspect
+                    .config
+                    .and_then(|config| config.labels)
+                    .unwrap_or_default(),
+            })),
             Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
-            }) => Ok(false),
+            }) => Ok(None),
+            // A reference the engine cannot parse names no image it has.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 400, ..
+            }) => Ok(None),
             Err(err) => Err(unavailable_or_internal(err)),
         }
     }
 
+    fn pull(&self, reference: &str, credentials: Option<Credentials>) -> PullStream {
+        let client = match self.client() {
+            Ok(client) => client.clone(),
+            Err(err) => return Box::pin(futures_util::stream::once(async move { Err(err) })),
+        };
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
+        let credentials = credentials.map(|credentials| DockerCredentials {
+            username: Some(credentials.username),
+            password: Some(credentials.password),
+            serveraddress: Some(credentials.server),
+            ..Default::default()
+        });
+        let reference = reference.to_owned();
+        Box::pin(
+            client
+                .create_image(Some(options), None, credentials)
+                .map(move |item| match item {
+                    Ok(info) => Ok(PullProgress {
+                        layer: info.id.unwrap_or_default(),
+                        status: info.status.unwrap_or_default(),
+                        current: info
+                            .progress_detail
+                            .as_ref()
+                            .and_then(|detail| detail.current)
+                            .and_then(|n| u64::try_from(n).ok())
+                            .unwrap_or(0),
+                        total: info
+                            .progress_detail
+                            .as_ref()
+                            .and_then(|detail| detail.total)
+                            .and_then(|n| u64::try_from(n).ok())
+                            .unwrap_or(0),
+                    }),
+                    Err(err) => Err(pull_error(&reference, err)),
+                }),
+        )
+    }
+
+    fn build(&self, context: BodyStream, spec: BuildSpec) -> BuildStream {
+        let client = match self.client() {
+            Ok(client) => client.clone(),
+            Err(err) => return Box::pin(futures_util::stream::once(async move { Err(err) })),
+        };
+        // The classic builder: it takes a network mode and limits (BuildKit's
+        // sessions are not needed for a context sent whole).
+        let memory = i32::try_from(spec.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i32::MAX);
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile(&spec.dockerfile)
+            .t(&spec.reference)
+            .rm(true)
+            .forcerm(true)
+            .memory(memory)
+            .memswap(memory)
+            .buildargs(&spec.build_args)
+            .labels(&spec.labels)
+            .networkmode(if spec.network { "default" } else { "none" })
+            .build();
+        // bollard's build stream borrows its client: a task of its own drives it,
+        // and stops as soon as the returned stream is dropped.
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut build = std::pin::pin!(client.build_image(
+                options,
+                None,
+                Some(bollard::body_try_stream(context))
+            ));
+            loop {
+                let item = tokio::select! {
+                    () = tx.closed() => return,
+                    item = build.next() => item,
+                };
+                let Some(item) = item else { return };
+                let events = match item {
+                    Ok(info) => {
+                        let mut events = Vec::new();
+                        if let Some(text) = info.stream.filter(|text| !text.is_empty()) {
+                            events.push(Ok(BuildEvent::Log(text)));
+                        }
+                        if let Some(status) = info.status.filter(|text| !text.is_empty()) {
+                            events.push(Ok(BuildEvent::Log(format!("{status}\n"))));
+                        }
+                        if let Some(image) = info.aux
+                            && let Some(id) = image.id
+                        {
+                            events.push(Ok(BuildEvent::Built(id)));
+                        }
+                        events
+                    }
+                    Err(DockerError::DockerStreamError { error }) => {
+                        vec![Err(Error::ImageUnavailable(error))]
+                    }
+                    Err(err) => vec![Err(build_error(err))],
+                };
+                for event in events {
+                    let failed = event.is_err();
+                    if tx.send(event).await.is_err() || failed {
+                        return;
+                    }
+                }
+            }
+        });
+        Box::pin(tokio_stream_of(rx))
+    }
     async fn create(&self, spec: &SandboxSpec, agent: &'static [u8]) -> Result<String> {
         let options = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
@@ -422,11 +544,8 @@ impl Backend for Runtime {
         }
     }
 
-    async fn list_snapshots(&self, instance: &str) -> Result<Vec<ImageInfo>> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{LABEL_SNAPSHOT_INSTANCE}={instance}")],
-        )]);
+    async fn list_images(&self, label: &str) -> Result<Vec<ImageInfo>> {
+        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
         let options = ListImagesOptionsBuilder::default()
             .all(false)
             .filters(&filters)
@@ -576,6 +695,38 @@ impl Backend for Runtime {
             }) => Ok(None),
             Err(err) => Err(unavailable_or_internal(err)),
         }
+    }
+}
+
+/// The items of `rx` as a stream.
+fn tokio_stream_of<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((item, rx))
+    })
+}
+
+/// A pull the engine or the registry refused (422, with their reason), or an engine
+/// that cannot be reached (503).
+fn pull_error(reference: &str, err: DockerError) -> Error {
+    match err {
+        DockerError::DockerStreamError { error } => {
+            Error::ImageUnavailable(format!("cannot pull image {reference:?}: {error}"))
+        }
+        DockerError::DockerResponseServerError { message, .. } => {
+            Error::ImageUnavailable(format!("cannot pull image {reference:?}: {message}"))
+        }
+        other => unavailable_or_internal(other),
+    }
+}
+
+/// A build the engine refused (its reason), or an engine that cannot be reached.
+fn build_error(err: DockerError) -> Error {
+    match err {
+        DockerError::DockerResponseServerError { message, .. } => Error::ImageUnavailable(message),
+        other => unavailable_or_internal(other),
     }
 }
 

@@ -74,6 +74,16 @@ pub enum Error {
     /// The Docker engine cannot be reached (503).
     #[error("{0}")]
     DockerUnavailable(String),
+    /// No image (built from a repository) with this id (404).
+    #[error("{0}")]
+    ImageNotFound(String),
+    /// An image cannot be had: not on the engine and not pulled (policy, registry's
+    /// refusal), or its build failed (422).
+    #[error("{0}")]
+    ImageUnavailable(String),
+    /// Image builds are off on this server (403).
+    #[error("{0}")]
+    BuildsDisabled(String),
     /// The sandbox image lacks a tool an operation needs (422).
     #[error("{0}")]
     MissingTool(String),
@@ -104,13 +114,16 @@ impl Error {
             | Error::SnapshotNotFound(_)
             | Error::ProcessNotFound(_)
             | Error::JobNotFound(_)
+            | Error::ImageNotFound(_)
             | Error::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotRunning(_) | Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::CommandNotAllowed(_) => StatusCode::FORBIDDEN,
+            Error::CommandNotAllowed(_) | Error::BuildsDisabled(_) => StatusCode::FORBIDDEN,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::Checkout(_) | Error::MissingTool(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Checkout(_) | Error::MissingTool(_) | Error::ImageUnavailable(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Error::TooManyContainers(_) | Error::LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::DockerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -128,6 +141,9 @@ impl Error {
             Error::SnapshotNotFound(_) => ("Snapshot not found", "snapshot_not_found"),
             Error::ProcessNotFound(_) => ("Process not found", "process_not_found"),
             Error::JobNotFound(_) => ("Job not found", "job_not_found"),
+            Error::ImageNotFound(_) => ("Image not found", "image_not_found"),
+            Error::ImageUnavailable(_) => ("Image unavailable", "image_unavailable"),
+            Error::BuildsDisabled(_) => ("Image builds disabled", "builds_disabled"),
             Error::LimitReached(_) => ("Limit reached", "limit_reached"),
             Error::RouteNotFound(_) => ("Not found", "route_not_found"),
             Error::MethodNotAllowed(_) => ("Method not allowed", "method_not_allowed"),

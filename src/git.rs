@@ -248,6 +248,113 @@ pub enum Tree {
     },
 }
 
+/// A repository state resolved in its mirror.
+struct Located {
+    mirror: PathBuf,
+    key: String,
+    branch: Option<String>,
+    commit: String,
+    cache_hit: bool,
+    _in_use: MirrorUse,
+}
+
+/// A commit of a mirrored repository, read without a checkout (see
+/// [`GitCache::source`]). Its mirror is kept from eviction while it lives.
+pub struct Source<'a> {
+    cache: &'a GitCache,
+    located: Located,
+}
+
+impl Source<'_> {
+    /// The full SHA of the commit.
+    pub fn commit(&self) -> &str {
+        &self.located.commit
+    }
+
+    /// The branch it was found on; `None` for a commit off the default branch.
+    pub fn branch(&self) -> Option<&str> {
+        self.located.branch.as_deref()
+    }
+
+    /// The contents of the file at `path` (relative to the repository's root) in the
+    /// commit; `None` when there is no file there.
+    pub async fn read(&self, path: &str) -> Result<Option<String>> {
+        let spec = format!("{}:{path}", self.located.commit);
+        match self.object_type(&spec).await?.as_deref() {
+            Some("blob") => {}
+            _ => return Ok(None),
+        }
+        let text = self
+            .cache
+            .git(
+                Some(&self.located.mirror),
+                &["cat-file", "blob", &spec],
+                None,
+            )
+            .await?;
+        Ok(Some(text))
+    }
+
+    /// The id of the tree at `path` (`""`: the root) in the commit; `None` when that
+    /// is not a directory.
+    pub async fn tree(&self, path: &str) -> Result<Option<String>> {
+        let spec = format!("{}:{path}", self.located.commit);
+        if self.object_type(&spec).await?.as_deref() != Some("tree") {
+            return Ok(None);
+        }
+        self.cache
+            .resolve(&self.located.mirror, &format!("{spec}^{{tree}}"))
+            .await
+    }
+
+    async fn object_type(&self, spec: &str) -> Result<Option<String>> {
+        match self
+            .cache
+            .git_raw(Some(&self.located.mirror), &["cat-file", "-t", spec], None)
+            .await
+        {
+            Ok(out) => Ok(Some(out.trim().to_owned())),
+            // No such path in the commit.
+            Err(GitFailure::Exit { .. }) => Ok(None),
+            Err(failure) => Err(failure.into_error(None)),
+        }
+    }
+
+    /// The tree `tree` (an id from [`Self::tree`]) as a tar stream (`git archive`),
+    /// entries relative to it, without `.git`. The stream ends with an error if git
+    /// fails; `git` is killed when the stream is dropped.
+    pub fn archive(self, tree: &str) -> Result<crate::backend::BodyStream> {
+        let mut command = GitCache::command(Some(&self.located.mirror));
+        command
+            .args(["archive", "--format=tar", tree])
+            .stderr(Stdio::null());
+        let mut child = command
+            .spawn()
+            .map_err(|err| Error::internal(format!("cannot run git: {err}")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::internal("git archive has no stdout"))?;
+        let body = tokio_util::io::ReaderStream::new(stdout);
+        // The mirror stays in use (never evicted) until the archive has been read.
+        let in_use = self.located;
+        let ended = futures_util::StreamExt::filter_map(
+            futures_util::stream::once(async move {
+                let _in_use = in_use;
+                match child.wait().await {
+                    Ok(status) if status.success() => None,
+                    Ok(status) => Some(Err(std::io::Error::other(format!(
+                        "git archive failed ({status})"
+                    )))),
+                    Err(err) => Some(Err(err)),
+                }
+            }),
+            std::future::ready,
+        );
+        Ok(Box::pin(futures_util::StreamExt::chain(body, ended)))
+    }
+}
+
 /// A directory removed when dropped.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);
@@ -380,6 +487,40 @@ impl GitCache {
         commit: Option<&str>,
         label: &str,
     ) -> Result<Checkout> {
+        let Located {
+            mirror,
+            key,
+            branch: checkout_branch,
+            commit: sha,
+            cache_hit,
+            _in_use,
+        } = self.locate(repo, branch, commit).await?;
+        self.check_out(repo, &mirror, &key, checkout_branch, sha, cache_hit, label)
+            .await
+    }
+
+    /// Fetches (or reuses) the mirror of `repo` and resolves the requested state to a
+    /// commit, without checking anything out: what a build reads its recipe and
+    /// context from. The mirror is kept from eviction while the answer lives.
+    pub async fn source(
+        &self,
+        repo: &RepoUrl,
+        branch: Option<&str>,
+        commit: Option<&str>,
+    ) -> Result<Source<'_>> {
+        Ok(Source {
+            cache: self,
+            located: self.locate(repo, branch, commit).await?,
+        })
+    }
+
+    /// The mirror of `repo`, up to date, and the branch and commit requested.
+    async fn locate(
+        &self,
+        repo: &RepoUrl,
+        branch: Option<&str>,
+        commit: Option<&str>,
+    ) -> Result<Located> {
         let arrived = Instant::now();
         let key = repo.key();
         let mirror = self.mirrors.join(format!("{key}.git"));
@@ -489,11 +630,34 @@ impl GitCache {
             }
         };
 
+        Ok(Located {
+            mirror,
+            key,
+            branch: checkout_branch,
+            commit: sha,
+            cache_hit,
+            _in_use,
+        })
+    }
+
+    /// Checks out `sha` (on `checkout_branch`) from `mirror`, or finds the tar of the
+    /// same state in the tree cache.
+    #[allow(clippy::too_many_arguments)]
+    async fn check_out(
+        &self,
+        repo: &RepoUrl,
+        mirror: &Path,
+        key: &str,
+        checkout_branch: Option<String>,
+        sha: String,
+        cache_hit: bool,
+        label: &str,
+    ) -> Result<Checkout> {
         // The tree cache is keyed by everything that goes into the tar: the mirror
         // (URL), what is checked out, and every ref the clone copies into `.git`.
         let refs = self
             .git(
-                Some(&mirror),
+                Some(mirror),
                 &["for-each-ref", "--format=%(objectname) %(refname)"],
                 None,
             )
@@ -501,7 +665,7 @@ impl GitCache {
         let tree_key = {
             let mut hasher = Sha256::new();
             for part in [
-                key.as_str(),
+                key,
                 checkout_branch.as_deref().unwrap_or(""),
                 &sha,
                 repo.redacted(),
@@ -831,14 +995,9 @@ impl GitCache {
             .map_err(|failure| failure.into_error(remote))
     }
 
-    /// Runs git with a deadline. `remote` marks a network step: only http(s) is
-    /// allowed, redirects are not followed, and messages are scrubbed of credentials.
-    async fn git_raw(
-        &self,
-        cwd: Option<&Path>,
-        args: &[&str],
-        remote: Option<&RepoUrl>,
-    ) -> std::result::Result<String, GitFailure> {
+    /// A git command with the settings every step gets: no hooks, no credentials
+    /// helper, no prompts, no system or global configuration, output piped.
+    fn command(cwd: Option<&Path>) -> Command {
         let mut command = Command::new("git");
         command
             .args([
@@ -861,6 +1020,21 @@ impl GitCache {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(dir) = cwd {
+            command.current_dir(dir);
+        }
+        command
+    }
+
+    /// Runs git with a deadline. `remote` marks a network step: only http(s) is
+    /// allowed, redirects are not followed, and messages are scrubbed of credentials.
+    async fn git_raw(
+        &self,
+        cwd: Option<&Path>,
+        args: &[&str],
+        remote: Option<&RepoUrl>,
+    ) -> std::result::Result<String, GitFailure> {
+        let mut command = Self::command(cwd);
         if remote.is_some() {
             command
                 .args([
@@ -877,9 +1051,6 @@ impl GitCache {
                 ])
                 .env("GIT_ALLOW_PROTOCOL", "http:https")
                 .env("GIT_PROTOCOL_FROM_USER", "0");
-        }
-        if let Some(dir) = cwd {
-            command.current_dir(dir);
         }
         command.args(args);
         let child = command.spawn().map_err(GitFailure::Spawn)?;

@@ -73,8 +73,12 @@ pub struct JobRequest {
     pub concurrency: Option<i64>,
     /// Environment of every sandbox of the job.
     pub environment_vars: Option<BTreeMap<String, String>>,
-    /// Image instead of `DOCKER_BASE_IMAGE`.
+    /// Image instead of `DOCKER_BASE_IMAGE` (pulled when missing, as on create).
     pub image: Option<String>,
+    /// An image built by `POST /images` that every entry runs on (entries keep their
+    /// own repositories; for the image's own repository, its commit is the default).
+    #[serde(default)]
+    pub image_id: Option<String>,
     /// Resource limits of each sandbox.
     pub resources: Option<ResourcesRequest>,
     /// `none` (default) or `bridge`.
@@ -160,11 +164,13 @@ impl JobRequest {
             environment_vars: self.environment_vars.clone(),
             initial_command: self.initial_command.clone(),
             image: self.image.clone(),
+            image_id: self.image_id.clone(),
+            any_repo: true,
             resources: self.resources.clone(),
             network: self.network,
         };
         request
-            .validate(config, sandboxes.snapshots())
+            .validate(config, sandboxes)
             .map_err(|err| match err {
                 Error::Invalid(detail) => Error::Invalid(format!("repos[{index}]: {detail}")),
                 other => other,
@@ -1094,6 +1100,7 @@ mod tests {
             concurrency: None,
             environment_vars: None,
             image: None,
+            image_id: None,
             resources: None,
             network: None,
             initial_command: None,

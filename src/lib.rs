@@ -33,6 +33,7 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod git;
+pub mod image;
 pub mod job;
 pub mod mcp;
 pub mod metrics;

@@ -72,6 +72,16 @@ pub struct Metrics {
     pub job_entries: Family<KindLabels, Counter>,
     /// Time of one job entry (create, command, destroy).
     pub job_entry_seconds: Histogram,
+    /// Image pulls by outcome (`ok`, `failed`).
+    pub image_pulls: Family<KindLabels, Counter>,
+    /// Bytes of the layers pulled.
+    pub image_pull_bytes: Counter,
+    /// Time of one image pull.
+    pub image_pull_seconds: Histogram,
+    /// Image builds by outcome (`ready`, `failed`, `cached`).
+    pub image_builds: Family<KindLabels, Counter>,
+    /// Time of one image build.
+    pub image_build_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -197,7 +207,38 @@ impl Metrics {
             "Time of one job entry (create, command, destroy)",
             job_entry_seconds.clone(),
         );
+        let image_pulls = Family::<KindLabels, Counter>::default();
+        registry.register("image_pulls", "Image pulls by outcome", image_pulls.clone());
+        let image_pull_bytes = Counter::default();
+        registry.register(
+            "image_pull_bytes",
+            "Bytes of the image layers pulled",
+            image_pull_bytes.clone(),
+        );
+        let image_pull_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 15));
+        registry.register(
+            "image_pull_duration_seconds",
+            "Time of one image pull",
+            image_pull_seconds.clone(),
+        );
+        let image_builds = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "image_builds",
+            "Image builds by outcome",
+            image_builds.clone(),
+        );
+        let image_build_seconds = Histogram::new(exponential_buckets(0.1, 2.0, 15));
+        registry.register(
+            "image_build_duration_seconds",
+            "Time of one image build",
+            image_build_seconds.clone(),
+        );
         Self {
+            image_pulls,
+            image_pull_bytes,
+            image_pull_seconds,
+            image_builds,
+            image_build_seconds,
             registry,
             requests,
             request_seconds,

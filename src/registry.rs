@@ -68,6 +68,9 @@ pub struct Sandbox {
     /// The job this sandbox runs an entry of (`None`: made by a client).
     #[serde(default)]
     pub job_id: Option<String>,
+    /// The built image (`POST /images`) it runs on.
+    #[serde(default)]
+    pub image_id: Option<String>,
 }
 
 impl Sandbox {
@@ -460,6 +463,7 @@ mod tests {
             },
             initial_command_result: None,
             job_id: None,
+            image_id: None,
             env: BTreeMap::new(),
         }
     }

@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::exec;
 use crate::git::{Checkout, GitCache, RepoUrl, Tree};
+use crate::image::Images;
 use crate::metrics::Metrics;
 use crate::policy::CommandPolicy;
 use crate::pool::{Member, Pool};
@@ -132,6 +133,8 @@ pub struct NewSandbox {
     pub network: Network,
     /// The job whose entry this sandbox runs.
     pub job_id: Option<String>,
+    /// The built image (`POST /images`) it runs on.
+    pub image_id: Option<String>,
 }
 
 /// How long a new or re-attached agent has to answer its hello (gVisor starts slowly).
@@ -163,6 +166,7 @@ pub struct Sandboxes {
     lifetimes: tokio::sync::Mutex<()>,
     pool: Pool,
     snapshots: Snapshots,
+    images: Images,
     /// One lock per session (`<sandbox>/<session>`), and per sandbox for session
     /// creates (`<sandbox>/`): a session's commands run one at a time, in order.
     session_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -201,9 +205,16 @@ impl Sandboxes {
         };
         let pool = Pool::new(config.pool_size, &pooled, defaults, metrics.clone());
         let snapshots = Snapshots::open(&config.data_dir)?;
+        let images = Images::open(
+            config.clone(),
+            backend.clone(),
+            metrics.clone(),
+            registry.instance(),
+        )?;
         Ok(Self {
             pool,
             snapshots,
+            images,
             session_locks: std::sync::Mutex::new(HashMap::new()),
             members_made: std::sync::atomic::AtomicU64::new(0),
             config,
@@ -225,6 +236,29 @@ impl Sandboxes {
         &*self.backend
     }
 
+    /// The images built from repositories, and the pulls.
+    pub fn images(&self) -> &Images {
+        &self.images
+    }
+
+    /// Starts (or finds) the build of an image from a repository's recipe.
+    pub async fn build_image(
+        &self,
+        request: crate::image::BuildRequest,
+    ) -> Result<crate::image::Image> {
+        self.images.build(&self.git, request).await
+    }
+
+    /// Deletes a built image; 409 while a sandbox runs on it.
+    pub async fn delete_image(&self, image_id: &str) -> Result<()> {
+        let in_use = self
+            .registry
+            .all()
+            .iter()
+            .any(|sandbox| sandbox.image_id.as_deref() == Some(image_id));
+        self.images.delete(image_id, in_use).await
+    }
+
     /// The snapshots.
     pub fn snapshots(&self) -> &Snapshots {
         &self.snapshots
@@ -242,7 +276,8 @@ impl Sandboxes {
         let pending = self.snapshots.reserve(self.config.max_snapshots)?;
         let snapshot_id = pending.id.clone();
         let reference = format!(
-            "repobox-snapshot/{}:{snapshot_id}",
+            "{}{}:{snapshot_id}",
+            crate::image::SNAPSHOT_PREFIX,
             self.registry.instance()
         );
         let name = name.unwrap_or_else(|| snapshot_id.clone());
@@ -317,7 +352,11 @@ impl Sandboxes {
     async fn reconcile_snapshots(&self) -> Result<()> {
         let images = self
             .backend
-            .list_snapshots(self.registry.instance())
+            .list_images(&format!(
+                "{}={}",
+                crate::backend::LABEL_SNAPSHOT_INSTANCE,
+                self.registry.instance()
+            ))
             .await?;
         let mut seen = std::collections::HashSet::new();
         for image in images {
@@ -422,6 +461,8 @@ impl Sandboxes {
         };
         let mut guard = ContainerGuard::new(self.backend.clone(), name);
         let made = async {
+            // A pooled image the engine lacks is pulled first (the pool warms after).
+            self.images.ensure(image, false).await?;
             let engine_id = self.backend.create(&spec, AGENT_BINARY).await?;
             guard.engine_id = engine_id.clone();
             let agent = self.connect_agent(&engine_id).await?;
@@ -664,6 +705,8 @@ impl Sandboxes {
                         }
                     }
                 }
+                let named = request.image != self.config.docker_base_image;
+                self.images.ensure(&spec.image, named).await?;
                 let engine_id = self.backend.create(&spec, AGENT_BINARY).await?;
                 guard.engine_id = engine_id.clone();
                 let agent = self.connect_agent(&engine_id).await?;
@@ -756,6 +799,7 @@ impl Sandboxes {
                 initial_command_result,
                 env: request.env.clone(),
                 job_id: request.job_id.clone(),
+                image_id: request.image_id.clone(),
             };
             let sandbox = self.registry.insert(sandbox, slot).await?;
             *self.agent_slot(&id).lock().await = Some(agent);
@@ -1033,6 +1077,7 @@ impl Sandboxes {
             })
             .await;
         self.reconcile_snapshots().await?;
+        self.images.reconcile().await?;
         self.reconciled.store(true, Ordering::SeqCst);
         // Said at start, once: whether a sandbox's writes are bounded.
         let _ = self.disk_limits().await;

@@ -57,7 +57,7 @@ pub async fn run(
 
     let state = AppState {
         config: config.clone(),
-        sandboxes,
+        sandboxes: sandboxes.clone(),
         metrics,
         jobs: jobs.clone(),
         started: Instant::now(),
@@ -90,6 +90,7 @@ pub async fn run(
     }
     stop.cancel();
     jobs.shutdown().await;
+    sandboxes.images().shutdown().await;
     while tasks.join_next().await.is_some() {}
     tracing::info!("stopped");
     Ok(())

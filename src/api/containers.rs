@@ -45,8 +45,19 @@ pub struct CreateContainerRequest {
     pub environment_vars: Option<BTreeMap<String, String>>,
     /// Command run once in `/workspace` after the checkout.
     pub initial_command: Option<String>,
-    /// (ext) Image to use instead of `DOCKER_BASE_IMAGE`.
+    /// (ext) Image to use instead of `DOCKER_BASE_IMAGE`: any reference within
+    /// `ALLOWED_IMAGES`, pulled when missing (`IMAGE_PULL_POLICY`).
     pub image: Option<String>,
+    /// (ext) An image built by `POST /images`: the sandbox runs on it, with the
+    /// checkout of its repository (at its commit unless `branch`/`commit` say
+    /// otherwise), its devcontainer's `containerEnv` under `environment_vars`, and its
+    /// `postCreateCommand` as `initial_command` when none is given. `repo_url` may be
+    /// omitted; given, it must be the image's.
+    pub image_id: Option<String>,
+    /// Set for a job's entries: the image of `image_id` runs any repository.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub any_repo: bool,
     /// (ext) Resource limits, bounded by the server's maxima.
     pub resources: Option<ResourcesRequest>,
     /// (ext) `none` (default) or `bridge` (only when `ALLOW_NETWORK=true`).
@@ -97,6 +108,8 @@ pub struct ContainerResponse {
     /// (ext) The job whose entry this sandbox runs (it is destroyed when the entry
     /// ends); null for a sandbox made by a client.
     pub job_id: Option<String>,
+    /// (ext) The built image (`POST /images`) it runs on; null otherwise.
+    pub image_id: Option<String>,
 }
 
 impl ContainerResponse {
@@ -115,6 +128,7 @@ impl ContainerResponse {
             image: sandbox.image.clone(),
             initial_command_result: sandbox.initial_command_result.clone(),
             job_id: sandbox.job_id.clone(),
+            image_id: sandbox.image_id.clone(),
         }
     }
 }
@@ -132,10 +146,65 @@ pub struct ContainerListResponse {
 
 impl CreateContainerRequest {
     pub(crate) fn validate(
-        self,
+        mut self,
         config: &Config,
-        snapshots: &crate::snapshot::Snapshots,
+        sandboxes: &crate::sandbox::Sandboxes,
     ) -> Result<NewSandbox> {
+        let snapshots = sandboxes.snapshots();
+        let built = match &self.image_id {
+            None => None,
+            Some(_) if self.image.is_some() || self.snapshot_id.is_some() => {
+                return Err(Error::invalid(
+                    "image_id names the image: leave out image and snapshot_id",
+                ));
+            }
+            Some(id) => {
+                let image = sandboxes.images().get(id)?.record();
+                match image.status {
+                    crate::image::ImageStatus::Ready => {}
+                    crate::image::ImageStatus::Building => {
+                        return Err(Error::Conflict(format!(
+                            "image {id} is still building; wait for it (GET /images/{id}/logs)"
+                        )));
+                    }
+                    crate::image::ImageStatus::Failed => {
+                        return Err(Error::Conflict(format!(
+                            "image {id} failed to build: {}",
+                            image.error.as_deref().unwrap_or("no reason recorded")
+                        )));
+                    }
+                }
+                let given =
+                    |field: &Option<String>| field.as_deref().is_some_and(|v| !v.is_empty());
+                let own_repo = match &self.repo_url {
+                    None => true,
+                    Some(url) => {
+                        let parsed = RepoUrl::parse(url, config.allowed_git_hosts.items())?;
+                        parsed.redacted() == image.repo_url
+                    }
+                };
+                if !own_repo && !self.any_repo {
+                    return Err(Error::invalid(format!(
+                        "image {id} was built from {}: repo_url must be that repository (or left out)",
+                        image.repo_url
+                    )));
+                }
+                if self.repo_url.is_none() {
+                    self.repo_url = Some(image.repo_url.clone());
+                }
+                if own_repo && !given(&self.branch) && !given(&self.commit) {
+                    self.commit = Some(image.resolved_commit.clone());
+                }
+                let mut env = image.container_env.clone();
+                env.extend(self.environment_vars.take().unwrap_or_default());
+                self.environment_vars = Some(env);
+                if self.initial_command.is_none() {
+                    self.initial_command = image.post_create_command.clone();
+                }
+                self.image = Some(image.image.clone());
+                Some(image)
+            }
+        };
         let (repo, snapshot) = match (&self.repo_url, &self.snapshot_id) {
             (Some(url), None) => (
                 Some(RepoUrl::parse(url, config.allowed_git_hosts.items())?),
@@ -196,20 +265,10 @@ impl CreateContainerRequest {
                 .map(|snapshot| snapshot.image.clone())
                 .unwrap_or_default(),
             None => config.docker_base_image.clone(),
+            // Built here: no allowlist (it was checked at the build, where it applies).
+            Some(image) if built.is_some() => image,
             Some(image) => {
-                let allowed = config.allowed_images.items();
-                if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(Error::invalid("image must be a non-empty image reference"));
-                }
-                if !allowed.is_empty()
-                    && !allowed.contains(&image)
-                    && image != config.docker_base_image
-                {
-                    return Err(Error::invalid(format!(
-                        "image {image:?} is not in ALLOWED_IMAGES ({})",
-                        allowed.join(", ")
-                    )));
-                }
+                crate::image::validate_reference(config, &image)?;
                 image
             }
         };
@@ -266,6 +325,7 @@ impl CreateContainerRequest {
             resources,
             network,
             job_id: None,
+            image_id: built.map(|image| image.image_id),
         })
     }
 }
@@ -284,7 +344,7 @@ pub async fn create_container(
     State(state): State<AppState>,
     Json(request): Json<CreateContainerRequest>,
 ) -> Result<(StatusCode, Json<ContainerResponse>)> {
-    let mut request = request.validate(&state.config, state.sandboxes.snapshots())?;
+    let mut request = request.validate(&state.config, &state.sandboxes)?;
     state
         .sandboxes
         .apply_disk_limit(&mut request.resources)

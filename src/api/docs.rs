@@ -22,6 +22,7 @@ use super::AppState;
         (name = "snapshots", description = "Snapshots of sandboxes, and forks: many copies of one"),
         (name = "processes", description = "Background processes that outlive requests and restarts"),
         (name = "sessions", description = "Shells whose state carries from one command to the next"),
+        (name = "images", description = "Images built from a repository's own Dockerfile or devcontainer"),
         (name = "health", description = "Health, readiness and service information"),
     )
 )]

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod files;
 pub mod git;
 pub mod health;
+pub mod images;
 pub mod jobs;
 pub mod processes;
 pub mod sessions;
@@ -70,7 +71,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(sessions::router())
             .merge(git::router())
             .merge(snapshots::router())
-            .merge(jobs::router()),
+            .merge(jobs::router())
+            .merge(images::router()),
     )
 }
 

@@ -33,8 +33,22 @@ impl Backend for NoEngine {
     async fn version(&self) -> Result<String> {
         Err(unreachable())
     }
-    async fn image_exists(&self, _image: &str) -> Result<bool> {
+    async fn image(&self, _reference: &str) -> Result<Option<crate::backend::ImageInfo>> {
         Err(unreachable())
+    }
+    fn pull(
+        &self,
+        _reference: &str,
+        _credentials: Option<crate::backend::Credentials>,
+    ) -> crate::backend::PullStream {
+        Box::pin(futures_util::stream::once(async { Err(unreachable()) }))
+    }
+    fn build(
+        &self,
+        _context: crate::backend::BodyStream,
+        _spec: crate::backend::BuildSpec,
+    ) -> crate::backend::BuildStream {
+        Box::pin(futures_util::stream::once(async { Err(unreachable()) }))
     }
     async fn create(&self, _spec: &SandboxSpec, _agent: &'static [u8]) -> Result<String> {
         Err(unreachable())
@@ -58,7 +72,7 @@ impl Backend for NoEngine {
     async fn remove_image(&self, _reference: &str) -> Result<()> {
         Err(unreachable())
     }
-    async fn list_snapshots(&self, _instance: &str) -> Result<Vec<crate::backend::ImageInfo>> {
+    async fn list_images(&self, _label: &str) -> Result<Vec<crate::backend::ImageInfo>> {
         Err(unreachable())
     }
     async fn attach(&self, _engine_id: &str) -> Result<Transport> {

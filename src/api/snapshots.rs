@@ -224,6 +224,7 @@ pub async fn fork(
         resources: source.resources,
         network: source.network,
         job_id: None,
+        image_id: source.image_id.clone(),
     };
     let forks = futures_util::stream::iter((0..count).map(|_| {
         let state = state.clone();

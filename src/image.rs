@@ -1,0 +1,1455 @@
+//! Images: named ones pulled on demand, and images built from a repository's own
+//! recipe (its `Dockerfile` or `devcontainer.json`).
+//!
+//! **Pulls.** A create on an image the engine lacks pulls it per `IMAGE_PULL_POLICY`,
+//! within `ALLOWED_IMAGES`, bounded by `IMAGE_PULL_TIMEOUT_SECS`, with credentials
+//! from `REGISTRY_AUTH_FILE`. Concurrent creates of one image share one pull (a
+//! shared future, polled by whoever waits: when every waiter is gone, so is the pull).
+//!
+//! **Builds.** `POST /images` resolves the repository in the mirror cache, reads the
+//! recipe from the commit (no checkout), and streams the context (`git archive` of its
+//! tree) to the engine's classic builder, with `BUILD_NETWORK` and the memory bound of
+//! a sandbox. An image's id is a hash of the repository, the context's tree, the
+//! recipe and the build arguments, so the same request again finds the same image.
+//! Records live in `DATA_DIR/images/<id>.json` (with `<id>.log`, the build's output);
+//! the build tasks belong to [`Images`] and stop with it. At start, images of ours
+//! without a record are removed, records whose image is gone read `failed`, and a
+//! build the restart interrupted reads `failed` (the same request builds again).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use futures_util::future::{BoxFuture, Shared};
+use futures_util::{FutureExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use crate::backend::{
+    Backend, BuildEvent, BuildSpec, Credentials, LABEL_IMAGE_ID, LABEL_IMAGE_INSTANCE,
+};
+use crate::config::{BuildNetwork, Config, PullPolicy};
+use crate::error::{Error, Result};
+use crate::git::{GitCache, RepoUrl, Source};
+use crate::metrics::Metrics;
+use crate::registry::write_atomically;
+
+/// Prefix of the references of images built here.
+pub const BUILT_PREFIX: &str = "repobox-image/";
+/// Prefix of the references of snapshot images.
+pub const SNAPSHOT_PREFIX: &str = "repobox-snapshot/";
+/// Bytes of a build's output kept (the newest).
+const LOG_BYTES: usize = 1024 * 1024;
+/// Lines of the log's tail a failed build's `error` carries.
+const ERROR_TAIL_LINES: usize = 20;
+/// How often a pull in progress is logged.
+const PULL_LOG_PERIOD: Duration = Duration::from_secs(5);
+/// Where a repository's devcontainer configuration may be, in order.
+const DEVCONTAINER_FILES: &[&str] = &[".devcontainer/devcontainer.json", ".devcontainer.json"];
+
+// ------------------------------------------------------------------ references
+
+/// `reference` as the engine names it: registry, repository and tag in full
+/// (`node:20` is `docker.io/library/node:20`, `x` is `docker.io/library/x:latest`).
+pub fn normalize(reference: &str) -> String {
+    let (host, rest) = split_registry(reference);
+    let rest = if host == "docker.io" && !rest.contains('/') {
+        format!("library/{rest}")
+    } else {
+        rest.to_owned()
+    };
+    let last = rest.rsplit('/').next().unwrap_or_default();
+    let tagged = last.contains(':') || last.contains('@');
+    format!("{host}/{rest}{}", if tagged { "" } else { ":latest" })
+}
+
+/// The registry `reference` is pulled from (`docker.io` when it names none).
+pub fn registry_host(reference: &str) -> String {
+    split_registry(reference).0.to_owned()
+}
+
+fn split_registry(reference: &str) -> (&str, &str) {
+    match reference.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            let host = match first {
+                "index.docker.io" | "registry-1.docker.io" => "docker.io",
+                other => other,
+            };
+            (host, rest)
+        }
+        _ => ("docker.io", reference),
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Whether `ALLOWED_IMAGES` lets a request name `reference` (matched as written and
+/// in its full form, so `docker.io/library/*` covers `node:20`).
+pub fn allowed(patterns: &[String], reference: &str) -> bool {
+    if patterns.is_empty() {
+        return true;
+    }
+    let full = normalize(reference);
+    patterns
+        .iter()
+        .any(|pattern| glob_match(pattern, reference) || glob_match(pattern, &full))
+}
+
+/// Checks `image` is a reference a request may name; 400 otherwise.
+pub fn validate_reference(config: &Config, image: &str) -> Result<()> {
+    if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid("image must be a non-empty image reference"));
+    }
+    if image != config.docker_base_image && !allowed(config.allowed_images.items(), image) {
+        return Err(Error::invalid(format!(
+            "image {image:?} is not in ALLOWED_IMAGES ({})",
+            config.allowed_images.items().join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `reference` is an image repobox made (a snapshot or a build): never pulled.
+fn is_ours(reference: &str) -> bool {
+    reference.starts_with(BUILT_PREFIX) || reference.starts_with(SNAPSHOT_PREFIX)
+}
+
+// ------------------------------------------------------------------ credentials
+
+/// Docker's `config.json`, the part we read.
+#[derive(Deserialize)]
+struct AuthFile {
+    #[serde(default)]
+    auths: HashMap<String, AuthEntry>,
+}
+
+#[derive(Deserialize)]
+struct AuthEntry {
+    auth: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// The credentials the auth file `text` holds for registry `host`, if any.
+fn credentials_in(text: &str, host: &str) -> anyhow::Result<Option<Credentials>> {
+    let file: AuthFile = serde_json::from_str(text)?;
+    for (server, entry) in file.auths {
+        // Keys may be `host`, `https://host`, or `https://index.docker.io/v1/`.
+        let bare = server
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        let bare = bare.split('/').next().unwrap_or_default();
+        let bare = match bare {
+            "index.docker.io" | "registry-1.docker.io" => "docker.io",
+            other => other,
+        };
+        if bare != host {
+            continue;
+        }
+        let (username, password) = match (entry.auth, entry.username, entry.password) {
+            (Some(auth), _, _) if !auth.is_empty() => {
+                let decoded = base64::engine::general_purpose::STANDARD.decode(auth.trim())?;
+                let decoded = String::from_utf8(decoded)?;
+                let (user, password) = decoded
+                    .split_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("an `auth` entry is not user:password"))?;
+                (user.to_owned(), password.to_owned())
+            }
+            (_, Some(user), Some(password)) => (user, password),
+            _ => continue,
+        };
+        return Ok(Some(Credentials {
+            server,
+            username,
+            password,
+        }));
+    }
+    Ok(None)
+}
+
+// ------------------------------------------------------------------ records
+
+/// What an image is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildFrom {
+    /// The repository's `Dockerfile` (or the one given).
+    Dockerfile,
+    /// `.devcontainer/devcontainer.json` or `.devcontainer.json`.
+    Devcontainer,
+}
+
+/// An image's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageStatus {
+    /// Being built (or pulled).
+    Building,
+    /// Usable by sandboxes.
+    Ready,
+    /// The build failed (see `error`).
+    Failed,
+}
+
+/// An image made from a repository's recipe.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Image {
+    /// `img-<hash>`: the same repository, tree and recipe give the same id.
+    pub image_id: String,
+    /// `building`, `ready` or `failed`.
+    pub status: ImageStatus,
+    /// The repository (credentials removed).
+    pub repo_url: String,
+    /// The branch the commit was found on (null for a commit given alone and off
+    /// the default branch).
+    pub branch: Option<String>,
+    /// The commit the recipe and context were read from.
+    pub resolved_commit: String,
+    /// `dockerfile` or `devcontainer`.
+    pub from: BuildFrom,
+    /// The image's reference on the engine.
+    pub image: String,
+    /// Its size on the engine in bytes (0 until ready).
+    pub size_bytes: u64,
+    /// When the build was asked for.
+    pub created_at: DateTime<Utc>,
+    /// When it ended (null while building).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed, with the tail of the build's output.
+    pub error: Option<String>,
+    /// (ext) Path of the Dockerfile in the repository (null for a devcontainer's
+    /// `image`).
+    pub dockerfile: Option<String>,
+    /// (ext) The devcontainer's `containerEnv`: the environment of sandboxes made
+    /// from the image (a create's own `environment_vars` win).
+    #[serde(default)]
+    pub container_env: BTreeMap<String, String>,
+    /// (ext) The devcontainer's `postCreateCommand`: the `initial_command` of
+    /// sandboxes made from the image that give none.
+    pub post_create_command: Option<String>,
+    /// Built here (not a devcontainer's `image`, pulled): the image is ours to remove.
+    #[serde(default)]
+    #[schema(ignore)]
+    pub built: bool,
+}
+
+/// A validated `POST /images`.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The repository.
+    pub repo: RepoUrl,
+    /// Branch (`None`: the default branch).
+    pub branch: Option<String>,
+    /// Commit (lowercase hex).
+    pub commit: Option<String>,
+    /// The recipe.
+    pub from: BuildFrom,
+    /// Path of the Dockerfile (`from: dockerfile`).
+    pub dockerfile: Option<String>,
+    /// Build arguments (over a devcontainer's `build.args`).
+    pub build_args: BTreeMap<String, String>,
+}
+
+/// A build's output so far, the newest [`LOG_BYTES`] of it.
+#[derive(Default)]
+struct BuildLog {
+    text: String,
+    /// Bytes dropped from the front: offsets are counted from the first byte ever.
+    dropped: usize,
+}
+
+impl BuildLog {
+    fn push(&mut self, chunk: &str) {
+        self.text.push_str(chunk);
+        if self.text.len() > LOG_BYTES {
+            let mut cut = self.text.len() - LOG_BYTES;
+            while !self.text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.text.drain(..cut);
+            self.dropped += cut;
+        }
+    }
+
+    /// What follows absolute offset `from`, and the offset after it.
+    fn since(&self, from: usize) -> (String, usize) {
+        let start = from.saturating_sub(self.dropped).min(self.text.len());
+        let mut start = start;
+        while !self.text.is_char_boundary(start) {
+            start += 1;
+        }
+        (
+            self.text[start..].to_owned(),
+            self.dropped + self.text.len(),
+        )
+    }
+
+    fn tail(&self, lines: usize) -> String {
+        let all: Vec<&str> = self.text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// One image: its record, its output, and a signal of changes to either.
+pub struct Build {
+    record: RwLock<Image>,
+    log: Mutex<BuildLog>,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Build {
+    fn new(record: Image, log: String) -> Self {
+        let mut kept = BuildLog::default();
+        kept.push(&log);
+        Self {
+            record: RwLock::new(record),
+            log: Mutex::new(kept),
+            changed: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// The record as it is now.
+    pub fn record(&self) -> Image {
+        self.record
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The output after absolute offset `from`, the next offset, and whether the
+    /// build has ended (so nothing more will come).
+    pub fn output_since(&self, from: usize) -> (String, usize, bool) {
+        let finished = self.record().status != ImageStatus::Building;
+        let (text, next) = self.lock_log().since(from);
+        (text, next, finished)
+    }
+
+    /// Resolves when the record or the output changes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn lock_log(&self) -> std::sync::MutexGuard<'_, BuildLog> {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn append(&self, chunk: &str) {
+        self.lock_log().push(chunk);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Image)) -> Image {
+        let record = {
+            let mut record = self
+                .record
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            change(&mut record);
+            record.clone()
+        };
+        self.changed.send_modify(|n| *n += 1);
+        record
+    }
+}
+
+// ------------------------------------------------------------------ recipes
+
+/// A devcontainer configuration, the fields repobox reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DevContainer {
+    image: Option<String>,
+    build: Option<DevContainerBuild>,
+    /// The older spelling of `build.dockerfile`.
+    docker_file: Option<String>,
+    /// The older spelling of `build.context`.
+    context: Option<String>,
+    #[serde(default)]
+    container_env: BTreeMap<String, String>,
+    post_create_command: Option<serde_json::Value>,
+    features: Option<serde_json::Value>,
+    docker_compose_file: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DevContainerBuild {
+    dockerfile: Option<String>,
+    context: Option<String>,
+    #[serde(default)]
+    args: BTreeMap<String, String>,
+}
+
+/// What to build, read from the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Recipe {
+    /// A devcontainer's `image`: nothing to build, pull it.
+    image: Option<String>,
+    /// Directory of the context in the repository (`""`: the root).
+    context: String,
+    /// The Dockerfile, relative to the context.
+    dockerfile: String,
+    /// The Dockerfile in the repository.
+    dockerfile_in_repo: String,
+    build_args: BTreeMap<String, String>,
+    container_env: BTreeMap<String, String>,
+    post_create_command: Option<String>,
+    /// The configuration file's text (part of the image's id).
+    config: String,
+}
+
+/// `path` inside the repository, normalized (`a/./b/../c` is `a/c`); `None` when it
+/// leaves the repository or is absolute.
+fn repo_path(path: &str) -> Option<String> {
+    if path.starts_with('/') || path.contains('\0') || path.contains('\\') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn join(dir: &str, path: &str) -> String {
+    if dir.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{dir}/{path}")
+    }
+}
+
+/// A devcontainer's `postCreateCommand` as one shell command: a string as is, an
+/// array as its words quoted, an object's commands one after another (the spec runs
+/// them in parallel; in order is what one shell can promise).
+fn post_create_command(value: &serde_json::Value) -> Result<Option<String>> {
+    use serde_json::Value;
+    let invalid = || {
+        Error::invalid(
+            "devcontainer.json: postCreateCommand must be a string, an array of strings or an object of those",
+        )
+    };
+    let one = |value: &Value| -> Result<String> {
+        match value {
+            Value::String(command) => Ok(command.clone()),
+            Value::Array(words) => words
+                .iter()
+                .map(|word| word.as_str().map(shell_quote).ok_or_else(invalid))
+                .collect::<Result<Vec<_>>>()
+                .map(|words| words.join(" ")),
+            _ => Err(invalid()),
+        }
+    };
+    let command = match value {
+        Value::Null => return Ok(None),
+        Value::Object(commands) => commands
+            .values()
+            .map(one)
+            .collect::<Result<Vec<_>>>()?
+            .join(" && "),
+        other => one(other)?,
+    };
+    let command = command.replace("${containerWorkspaceFolder}", crate::backend::WORKSPACE);
+    Ok((!command.trim().is_empty()).then_some(command))
+}
+
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The recipe a devcontainer configuration at `config_path` (text `text`) gives.
+fn devcontainer_recipe(config_path: &str, text: &str) -> Result<Recipe> {
+    let options = jsonc_parser::ParseOptions::default();
+    let parsed: DevContainer = jsonc_parser::parse_to_serde_value(text, &options)
+        .map_err(|err| Error::invalid(format!("{config_path} cannot be read: {err}")))?;
+    if parsed
+        .features
+        .as_ref()
+        .is_some_and(|features| features.as_object().is_none_or(|f| !f.is_empty()))
+    {
+        return Err(Error::invalid(format!(
+            "{config_path}: \"features\" are not supported (they install from the network at build time); put what they install into the Dockerfile"
+        )));
+    }
+    if parsed.docker_compose_file.is_some() {
+        return Err(Error::invalid(format!(
+            "{config_path}: \"dockerComposeFile\" is not supported; use \"image\" or \"build\""
+        )));
+    }
+    let dir = config_path
+        .rsplit_once('/')
+        .map_or("", |(dir, _)| dir)
+        .to_owned();
+    let post = parsed
+        .post_create_command
+        .as_ref()
+        .map(post_create_command)
+        .transpose()?
+        .flatten();
+    let build = parsed.build.unwrap_or_default();
+    let dockerfile = build.dockerfile.or(parsed.docker_file);
+    let mut recipe = Recipe {
+        image: None,
+        context: String::new(),
+        dockerfile: String::new(),
+        dockerfile_in_repo: String::new(),
+        build_args: build.args,
+        container_env: parsed.container_env,
+        post_create_command: post,
+        config: text.to_owned(),
+    };
+    match (dockerfile, parsed.image) {
+        (Some(dockerfile), _) => {
+            let context = build
+                .context
+                .or(parsed.context)
+                .unwrap_or_else(|| ".".to_owned());
+            let outside = || {
+                Error::invalid(format!(
+                    "{config_path}: the build's context and Dockerfile must be inside the repository"
+                ))
+            };
+            recipe.context = repo_path(&join(&dir, &context)).ok_or_else(outside)?;
+            recipe.dockerfile_in_repo = repo_path(&join(&dir, &dockerfile)).ok_or_else(outside)?;
+            recipe.dockerfile = relative_to(&recipe.dockerfile_in_repo, &recipe.context)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "{config_path}: the Dockerfile {:?} must be inside the build context {:?}",
+                        recipe.dockerfile_in_repo, recipe.context
+                    ))
+                })?;
+        }
+        (None, Some(image)) => recipe.image = Some(image),
+        (None, None) => {
+            return Err(Error::invalid(format!(
+                "{config_path} names neither \"image\" nor \"build.dockerfile\""
+            )));
+        }
+    }
+    Ok(recipe)
+}
+
+/// `path` relative to directory `dir` (both normalized), when inside it.
+fn relative_to(path: &str, dir: &str) -> Option<String> {
+    if dir.is_empty() {
+        return Some(path.to_owned());
+    }
+    path.strip_prefix(dir)?
+        .strip_prefix('/')
+        .map(str::to_owned)
+        .filter(|rest| !rest.is_empty())
+}
+
+// ------------------------------------------------------------------ the store
+
+/// A pull's failure, shareable among the creates that waited for it.
+#[derive(Debug, Clone)]
+enum PullFailure {
+    /// The registry or the engine refused it, or it ran too long (422).
+    Refused(String),
+    /// The engine cannot be reached (503).
+    Engine(String),
+}
+
+impl From<PullFailure> for Error {
+    fn from(failure: PullFailure) -> Self {
+        match failure {
+            PullFailure::Refused(reason) => Error::ImageUnavailable(reason),
+            PullFailure::Engine(reason) => Error::DockerUnavailable(reason),
+        }
+    }
+}
+
+type PullFuture = Shared<BoxFuture<'static, std::result::Result<(), PullFailure>>>;
+
+/// Every image of this instance: the pulls in flight and the built images.
+pub struct Images {
+    config: Arc<Config>,
+    backend: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
+    instance: String,
+    dir: PathBuf,
+    puller: Puller,
+    builds: RwLock<HashMap<String, Arc<Build>>>,
+    tasks: Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl Images {
+    /// Opens the records under `DATA_DIR/images`. A build that was running when the
+    /// last process ended reads `failed`.
+    pub fn open(
+        config: Arc<Config>,
+        backend: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
+        instance: &str,
+    ) -> anyhow::Result<Self> {
+        let dir = config.data_dir.join("images");
+        std::fs::create_dir_all(&dir)?;
+        let mut builds = HashMap::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().and_then(|ext| ext.to_str()) != Some("json") {
+                continue;
+            }
+            let mut record = match std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| Ok(serde_json::from_slice::<Image>(&bytes)?))
+            {
+                Ok(record) => record,
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), %err, "setting aside an unreadable image record");
+                    let _ = std::fs::rename(&path, path.with_extension("corrupt"));
+                    continue;
+                }
+            };
+            let log = std::fs::read_to_string(path.with_extension("log")).unwrap_or_default();
+            if record.status == ImageStatus::Building {
+                record.status = ImageStatus::Failed;
+                record.finished_at = Some(Utc::now());
+                record.error = Some(
+                    "the build was interrupted by a restart of repobox; ask for it again"
+                        .to_owned(),
+                );
+                write_atomically(&path, &serde_json::to_vec_pretty(&record)?)?;
+            }
+            builds.insert(record.image_id.clone(), Arc::new(Build::new(record, log)));
+        }
+        Ok(Self {
+            puller: Puller {
+                backend: backend.clone(),
+                metrics: metrics.clone(),
+                config: config.clone(),
+                pulls: Arc::new(Mutex::new(HashMap::new())),
+            },
+            config,
+            backend,
+            metrics,
+            instance: instance.to_owned(),
+            dir,
+            builds: RwLock::new(builds),
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
+        })
+    }
+
+    /// Makes sure the engine has `reference` for a sandbox, pulling it per
+    /// `IMAGE_PULL_POLICY`. `named`: the request named it (`always` applies to those;
+    /// `DOCKER_BASE_IMAGE` and pool members are pulled only when missing).
+    pub async fn ensure(&self, reference: &str, named: bool) -> Result<()> {
+        self.puller.ensure(reference, named).await
+    }
+
+    /// A built image by id.
+    pub fn get(&self, image_id: &str) -> Result<Arc<Build>> {
+        self.builds
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(image_id)
+            .cloned()
+            .ok_or_else(|| Error::ImageNotFound(format!("no image with id {image_id}")))
+    }
+
+    /// Every built image, oldest first.
+    pub fn list(&self) -> Vec<Image> {
+        let mut all: Vec<Image> = self
+            .builds
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|build| build.record())
+            .collect();
+        all.sort_by(|a, b| (a.created_at, &a.image_id).cmp(&(b.created_at, &b.image_id)));
+        all
+    }
+
+    /// Starts the build `request` asks for, or finds the same build already made (or
+    /// being made). Resolving the repository and reading its recipe happen before it
+    /// answers, so a bad repository or recipe is a 4xx, never a failed record.
+    pub async fn build(&self, git: &GitCache, request: BuildRequest) -> Result<Image> {
+        if !self.config.allow_image_builds {
+            return Err(Error::BuildsDisabled(
+                "image builds are off on this server (ALLOW_IMAGE_BUILDS=false): they run the repository's own instructions on the engine".to_owned(),
+            ));
+        }
+        let source = git
+            .source(
+                &request.repo,
+                request.branch.as_deref(),
+                request.commit.as_deref(),
+            )
+            .await?;
+        let mut recipe = self.recipe(&source, &request).await?;
+        for (name, value) in &request.build_args {
+            recipe.build_args.insert(name.clone(), value.clone());
+        }
+        if let Some(image) = &recipe.image {
+            validate_reference(&self.config, image)?;
+        }
+        let tree = match &recipe.image {
+            Some(_) => String::new(),
+            None => source.tree(&recipe.context).await?.ok_or_else(|| {
+                Error::Checkout(format!(
+                    "the build context {:?} is not a directory in commit {}",
+                    recipe.context,
+                    source.commit()
+                ))
+            })?,
+        };
+        if recipe.image.is_none() && source.read(&recipe.dockerfile_in_repo).await?.is_none() {
+            return Err(Error::Checkout(format!(
+                "there is no Dockerfile at {:?} in commit {}",
+                recipe.dockerfile_in_repo,
+                source.commit()
+            )));
+        }
+        let image_id = image_id(&request, &recipe, &tree, self.config.build_network);
+        let reference = match &recipe.image {
+            Some(image) => image.clone(),
+            None => format!("{BUILT_PREFIX}{}:{image_id}", self.instance),
+        };
+
+        let build = {
+            let mut builds = self
+                .builds
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(existing) = builds.get(&image_id)
+                && existing.record().status != ImageStatus::Failed
+            {
+                Metrics::count(&self.metrics.image_builds, "cached");
+                return Ok(existing.record());
+            }
+            let failed_before = builds.contains_key(&image_id);
+            if !failed_before && builds.len() >= self.config.max_images {
+                return Err(Error::LimitReached(format!(
+                    "the limit of {} images is reached (MAX_IMAGES); delete one first",
+                    self.config.max_images
+                )));
+            }
+            let record = Image {
+                image_id: image_id.clone(),
+                status: ImageStatus::Building,
+                repo_url: request.repo.redacted().to_owned(),
+                branch: source.branch().map(str::to_owned),
+                resolved_commit: source.commit().to_owned(),
+                from: request.from,
+                image: reference,
+                size_bytes: 0,
+                created_at: Utc::now(),
+                finished_at: None,
+                error: None,
+                dockerfile: recipe
+                    .image
+                    .is_none()
+                    .then(|| recipe.dockerfile_in_repo.clone()),
+                container_env: recipe.container_env.clone(),
+                post_create_command: recipe.post_create_command.clone(),
+                built: recipe.image.is_none(),
+            };
+            let build = Arc::new(Build::new(record, String::new()));
+            builds.insert(image_id.clone(), build.clone());
+            build
+        };
+        if let Err(err) = self.persist(&build) {
+            self.forget(&image_id);
+            return Err(Error::internal(format!(
+                "cannot write an image record: {err}"
+            )));
+        }
+        let context = match &recipe.image {
+            Some(_) => None,
+            None => match source.archive(&tree) {
+                Ok(context) => Some(context),
+                Err(err) => {
+                    self.forget(&image_id);
+                    return Err(err);
+                }
+            },
+        };
+        let work = BuildWork {
+            backend: self.backend.clone(),
+            metrics: self.metrics.clone(),
+            config: self.config.clone(),
+            dir: self.dir.clone(),
+            instance: self.instance.clone(),
+            build: build.clone(),
+            dockerfile: recipe.dockerfile.clone(),
+            build_args: recipe.build_args.clone(),
+        };
+        let pulled = recipe.image.clone();
+        let pull = pulled.map(|reference| {
+            // A devcontainer's `image` is pulled like any named image, sharing pulls.
+            let puller = self.puller.clone();
+            async move { puller.ensure(&reference, false).await }
+        });
+        let mut tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            match (context, pull) {
+                (Some(context), _) => work.run(context).await,
+                (None, Some(pull)) => work.finish_pulled(pull.await).await,
+                (None, None) => {}
+            }
+        });
+        Ok(build.record())
+    }
+
+    async fn recipe(&self, source: &Source<'_>, request: &BuildRequest) -> Result<Recipe> {
+        match request.from {
+            BuildFrom::Dockerfile => {
+                let path = request.dockerfile.as_deref().unwrap_or("Dockerfile");
+                let dockerfile = repo_path(path).filter(|p| !p.is_empty()).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "dockerfile {path:?} must be a relative path inside the repository"
+                    ))
+                })?;
+                let text = source.read(&dockerfile).await?.ok_or_else(|| {
+                    Error::Checkout(format!(
+                        "there is no Dockerfile at {dockerfile:?} in commit {}",
+                        source.commit()
+                    ))
+                })?;
+                Ok(Recipe {
+                    image: None,
+                    context: String::new(),
+                    dockerfile: dockerfile.clone(),
+                    dockerfile_in_repo: dockerfile,
+                    build_args: BTreeMap::new(),
+                    container_env: BTreeMap::new(),
+                    post_create_command: None,
+                    config: text,
+                })
+            }
+            BuildFrom::Devcontainer => {
+                if request.dockerfile.is_some() {
+                    return Err(Error::invalid(
+                        "dockerfile is for from \"dockerfile\"; a devcontainer names its own",
+                    ));
+                }
+                for path in DEVCONTAINER_FILES {
+                    if let Some(text) = source.read(path).await? {
+                        return devcontainer_recipe(path, &text);
+                    }
+                }
+                Err(Error::Checkout(format!(
+                    "commit {} has no .devcontainer/devcontainer.json nor .devcontainer.json",
+                    source.commit()
+                )))
+            }
+        }
+    }
+
+    fn persist(&self, build: &Build) -> std::io::Result<()> {
+        persist(&self.dir, build)
+    }
+
+    fn forget(&self, image_id: &str) {
+        self.builds
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(image_id);
+        let _ = std::fs::remove_file(self.dir.join(format!("{image_id}.json")));
+        let _ = std::fs::remove_file(self.dir.join(format!("{image_id}.log")));
+    }
+
+    /// Deletes an image: its record, its output and (when built here) the engine's
+    /// image. `in_use`: a sandbox runs on it (409). A build in progress is 409 too.
+    pub async fn delete(&self, image_id: &str, in_use: bool) -> Result<()> {
+        let build = self.get(image_id)?;
+        let record = build.record();
+        if record.status == ImageStatus::Building {
+            return Err(Error::Conflict(format!(
+                "image {image_id} is still building; delete it once it has finished"
+            )));
+        }
+        if in_use {
+            return Err(Error::Conflict(format!(
+                "a sandbox runs on image {image_id}; destroy it first"
+            )));
+        }
+        if record.built {
+            self.backend.remove_image(&record.image).await?;
+        }
+        self.forget(image_id);
+        Ok(())
+    }
+
+    /// Brings the engine's images of ours and the records into agreement: an image
+    /// without a record is removed, a ready record whose image is gone reads `failed`.
+    pub async fn reconcile(&self) -> Result<()> {
+        let label = format!("{LABEL_IMAGE_INSTANCE}={}", self.instance);
+        let images = self.backend.list_images(&label).await?;
+        for image in &images {
+            let known = image
+                .labels
+                .get(LABEL_IMAGE_ID)
+                .is_some_and(|id| self.get(id).is_ok());
+            if !known {
+                tracing::info!(image = %image.id, "removing a built image without a record");
+                if let Err(err) = self.backend.remove_image(&image.id).await {
+                    tracing::warn!(image = %image.id, %err, "could not remove a built image");
+                }
+            }
+        }
+        let builds: Vec<Arc<Build>> = self
+            .builds
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for build in builds {
+            let record = build.record();
+            if record.built
+                && record.status == ImageStatus::Ready
+                && self.backend.image(&record.image).await?.is_none()
+            {
+                tracing::warn!(image = %record.image_id, "an image's record outlived its image");
+                build.update(|record| {
+                    record.status = ImageStatus::Failed;
+                    record.error =
+                        Some("the image is no longer on the engine; build it again".to_owned());
+                });
+                if let Err(err) = self.persist(&build) {
+                    tracing::warn!(image = %record.image_id, %err, "could not write an image record");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the builds in flight (their records read `failed` at the next start).
+    pub async fn shutdown(&self) {
+        let mut tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// An image's id: a hash of everything that decides its content.
+fn image_id(request: &BuildRequest, recipe: &Recipe, tree: &str, network: BuildNetwork) -> String {
+    let mut hasher = Sha256::new();
+    let from = match request.from {
+        BuildFrom::Dockerfile => "dockerfile",
+        BuildFrom::Devcontainer => "devcontainer",
+    };
+    let network = match network {
+        BuildNetwork::None => "none",
+        BuildNetwork::Default => "default",
+    };
+    for part in [
+        "v1",
+        from,
+        request.repo.redacted(),
+        tree,
+        &recipe.context,
+        &recipe.dockerfile,
+        recipe.image.as_deref().unwrap_or(""),
+        &recipe.config,
+        network,
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    for (name, value) in &recipe.build_args {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.as_bytes());
+        hasher.update([0]);
+    }
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("img-{hex}")
+}
+
+fn persist(dir: &Path, build: &Build) -> std::io::Result<()> {
+    let record = build.record();
+    let bytes = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
+    write_atomically(&dir.join(format!("{}.json", record.image_id)), &bytes)
+}
+
+/// The pulls: shared by the creates that wait for one image, and by builds whose
+/// devcontainer names an image.
+#[derive(Clone)]
+struct Puller {
+    backend: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
+    config: Arc<Config>,
+    pulls: Arc<Mutex<HashMap<String, PullFuture>>>,
+}
+
+impl Puller {
+    /// Makes sure the engine has `reference` for a sandbox, pulling it per
+    /// `IMAGE_PULL_POLICY`. `named`: the request named it (`always` applies to those;
+    /// `DOCKER_BASE_IMAGE` and pool members are pulled only when missing).
+    pub async fn ensure(&self, reference: &str, named: bool) -> Result<()> {
+        let policy = self.config.image_pull_policy;
+        let always = policy == PullPolicy::Always && named && !is_ours(reference);
+        if !always && self.backend.image_exists(reference).await? {
+            return Ok(());
+        }
+        if is_ours(reference) {
+            return Err(Error::ImageUnavailable(format!(
+                "image {reference:?} is no longer on the engine"
+            )));
+        }
+        if policy == PullPolicy::Never {
+            return Err(Error::ImageUnavailable(format!(
+                "image {reference:?} is not on this engine, and IMAGE_PULL_POLICY=never forbids pulling it"
+            )));
+        }
+        self.pull(reference).await
+    }
+
+    /// Pulls `reference`, sharing a pull already in flight.
+    async fn pull(&self, reference: &str) -> Result<()> {
+        let pull = {
+            let mut pulls = self.lock();
+            pulls
+                .entry(reference.to_owned())
+                .or_insert_with(|| {
+                    pull_once(
+                        self.backend.clone(),
+                        self.metrics.clone(),
+                        reference.to_owned(),
+                        self.config.registry_auth_file.clone(),
+                        Duration::from_secs(self.config.image_pull_timeout_secs),
+                    )
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        let outcome = pull.clone().await;
+        {
+            let mut pulls = self.lock();
+            if pulls
+                .get(reference)
+                .is_some_and(|inflight| inflight.peek().is_some())
+            {
+                pulls.remove(reference);
+            }
+        }
+        outcome.map_err(Error::from)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PullFuture>> {
+        self.pulls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One pull, logged and counted.
+async fn pull_once(
+    backend: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
+    reference: String,
+    auth_file: String,
+    bound: Duration,
+) -> std::result::Result<(), PullFailure> {
+    let started = Instant::now();
+    let credentials = if auth_file.is_empty() {
+        None
+    } else {
+        let host = registry_host(&reference);
+        let text = std::fs::read_to_string(&auth_file).map_err(|err| {
+            PullFailure::Refused(format!(
+                "cannot pull image {reference:?}: REGISTRY_AUTH_FILE cannot be read: {err}"
+            ))
+        })?;
+        credentials_in(&text, &host).map_err(|err| {
+            PullFailure::Refused(format!(
+                "cannot pull image {reference:?}: REGISTRY_AUTH_FILE is not a Docker config.json: {err}"
+            ))
+        })?
+    };
+    tracing::info!(image = %reference, authenticated = credentials.is_some(), "pulling an image");
+    let mut layers: HashMap<String, u64> = HashMap::new();
+    let mut done = 0usize;
+    let mut logged = Instant::now();
+    let run = async {
+        let mut stream = backend.pull(&reference, credentials);
+        while let Some(progress) = stream.next().await {
+            let progress = progress?;
+            if progress.status == "Downloading" && progress.total > 0 {
+                layers.insert(progress.layer.clone(), progress.total);
+            }
+            if progress.status == "Pull complete" || progress.status == "Already exists" {
+                done += 1;
+            }
+            if logged.elapsed() >= PULL_LOG_PERIOD {
+                logged = Instant::now();
+                tracing::info!(
+                    image = %reference,
+                    layers_done = done,
+                    bytes = layers.values().sum::<u64>(),
+                    elapsed_secs = started.elapsed().as_secs(),
+                    "pull in progress"
+                );
+            }
+        }
+        Ok::<_, Error>(())
+    };
+    let outcome = match tokio::time::timeout(bound, run).await {
+        Ok(Ok(())) => match backend.image_exists(&reference).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(PullFailure::Refused(format!(
+                "cannot pull image {reference:?}: the engine reported no error, yet has no such image"
+            ))),
+            Err(err) => Err(failure(err)),
+        },
+        Ok(Err(err)) => Err(failure(err)),
+        Err(_) => Err(PullFailure::Refused(format!(
+            "cannot pull image {reference:?}: it did not finish within {} s (IMAGE_PULL_TIMEOUT_SECS)",
+            bound.as_secs()
+        ))),
+    };
+    let bytes: u64 = layers.values().sum();
+    metrics
+        .image_pull_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match &outcome {
+        Ok(()) => {
+            metrics.image_pull_bytes.inc_by(bytes);
+            Metrics::count(&metrics.image_pulls, "ok");
+            tracing::info!(image = %reference, bytes, secs = started.elapsed().as_secs_f64(), "pulled an image");
+        }
+        Err(failure) => {
+            Metrics::count(&metrics.image_pulls, "failed");
+            tracing::warn!(image = %reference, ?failure, "a pull failed");
+        }
+    }
+    outcome
+}
+
+fn failure(err: Error) -> PullFailure {
+    match err {
+        Error::DockerUnavailable(reason) => PullFailure::Engine(reason),
+        other => PullFailure::Refused(other.to_string()),
+    }
+}
+
+/// What a build's task needs, owned.
+struct BuildWork {
+    backend: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
+    config: Arc<Config>,
+    dir: PathBuf,
+    instance: String,
+    build: Arc<Build>,
+    dockerfile: String,
+    build_args: BTreeMap<String, String>,
+}
+
+impl BuildWork {
+    async fn run(self, context: crate::backend::BodyStream) {
+        let started = Instant::now();
+        let record = self.build.record();
+        tracing::info!(image = %record.image_id, repo = %record.repo_url, commit = %record.resolved_commit, "building an image");
+        let spec = BuildSpec {
+            reference: record.image.clone(),
+            dockerfile: self.dockerfile.clone(),
+            build_args: self.build_args.clone().into_iter().collect(),
+            labels: HashMap::from([
+                (LABEL_IMAGE_INSTANCE.to_owned(), self.instance.clone()),
+                (LABEL_IMAGE_ID.to_owned(), record.image_id.clone()),
+            ]),
+            network: self.config.build_network == BuildNetwork::Default,
+            memory_mb: self.config.max_memory_mb,
+        };
+        let bound = Duration::from_secs(self.config.image_build_timeout_secs);
+        let build = &self.build;
+        let run = async {
+            let mut stream = self.backend.build(context, spec);
+            let mut built = false;
+            while let Some(event) = stream.next().await {
+                match event? {
+                    BuildEvent::Log(text) => build.append(&text),
+                    BuildEvent::Built(_) => built = true,
+                }
+            }
+            Ok::<_, Error>(built)
+        };
+        let outcome = match tokio::time::timeout(bound, run).await {
+            Ok(Ok(true)) => match self.backend.image(&record.image).await {
+                Ok(Some(info)) => Ok(info.size_bytes),
+                Ok(None) => Err("the engine reported success, yet has no image".to_owned()),
+                Err(err) => Err(err.to_string()),
+            },
+            Ok(Ok(false)) => Err("the build ended without an image".to_owned()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!(
+                "the build did not finish within {} s (IMAGE_BUILD_TIMEOUT_SECS)",
+                bound.as_secs()
+            )),
+        };
+        self.metrics
+            .image_build_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if outcome.is_err() {
+            // A timed-out or failed build may have left its image half-tagged.
+            let _ = self.backend.remove_image(&record.image).await;
+        }
+        self.finish(outcome).await;
+    }
+
+    async fn finish_pulled(self, pulled: Result<()>) {
+        let outcome = match pulled {
+            Ok(()) => match self.backend.image(&self.build.record().image).await {
+                Ok(Some(info)) => Ok(info.size_bytes),
+                Ok(None) => Err("the image is not on the engine after its pull".to_owned()),
+                Err(err) => Err(err.to_string()),
+            },
+            Err(err) => Err(err.to_string()),
+        };
+        self.finish(outcome).await;
+    }
+
+    async fn finish(self, outcome: std::result::Result<u64, String>) {
+        let tail = self.build.lock_log().tail(ERROR_TAIL_LINES);
+        let record = self.build.update(|record| {
+            record.finished_at = Some(Utc::now());
+            match &outcome {
+                Ok(size) => {
+                    record.status = ImageStatus::Ready;
+                    record.size_bytes = *size;
+                }
+                Err(reason) => {
+                    record.status = ImageStatus::Failed;
+                    record.error = Some(if tail.is_empty() {
+                        reason.clone()
+                    } else {
+                        format!("{reason}\n--- last lines of the build's output ---\n{tail}")
+                    });
+                }
+            }
+        });
+        Metrics::count(
+            &self.metrics.image_builds,
+            if outcome.is_ok() { "ready" } else { "failed" },
+        );
+        match &outcome {
+            Ok(size) => tracing::info!(image = %record.image_id, size, "image ready"),
+            Err(reason) => tracing::warn!(image = %record.image_id, %reason, "image build failed"),
+        }
+        let (dir, build) = (self.dir.clone(), self.build.clone());
+        let log = build.lock_log().text.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            persist(&dir, &build)?;
+            write_atomically(
+                &dir.join(format!("{}.log", record.image_id)),
+                log.as_bytes(),
+            )
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::warn!("could not write an image's record or log");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_normalized_as_the_engine_does() {
+        assert_eq!(normalize("node:20"), "docker.io/library/node:20");
+        assert_eq!(normalize("node"), "docker.io/library/node:latest");
+        assert_eq!(normalize("user/app"), "docker.io/user/app:latest");
+        assert_eq!(
+            normalize("127.0.0.1:5000/team/app:1"),
+            "127.0.0.1:5000/team/app:1"
+        );
+        assert_eq!(normalize("localhost/app"), "localhost/app:latest");
+        assert_eq!(
+            normalize("ghcr.io/o/app@sha256:abc"),
+            "ghcr.io/o/app@sha256:abc"
+        );
+        assert_eq!(registry_host("node:20"), "docker.io");
+        assert_eq!(registry_host("127.0.0.1:5000/app:1"), "127.0.0.1:5000");
+        assert_eq!(registry_host("index.docker.io/library/x"), "docker.io");
+    }
+
+    #[test]
+    fn allowed_images_are_globs_over_either_form() {
+        let patterns = vec![
+            "docker.io/library/*".to_owned(),
+            "127.0.0.1:*/ok:*".to_owned(),
+        ];
+        assert!(allowed(&patterns, "node:20"));
+        assert!(allowed(&patterns, "docker.io/library/python:3.12"));
+        assert!(!allowed(&patterns, "evil/node:20"));
+        assert!(allowed(&patterns, "127.0.0.1:5000/ok:1"));
+        assert!(!allowed(&patterns, "127.0.0.1:5000/other:1"));
+        assert!(allowed(&[], "anything"));
+        assert!(glob_match("a*b*c", "aXbYc"));
+        assert!(!glob_match("a*b*c", "aXcYb"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn credentials_are_found_by_registry_in_either_form() {
+        let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+        let text = format!(
+            r#"{{"auths": {{"127.0.0.1:5001": {{"auth": "{auth}"}}, "https://index.docker.io/v1/": {{"username": "bob", "password": "pw"}}}}}}"#
+        );
+        let found = credentials_in(&text, "127.0.0.1:5001").unwrap().unwrap();
+        assert_eq!(
+            (found.username.as_str(), found.password.as_str()),
+            ("alice", "s3cret")
+        );
+        let hub = credentials_in(&text, "docker.io").unwrap().unwrap();
+        assert_eq!(hub.username, "bob");
+        assert!(credentials_in(&text, "ghcr.io").unwrap().is_none());
+        assert!(credentials_in("not json", "x").is_err());
+        // The password never shows in debug output.
+        assert!(!format!("{found:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_devcontainer_with_comments_gives_its_build_env_and_command() {
+        let text = r#"{
+            // a comment
+            "name": "x", /* another */
+            "build": {"dockerfile": "Dockerfile", "context": "..", "args": {"A": "1"},},
+            "containerEnv": {"FROM_DEVCONTAINER": "yes"},
+            "postCreateCommand": ["echo", "it's", "done"],
+        }"#;
+        let recipe = devcontainer_recipe(".devcontainer/devcontainer.json", text).unwrap();
+        assert_eq!(recipe.context, "");
+        assert_eq!(recipe.dockerfile, ".devcontainer/Dockerfile");
+        assert_eq!(recipe.build_args["A"], "1");
+        assert_eq!(recipe.container_env["FROM_DEVCONTAINER"], "yes");
+        assert_eq!(
+            recipe.post_create_command.as_deref(),
+            Some(r"echo 'it'\''s' done")
+        );
+        let inside = devcontainer_recipe(
+            ".devcontainer/devcontainer.json",
+            r#"{"build": {"dockerfile": "Dockerfile"}, "postCreateCommand": {"a": "x", "b": "y"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (inside.context.as_str(), inside.dockerfile.as_str()),
+            (".devcontainer", "Dockerfile")
+        );
+        assert_eq!(inside.post_create_command.as_deref(), Some("x && y"));
+        let image = devcontainer_recipe(".devcontainer.json", r#"{"image": "node:20"}"#).unwrap();
+        assert_eq!(image.image.as_deref(), Some("node:20"));
+    }
+
+    #[test]
+    fn devcontainer_features_and_escapes_are_refused_by_name() {
+        let err = devcontainer_recipe(
+            ".devcontainer.json",
+            r#"{"image": "x", "features": {"ghcr.io/devcontainers/features/node:1": {}}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid(ref m) if m.contains("features")),
+            "{err}"
+        );
+        // An empty features object asks for nothing.
+        assert!(
+            devcontainer_recipe(".devcontainer.json", r#"{"image": "x", "features": {}}"#).is_ok()
+        );
+        let err = devcontainer_recipe(
+            ".devcontainer/devcontainer.json",
+            r#"{"build": {"dockerfile": "../../Dockerfile"}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("inside the repository"), "{err}");
+        let err = devcontainer_recipe(
+            ".devcontainer/devcontainer.json",
+            r#"{"build": {"dockerfile": "../Dockerfile", "context": "."}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("inside the build context"),
+            "{err}"
+        );
+        assert!(devcontainer_recipe(".devcontainer.json", "{").is_err());
+        assert!(devcontainer_recipe(".devcontainer.json", "{}").is_err());
+    }
+
+    #[test]
+    fn repository_paths_stay_inside() {
+        assert_eq!(repo_path("a/./b/../c").as_deref(), Some("a/c"));
+        assert_eq!(repo_path(".").as_deref(), Some(""));
+        assert_eq!(repo_path("../x"), None);
+        assert_eq!(repo_path("/etc/passwd"), None);
+        assert_eq!(
+            relative_to("a/b/Dockerfile", "a"),
+            Some("b/Dockerfile".to_owned())
+        );
+        assert_eq!(relative_to("ab/Dockerfile", "a"), None);
+    }
+
+    #[test]
+    fn the_log_keeps_its_newest_bytes_and_absolute_offsets() {
+        let mut log = BuildLog::default();
+        log.push("hello\n");
+        let (text, next) = log.since(0);
+        assert_eq!((text.as_str(), next), ("hello\n", 6));
+        log.push(&"x".repeat(LOG_BYTES));
+        assert_eq!(log.text.len(), LOG_BYTES);
+        let (text, next) = log.since(6);
+        assert_eq!(next, 6 + LOG_BYTES);
+        assert_eq!(text.len(), LOG_BYTES);
+        assert_eq!(log.since(next).0, "");
+    }
+}
