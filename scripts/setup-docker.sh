@@ -18,6 +18,10 @@
 #     start on overlay2 it switches to the vfs storage driver; if runsc does not
 #     work it is unregistered again.
 # Not root and no engine: says what to do and exits 1.
+# Test tools, as root, on every run (also when the engine already runs, and
+# cheaply: only when a command is missing): Debian's docker-registry (the CNCF
+# distribution registry, /usr/bin/docker-registry, for the image pull tests)
+# and busybox-static (/bin/busybox, for the tests' tiny image).
 #
 # Environment:
 #   DOCKER_HOST              engine to use; a unix:// socket is started if absent
@@ -44,58 +48,6 @@ docker_ok() { command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/
 engine_summary() {
   docker info --format 'server {{.ServerVersion}}, storage driver {{.Driver}}, cgroup {{.CgroupDriver}} v{{.CgroupVersion}}, runtimes: {{range $k, $v := .Runtimes}}{{$k}} {{end}}' 2>/dev/null || true
 }
-
-# ---------------------------------------------------------------- fast path
-if docker_ok; then
-  # Sandboxes must survive a restart of the engine: a local dockerd we may
-  # configure gets live-restore (a reloadable setting: SIGHUP, no restart).
-  if [[ $(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null) == false && $(id -u) -eq 0 \
-        && ${DOCKER_HOST:-unix://$DEFAULT_SOCK} == "unix://$DEFAULT_SOCK" ]] \
-      && command -v jq >/dev/null 2>&1 && pgrep -x dockerd >/dev/null 2>&1; then
-    mkdir -p "$(dirname "$DAEMON_JSON")"
-    cur=$(cat "$DAEMON_JSON" 2>/dev/null || true)
-    jq '. + {"live-restore": true}' <<<"${cur:-{\}}" >"$DAEMON_JSON.tmp" && mv "$DAEMON_JSON.tmp" "$DAEMON_JSON"
-    pkill -HUP -x dockerd || true
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-      [[ $(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null) == true ]] && break
-      sleep 0.5
-    done
-    say "enabled live-restore on the running engine (sandboxes survive an engine restart)"
-  fi
-  say "Docker engine already available ($(engine_summary)); nothing to do"
-  exit 0
-fi
-
-# ------------------------------------------------------------- not root
-if [[ $(id -u) -ne 0 ]]; then
-  why=
-  if command -v docker >/dev/null 2>&1; then
-    why=$(timeout 20 docker info 2>&1 >/dev/null | grep -v '^$' | tail -n 1 || true)
-  fi
-  cat >&2 <<EOF
-$PROG: error: no usable Docker engine at ${DOCKER_HOST:-unix://$DEFAULT_SOCK}${why:+ ($why)}, and only root can start one.
-$PROG: do one of:
-$PROG:   * run this script as root:   sudo $0
-$PROG:   * start the engine yourself: sudo systemctl start docker  (or: sudo dockerd &)
-$PROG:   * point DOCKER_HOST at an engine you can reach, or add yourself to the
-$PROG:     'docker' group (sudo usermod -aG docker \$USER) and log in again.
-EOF
-  exit 1
-fi
-
-# Which socket should the engine listen on?
-SOCK=$DEFAULT_SOCK
-DOCKERD_ARGS=()
-if [[ -n ${DOCKER_HOST:-} ]]; then
-  case $DOCKER_HOST in
-    unix://*)
-      SOCK=${DOCKER_HOST#unix://}
-      [[ $SOCK == "$DEFAULT_SOCK" || $SOCK == /run/docker.sock ]] || DOCKERD_ARGS+=(-H "$DOCKER_HOST")
-      ;;
-    *) die "DOCKER_HOST=$DOCKER_HOST does not answer and is not a local unix:// socket; start that engine, or unset DOCKER_HOST to get a local one" ;;
-  esac
-fi
-export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 # ------------------------------------------------------------ packages
 APT_UPDATED=0
@@ -142,9 +94,85 @@ apt_install() {
   [[ $rc -eq 0 ]] || die "apt-get install $* failed (rc=$rc)"
 }
 
+# Tools the e2e tests need (not the engine): a local registry and busybox.
+# Cheap when present (two `command -v`); only root installs them, and a failure
+# is only a warning (the engine itself is fine).
+ensure_test_tools() {
+  local tools=()
+  command -v docker-registry >/dev/null 2>&1 || tools+=(docker-registry)
+  command -v busybox >/dev/null 2>&1 || tools+=(busybox-static)
+  [[ ${#tools[@]} -gt 0 ]] || return 0
+  if [[ $(id -u) -ne 0 ]]; then
+    warn "not root: cannot install ${tools[*]} (the registry and tiny-image e2e tests need them)"
+    return 0
+  fi
+  local t=$SECONDS
+  # a subshell: apt_install's die must not end this run
+  if (apt_install "${tools[@]}"); then
+    say "test tools installed in $((SECONDS - t))s: ${tools[*]}"
+  else
+    warn "could not install ${tools[*]}; the registry and tiny-image e2e tests will fail"
+  fi
+}
+
+# ---------------------------------------------------------------- fast path
+if docker_ok; then
+  # Sandboxes must survive a restart of the engine: a local dockerd we may
+  # configure gets live-restore (a reloadable setting: SIGHUP, no restart).
+  if [[ $(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null) == false && $(id -u) -eq 0 \
+        && ${DOCKER_HOST:-unix://$DEFAULT_SOCK} == "unix://$DEFAULT_SOCK" ]] \
+      && command -v jq >/dev/null 2>&1 && pgrep -x dockerd >/dev/null 2>&1; then
+    mkdir -p "$(dirname "$DAEMON_JSON")"
+    cur=$(cat "$DAEMON_JSON" 2>/dev/null || true)
+    jq '. + {"live-restore": true}' <<<"${cur:-{\}}" >"$DAEMON_JSON.tmp" && mv "$DAEMON_JSON.tmp" "$DAEMON_JSON"
+    pkill -HUP -x dockerd || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      [[ $(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null) == true ]] && break
+      sleep 0.5
+    done
+    say "enabled live-restore on the running engine (sandboxes survive an engine restart)"
+  fi
+  ensure_test_tools
+  say "Docker engine already available ($(engine_summary)); nothing to do"
+  exit 0
+fi
+
+# ------------------------------------------------------------- not root
+if [[ $(id -u) -ne 0 ]]; then
+  why=
+  if command -v docker >/dev/null 2>&1; then
+    why=$(timeout 20 docker info 2>&1 >/dev/null | grep -v '^$' | tail -n 1 || true)
+  fi
+  cat >&2 <<EOF
+$PROG: error: no usable Docker engine at ${DOCKER_HOST:-unix://$DEFAULT_SOCK}${why:+ ($why)}, and only root can start one.
+$PROG: do one of:
+$PROG:   * run this script as root:   sudo $0
+$PROG:   * start the engine yourself: sudo systemctl start docker  (or: sudo dockerd &)
+$PROG:   * point DOCKER_HOST at an engine you can reach, or add yourself to the
+$PROG:     'docker' group (sudo usermod -aG docker \$USER) and log in again.
+EOF
+  exit 1
+fi
+
+# Which socket should the engine listen on?
+SOCK=$DEFAULT_SOCK
+DOCKERD_ARGS=()
+if [[ -n ${DOCKER_HOST:-} ]]; then
+  case $DOCKER_HOST in
+    unix://*)
+      SOCK=${DOCKER_HOST#unix://}
+      [[ $SOCK == "$DEFAULT_SOCK" || $SOCK == /run/docker.sock ]] || DOCKERD_ARGS+=(-H "$DOCKER_HOST")
+      ;;
+    *) die "DOCKER_HOST=$DOCKER_HOST does not answer and is not a local unix:// socket; start that engine, or unset DOCKER_HOST to get a local one" ;;
+  esac
+fi
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
 want=()
 command -v dockerd >/dev/null 2>&1 || want+=(docker.io)
 command -v jq >/dev/null 2>&1 || want+=(jq)
+command -v docker-registry >/dev/null 2>&1 || want+=(docker-registry)   # e2e tests' registry
+command -v busybox >/dev/null 2>&1 || want+=(busybox-static)            # e2e tests' tiny image
 [[ -x /usr/bin/tini-static ]] || want+=(tini)   # docker-init, for `docker run --init`
 if [[ $SKIP_RUNSC != 1 ]] && ! command -v runsc >/dev/null 2>&1; then
   [[ -n $(apt_candidate runsc) ]] || apt_update_once

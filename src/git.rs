@@ -302,9 +302,8 @@ impl Source<'_> {
         if self.object_type(&spec).await?.as_deref() != Some("tree") {
             return Ok(None);
         }
-        self.cache
-            .resolve(&self.located.mirror, &format!("{spec}^{{tree}}"))
-            .await
+        // (`<commit>:<path>` names the tree itself: a suffix would be part of the path.)
+        self.cache.resolve(&self.located.mirror, &spec).await
     }
 
     async fn object_type(&self, spec: &str) -> Result<Option<String>> {

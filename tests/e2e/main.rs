@@ -8,6 +8,7 @@ mod containers;
 mod exec;
 mod files;
 mod health;
+mod images;
 mod jobs;
 mod mcp;
 mod pool;

@@ -117,3 +117,123 @@ pub fn generated(root: &Path, name: &str, files: usize, bytes: usize) {
     );
     std::fs::remove_dir_all(&work).unwrap();
 }
+
+/// Builds `root/<name>.git` from `files` (path, content; parents made as needed) in one
+/// commit on `trunk`; returns that commit.
+pub fn bare_repo(root: &Path, name: &str, files: &[(&str, String)]) -> String {
+    let work = root.join(format!("{name}-work"));
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q"]);
+    for (path, content) in files {
+        let path = work.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", name]);
+    let head = git(&work, &["rev-parse", "HEAD"]);
+    git(
+        root,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &format!("{name}-work"),
+            &format!("{name}.git"),
+        ],
+    );
+    std::fs::remove_dir_all(&work).unwrap();
+    head
+}
+
+/// Builds `root/<name>.git` whose `Dockerfile` (at the root) builds on `base_image`,
+/// writes `/marker` (`built-by-repobox`) and sets `FROM_DOCKERFILE=yes`; returns its
+/// head commit.
+pub fn dockerfile_repo(root: &Path, name: &str, base_image: &str) -> String {
+    bare_repo(
+        root,
+        name,
+        &[
+            (
+                "Dockerfile",
+                format!(
+                    "FROM {base_image}\nRUN echo built-by-repobox > /marker\nENV FROM_DOCKERFILE=yes\n"
+                ),
+            ),
+            (
+                "README.md",
+                "# dockerfile fixture\n\nBuilt from its Dockerfile.\n".to_owned(),
+            ),
+        ],
+    )
+}
+
+/// Builds `root/<name>.git` with a `.devcontainer/devcontainer.json` (JSONC: `//` and
+/// `/* */` comments, `//` inside a string, trailing commas) that builds
+/// `.devcontainer/Dockerfile` (on `base_image`; build arg `GREETING=hi` written to
+/// `/greeting`), sets `containerEnv` `FROM_DEVCONTAINER=yes` and has a
+/// `postCreateCommand` writing `/workspace/.post-create`; returns its head commit.
+pub fn devcontainer_repo(root: &Path, name: &str, base_image: &str) -> String {
+    let json = r#"// The e2e tests' devcontainer: JSONC on purpose (comments, trailing commas).
+{
+    /* "name" holds a "//" that is no comment */
+    "name": "repobox fixture // not a comment",
+    "build": {
+        "dockerfile": "Dockerfile", // relative to .devcontainer/
+        "args": {
+            "GREETING": "hi",
+        },
+    },
+    "containerEnv": { "FROM_DEVCONTAINER": "yes" },
+    /* runs once, in the sandbox, after it is made */
+    "postCreateCommand": "echo post-create > /workspace/.post-create",
+}
+"#;
+    bare_repo(
+        root,
+        name,
+        &[
+            (".devcontainer/devcontainer.json", json.to_owned()),
+            (
+                ".devcontainer/Dockerfile",
+                format!("FROM {base_image}\nARG GREETING\nRUN echo \"$GREETING\" > /greeting\n"),
+            ),
+            (
+                "README.md",
+                "# devcontainer fixture\n\nBuilt from .devcontainer/.\n".to_owned(),
+            ),
+        ],
+    )
+}
+
+/// Builds `root/<name>.git` with a `.devcontainer/devcontainer.json` (JSONC, like
+/// [`devcontainer_repo`]'s) naming `"image": base_image` and a devcontainer feature
+/// (`ghcr.io/devcontainers/features/node:1`), plus the same `containerEnv` and
+/// `postCreateCommand`; no Dockerfile. Returns its head commit.
+pub fn devcontainer_with_features(root: &Path, name: &str, base_image: &str) -> String {
+    let json = format!(
+        r#"// The e2e tests' devcontainer with a feature: JSONC on purpose.
+{{
+    "name": "repobox fixture with features",
+    "image": {image}, /* no build: the image as it is */
+    "features": {{
+        "ghcr.io/devcontainers/features/node:1": {{}},
+    }},
+    "containerEnv": {{ "FROM_DEVCONTAINER": "yes" }},
+    "postCreateCommand": "echo post-create > /workspace/.post-create",
+}}
+"#,
+        image = serde_json::to_string(base_image).unwrap()
+    );
+    bare_repo(
+        root,
+        name,
+        &[
+            (".devcontainer/devcontainer.json", json),
+            (
+                "README.md",
+                "# devcontainer fixture with features\n".to_owned(),
+            ),
+        ],
+    )
+}

@@ -4,6 +4,7 @@
 
 pub mod fixtures;
 pub mod git_server;
+pub mod registry;
 
 use std::sync::OnceLock;
 use std::time::Duration;
