@@ -335,8 +335,9 @@ impl CreateContainerRequest {
     (status = 201, body = ContainerResponse),
     (status = 400, body = ErrorBody, description = "Invalid request (URL policy, ref names, limits)"),
     (status = 403, body = ErrorBody, description = "initial_command refused by COMMAND_ALLOWLIST"),
-    (status = 404, body = ErrorBody, description = "Unknown snapshot_id"),
-    (status = 422, body = ErrorBody, description = "Repository, branch or commit cannot be checked out"),
+    (status = 404, body = ErrorBody, description = "Unknown snapshot_id or image_id"),
+    (status = 409, body = ErrorBody, description = "image_id is still building, or failed"),
+    (status = 422, body = ErrorBody, description = "Repository, branch or commit cannot be checked out; the image cannot be pulled (the registry's reason)"),
     (status = 429, body = ErrorBody, description = "MAX_CONTAINERS reached"),
     (status = 503, body = ErrorBody, description = "Docker unreachable"),
 ))]

@@ -63,6 +63,8 @@ pub enum ResultsFormat {
     (status = 202, body = JobView, description = "Accepted; it runs in the background"),
     (status = 400, body = ErrorBody, description = "An invalid field or entry (nothing started)"),
     (status = 403, body = ErrorBody, description = "The command refused by COMMAND_ALLOWLIST"),
+    (status = 404, body = ErrorBody, description = "Unknown image_id"),
+    (status = 409, body = ErrorBody, description = "image_id is still building, or failed"),
     (status = 413, body = ErrorBody),
     (status = 415, body = ErrorBody),
     (status = 429, body = ErrorBody, description = "MAX_JOBS reached"),

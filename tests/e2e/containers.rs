@@ -295,9 +295,10 @@ async fn checkout_failures_are_clean_4xx_and_leave_nothing() {
             "memory_mb",
         ),
         (
+            // Pulled (IMAGE_PULL_POLICY=if-missing), and the registry cannot be had.
             json!({"repo_url": url, "image": "no-such-image:never"}),
-            StatusCode::BAD_REQUEST,
-            "image",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cannot pull image \"no-such-image:never\"",
         ),
     ];
     for (request, expected, needle) in cases {

@@ -413,6 +413,30 @@ async fn a_dockerfile_build_makes_sandboxes_with_its_marker_env_and_checkout_and
     let (_, list) = app.get("/api/v1/images").await;
     assert_eq!(list["images"].as_array().unwrap().len(), 1, "{list}");
 
+    // A job on the image: every entry runs on it, each with its own repository.
+    let simple = world.git.url(&unique("job-on-image"), "simple");
+    let (status, job) = app
+        .post(
+            "/api/v1/jobs",
+            &json!({ "command": "cat /marker && ls", "image_id": image_id,
+                     "repos": [{"repo_url": url}, {"repo_url": simple}] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let job_id = job["job_id"].as_str().unwrap();
+    crate::jobs::wait_finished(app, job_id, Duration::from_secs(120)).await;
+    let (_, results) = app.get(&format!("/api/v1/jobs/{job_id}/results")).await;
+    let results = results["results"].as_array().unwrap();
+    assert_eq!(results[0]["resolved_commit"], head.as_str(), "{results:?}");
+    for (result, file) in results.iter().zip(["Dockerfile", "README.md"]) {
+        assert_eq!(result["exit_code"], 0, "{result}");
+        let stdout = result["stdout"].as_str().unwrap();
+        assert!(
+            stdout.starts_with("built-by-repobox\n") && stdout.contains(file),
+            "{result}"
+        );
+    }
+
     // Another repository than the image's is refused; in use, the image stays.
     let (status, body, _) = app
         .create(json!({ "image_id": image_id, "repo_url": world.git.url("other", "simple") }))
@@ -558,4 +582,129 @@ async fn builds_are_off_unless_allowed() {
         .create(json!({ "repo_url": url, "image_id": "img-0000" }))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
+async fn a_pooled_registry_image_warms_after_its_pull() {
+    let registry = registry::start(None);
+    let reference = registry.push(tiny(), &format!("{}:1", unique("pooled")), None);
+    let _cleanup = LocalImage(reference.clone());
+    let dir = scratch();
+    let mut config = test_config(dir.path());
+    config.pool_size = 1;
+    config.pool_images = repobox::config::List(vec![reference.clone()]);
+    let server = spawn_app(config).await;
+    let app = &server.app;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, info) = app.get("/api/v1/info").await;
+        if info["pool"]["ready"].as_u64() == Some(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pool never warmed: {info}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(pulls(app, "ok").await, 1);
+    let url = world().git.url(&unique("pooled"), "simple");
+    let (created, _guard) = app
+        .sandbox(json!({ "repo_url": url, "image": reference }))
+        .await;
+    let metrics = app.text("/metrics").await;
+    assert!(
+        metrics.contains("repobox_pool_claims_total{kind=\"hit\"} 1"),
+        "the create took the warm member: {metrics}"
+    );
+    let out = app
+        .exec(created["container_id"].as_str().unwrap(), "cat README.md")
+        .await;
+    assert!(
+        out["stdout"].as_str().unwrap().contains("# simple"),
+        "{out}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_forgets_vanished_images_and_removes_unrecorded_ones() {
+    let world = world();
+    let name = unique("reconcile");
+    fixtures::dockerfile_repo(&world.git.root, &name, SANDBOX_IMAGE);
+    let url = world.git.url(&unique("reconcile"), &name);
+    let dir = scratch();
+    let server = builder(dir.path()).await;
+    let (status, image) = server
+        .app
+        .post(
+            "/api/v1/images",
+            &json!({ "repo_url": url, "from": "dockerfile" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{image}");
+    let image_id = image["image_id"].as_str().unwrap().to_owned();
+    let reference = image["image"].as_str().unwrap().to_owned();
+    let _cleanup = BuiltImage(reference.clone());
+    let (_, done) = follow(&server.app, &image_id).await;
+    assert_eq!(done["status"], "ready", "{done}");
+    let instance = server.app.instance().await;
+    server.stop().await;
+
+    // While it is down: its image goes, and an image of its own appears unrecorded.
+    let removed = Command::new("docker")
+        .args(["rmi", &reference])
+        .output()
+        .unwrap();
+    assert!(removed.status.success(), "{removed:?}");
+    let orphan = format!("repobox-test/orphan:{}", unique("o"));
+    let _orphan = BuiltImage(orphan.clone());
+    let mut build = Command::new("docker")
+        .args(["build", "-q", "-t", &orphan, "--label"])
+        .arg(format!("repobox.image.instance={instance}"))
+        .args(["--label", "repobox.image.id=img-unrecorded", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    build
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("FROM {SANDBOX_IMAGE}\nLABEL orphan=1\n").as_bytes())
+        .unwrap();
+    assert!(build.wait().unwrap().success());
+
+    let server = builder(dir.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, record) = server.app.get(&format!("/api/v1/images/{image_id}")).await;
+        if record["status"] == "failed" && !local_image_exists(&orphan) {
+            assert!(
+                record["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no longer on the engine"),
+                "{record}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not reconciled: {record}, orphan present: {}",
+            local_image_exists(&orphan)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Asked again, it builds again.
+    let (status, again) = server
+        .app
+        .post(
+            "/api/v1/images",
+            &json!({ "repo_url": url, "from": "dockerfile" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["status"], "building", "{again}");
+    let (_, done) = follow(&server.app, &image_id).await;
+    assert_eq!(done["status"], "ready", "{done}");
+    server.stop().await;
 }

@@ -10,7 +10,7 @@ use crate::support::git_server::GitServer;
 use crate::support::{TestApp, fixtures, scratch, spawn_app, test_config, unique, world};
 
 /// Waits until the job is finished (completed or cancelled); returns it.
-async fn wait_finished(app: &TestApp, job_id: &str, bound: Duration) -> Value {
+pub(crate) async fn wait_finished(app: &TestApp, job_id: &str, bound: Duration) -> Value {
     let deadline = Instant::now() + bound;
     loop {
         let (status, job) = app.get(&format!("/api/v1/jobs/{job_id}")).await;
