@@ -142,6 +142,8 @@ pub struct InfoResponse {
     pub allowed_git_hosts: Vec<String>,
     /// Images a create may name (empty: any).
     pub allowed_images: Vec<String>,
+    /// Image pulls and builds.
+    pub images: ImagesInfo,
     /// Network policy.
     pub network: NetworkInfo,
     /// Capabilities a sandbox keeps (all others are dropped).
@@ -161,6 +163,25 @@ pub struct InfoResponse {
     pub instance: String,
     /// Limits.
     pub limits: Limits,
+}
+
+/// Image pulls and builds (`IMAGE_PULL_POLICY`, `ALLOW_IMAGE_BUILDS`, …).
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct ImagesInfo {
+    /// `if-missing`, `always` or `never`.
+    pub pull_policy: String,
+    /// Bound on one pull.
+    pub pull_timeout_secs: u64,
+    /// Whether pulls carry credentials (`REGISTRY_AUTH_FILE` is set; never shown).
+    pub registry_auth: bool,
+    /// Whether `POST /images` builds.
+    pub builds_allowed: bool,
+    /// Network of build steps: `none` or `default`.
+    pub build_network: String,
+    /// Bound on one build.
+    pub build_timeout_secs: u64,
+    /// Most built images kept.
+    pub max_images: usize,
 }
 
 /// The command policy (`COMMAND_ALLOWLIST`).
@@ -264,6 +285,24 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
         docker_runtime: config.docker_runtime.clone(),
         allowed_git_hosts: config.allowed_git_hosts.items().to_vec(),
         allowed_images: config.allowed_images.items().to_vec(),
+        images: ImagesInfo {
+            pull_policy: match config.image_pull_policy {
+                crate::config::PullPolicy::IfMissing => "if-missing",
+                crate::config::PullPolicy::Always => "always",
+                crate::config::PullPolicy::Never => "never",
+            }
+            .to_owned(),
+            pull_timeout_secs: config.image_pull_timeout_secs,
+            registry_auth: !config.registry_auth_file.is_empty(),
+            builds_allowed: config.allow_image_builds,
+            build_network: match config.build_network {
+                crate::config::BuildNetwork::None => "none",
+                crate::config::BuildNetwork::Default => "default",
+            }
+            .to_owned(),
+            build_timeout_secs: config.image_build_timeout_secs,
+            max_images: config.max_images,
+        },
         network: NetworkInfo {
             default: Network::None,
             allow_bridge: config.allow_network,
