@@ -85,7 +85,7 @@ mkdir -p "$work/git/simple-work/src"
 git_ -C "$work/git" clone -q --bare simple-work simple.git
 rm -rf "$work/git/simple-work"
 
-python3 -u tests/ui/git_server.py "$work/git" >"$work/git.port" 2>"$work/git.log" &
+python3 -u scripts/git_http_server.py "$work/git" >"$work/git.port" 2>"$work/git.log" &
 pids+=($!)
 for _ in $(seq 1 100); do [ -s "$work/git.port" ] && break; sleep 0.1; done
 git_port="$(head -n1 "$work/git.port")"

@@ -122,16 +122,11 @@ impl JobRequest {
 
     /// Each entry's command deadline.
     pub fn timeout(&self, config: &Config) -> Result<Duration> {
-        let secs = self
-            .timeout_secs
-            .unwrap_or(i64::try_from(config.default_exec_timeout_secs).unwrap_or(30));
-        if secs < 1 || secs.unsigned_abs() > config.max_exec_timeout_secs {
-            return Err(Error::invalid(format!(
-                "timeout_secs must be between 1 and {} (MAX_EXEC_TIMEOUT_SECS)",
-                config.max_exec_timeout_secs
-            )));
-        }
-        Ok(Duration::from_secs(secs.unsigned_abs()))
+        crate::api::validate_timeout(
+            config,
+            self.timeout_secs
+                .unwrap_or_else(|| crate::api::default_timeout_secs(config)),
+        )
     }
 
     /// Entries run at once.
@@ -375,8 +370,10 @@ pub struct Job {
     cancel: CancellationToken,
     /// Cancelled when the job's task has ended (its sandboxes are gone).
     ended: CancellationToken,
-    /// Serialises appends to the results file.
-    results_file: Mutex<PathBuf>,
+    /// The results file (JSON Lines, one per finished entry).
+    results_file: PathBuf,
+    /// Held while the results file is appended to or read.
+    results_lock: Mutex<()>,
 }
 
 impl Job {
@@ -433,11 +430,11 @@ impl Job {
     async fn read_results(self: &Arc<Self>) -> Result<Vec<JobResult>> {
         let job = self.clone();
         tokio::task::spawn_blocking(move || {
-            let path = job
-                .results_file
+            let _held = job
+                .results_lock
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            read_results(&path)
+            read_results(&job.results_file)
         })
         .await
         .map_err(|err| Error::internal(format!("reading a job's results: {err}")))?
@@ -901,10 +898,11 @@ impl Jobs {
         // Memory and file change under the file's lock: both hold the entries in the
         // same (finishing) order.
         let appended = tokio::task::spawn_blocking(move || {
-            let path = job_for_file
-                .results_file
+            let _held = job_for_file
+                .results_lock
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let path = &job_for_file.results_file;
             let mut lines = Vec::new();
             {
                 let mut progress = job_for_file.lock();
@@ -921,7 +919,7 @@ impl Jobs {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(&*path)
+                .open(path)
                 .and_then(|mut file| file.write_all(&lines))
         })
         .await;
@@ -1042,7 +1040,8 @@ fn new_job(
         changed: watch::channel(0).0,
         cancel: CancellationToken::new(),
         ended: CancellationToken::new(),
-        results_file: Mutex::new(results_file),
+        results_file,
+        results_lock: Mutex::new(()),
     }
 }
 

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -15,7 +14,6 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{AppState, Json, json_body, validate_env};
-use crate::backend::WORKSPACE;
 use crate::config::Config;
 use crate::error::{Error, ErrorBody, Result};
 use crate::exec::{self, Event, ExecResult};
@@ -62,23 +60,12 @@ impl ExecuteCommandRequest {
         if self.command.contains('\0') {
             return Err(Error::invalid("command must not contain NUL bytes"));
         }
-        let working_dir = self
-            .working_directory
-            .unwrap_or_else(|| WORKSPACE.to_owned());
-        if !working_dir.starts_with('/') || working_dir.contains('\0') || working_dir.len() > 4096 {
-            return Err(Error::invalid(format!(
-                "working_directory must be an absolute path, got {working_dir:?}"
-            )));
-        }
-        let timeout = self
-            .timeout_secs
-            .unwrap_or(i64::try_from(config.default_exec_timeout_secs).unwrap_or(30));
-        if timeout < 1 || timeout.unsigned_abs() > config.max_exec_timeout_secs {
-            return Err(Error::invalid(format!(
-                "timeout_secs must be between 1 and {}",
-                config.max_exec_timeout_secs
-            )));
-        }
+        let working_dir = super::validate_working_dir(self.working_directory)?;
+        let timeout = super::validate_timeout(
+            config,
+            self.timeout_secs
+                .unwrap_or_else(|| super::default_timeout_secs(config)),
+        )?;
         let env = self.environment.unwrap_or_default();
         validate_env("environment", &env)?;
         if let Some(stdin) = &self.stdin
@@ -93,7 +80,7 @@ impl ExecuteCommandRequest {
         Ok(exec::Command {
             command: self.command,
             working_dir,
-            timeout: Duration::from_secs(timeout.unsigned_abs()),
+            timeout,
             env: env.into_iter().collect(),
             stdin: self.stdin.map(bytes::Bytes::from),
         })

@@ -336,6 +336,33 @@ impl From<QueryRejection> for Error {
     }
 }
 
+/// A command's `working_directory` (default `/workspace`): absolute, bounded, no NUL.
+pub(crate) fn validate_working_dir(given: Option<String>) -> Result<String, Error> {
+    let dir = given.unwrap_or_else(|| crate::backend::WORKSPACE.to_owned());
+    if !dir.starts_with('/') || dir.contains('\0') || dir.len() > 4096 {
+        return Err(Error::invalid(format!(
+            "working_directory must be an absolute path, got {dir:?}"
+        )));
+    }
+    Ok(dir)
+}
+
+/// A command's `timeout_secs`: 1 … `MAX_EXEC_TIMEOUT_SECS`.
+pub(crate) fn validate_timeout(config: &Config, secs: i64) -> Result<std::time::Duration, Error> {
+    if secs < 1 || secs.unsigned_abs() > config.max_exec_timeout_secs {
+        return Err(Error::invalid(format!(
+            "timeout_secs must be between 1 and {} (MAX_EXEC_TIMEOUT_SECS)",
+            config.max_exec_timeout_secs
+        )));
+    }
+    Ok(std::time::Duration::from_secs(secs.unsigned_abs()))
+}
+
+/// The default `timeout_secs` (`DEFAULT_EXEC_TIMEOUT_SECS`).
+pub(crate) fn default_timeout_secs(config: &Config) -> i64 {
+    i64::try_from(config.default_exec_timeout_secs).unwrap_or(30)
+}
+
 /// Checks environment variable names and values a client sends.
 pub fn validate_env(
     field: &str,

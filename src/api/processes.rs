@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -19,7 +18,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{AppState, Json, Query, json_body, validate_env};
 use crate::agent::{ProcessEvent, ProcessInfo, ProcessSpec, ProcessStatus, TerminalSize};
-use crate::backend::WORKSPACE;
 use crate::error::{Error, ErrorBody, Result};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -152,26 +150,11 @@ pub async fn start_process(
             "command must be a non-empty command without NUL bytes",
         ));
     }
-    let cwd = request
-        .working_directory
-        .unwrap_or_else(|| WORKSPACE.to_owned());
-    if !cwd.starts_with('/') || cwd.contains('\0') || cwd.len() > 4096 {
-        return Err(Error::invalid(format!(
-            "working_directory must be an absolute path, got {cwd:?}"
-        )));
-    }
-    let timeout = match request.timeout_secs {
-        None => None,
-        Some(secs) if secs >= 1 && secs.unsigned_abs() <= state.config.max_exec_timeout_secs => {
-            Some(Duration::from_secs(secs.unsigned_abs()))
-        }
-        Some(_) => {
-            return Err(Error::invalid(format!(
-                "timeout_secs must be between 1 and {}",
-                state.config.max_exec_timeout_secs
-            )));
-        }
-    };
+    let cwd = super::validate_working_dir(request.working_directory)?;
+    let timeout = request
+        .timeout_secs
+        .map(|secs| super::validate_timeout(&state.config, secs))
+        .transpose()?;
     let env = request.environment.unwrap_or_default();
     validate_env("environment", &env)?;
     state

@@ -12,7 +12,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::exec::{ExecuteCommandRequest, body_limit};
 use super::{AppState, Json, json_body, validate_env};
-use crate::backend::WORKSPACE;
 use crate::error::{Error, ErrorBody, Result};
 use crate::exec::{self, ExecResult};
 use crate::session::{self, SessionInfo};
@@ -62,14 +61,7 @@ pub async fn create_session(
     state.sandboxes.get(&container_id)?;
     let request: CreateSessionRequest =
         json_body(&headers, body, state.config.max_request_bytes).await?;
-    let working_dir = request
-        .working_directory
-        .unwrap_or_else(|| WORKSPACE.to_owned());
-    if !working_dir.starts_with('/') || working_dir.contains('\0') || working_dir.len() > 4096 {
-        return Err(Error::invalid(format!(
-            "working_directory must be an absolute path, got {working_dir:?}"
-        )));
-    }
+    let working_dir = super::validate_working_dir(request.working_directory)?;
     let env = request.environment.unwrap_or_default();
     validate_env("environment", &env)?;
     state

@@ -224,7 +224,8 @@ pub async fn fork(
         resources: source.resources,
         network: source.network,
         job_id: None,
-        image_id: source.image_id.clone(),
+        // The copies run on the snapshot's image, not on the source's built one.
+        image_id: None,
     };
     let forks = futures_util::stream::iter((0..count).map(|_| {
         let state = state.clone();

@@ -1,6 +1,7 @@
-"""A git smart-HTTP server for the dashboard's tests: `git http-backend` as CGI over
-the bare repositories in ROOT (argv[1]). Prints its port on the first line of stdout,
-then serves until killed. (The handler is the Python SDK's test support's.)"""
+"""A git smart-HTTP server for tests: `git http-backend` as CGI over the bare
+repositories in ROOT. Standard library only: the Python SDK's tests import `GitHandler`
+from here, and the dashboard's tests run it (`python3 scripts/git_http_server.py ROOT`
+prints its port on the first line of stdout, then serves until killed)."""
 
 import os
 import subprocess
@@ -9,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
-class _GitHandler(BaseHTTPRequestHandler):
+class GitHandler(BaseHTTPRequestHandler):
     """``git http-backend`` as CGI. Paths are ``/<any prefix>/<name>.git/...``: the
     prefix is dropped, so each test may use a URL of its own."""
 
@@ -86,7 +87,7 @@ class _GitHandler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    handler = type("Handler", (_GitHandler,), {"root": Path(sys.argv[1])})
+    handler = type("Handler", (GitHandler,), {"root": Path(sys.argv[1])})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)
