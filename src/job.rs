@@ -49,6 +49,7 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 
 /// One repository of a job.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JobRepo {
     /// `http`/`https` URL of a git repository on an allowed host.
     pub repo_url: String,
@@ -58,8 +59,10 @@ pub struct JobRepo {
     pub commit: Option<String>,
 }
 
-/// Body of `POST /jobs`, kept as given.
+/// Body of `POST /jobs`, kept as given. Unknown fields are refused (400): a misspelt
+/// `image_id` must not run a whole job on the default image.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JobRequest {
     /// Run in `/workspace` of each repository's sandbox (by `bash -c`).
     #[schema(example = "git log --oneline | wc -l")]

@@ -364,6 +364,10 @@ async fn invalid_jobs_are_refused_whole_and_unknown_jobs_are_404() {
         json!({"command": "git log", "repos": [repo], "timeout_secs": -1}),
         json!({"command": "git log", "repos": [repo], "network": "bridge"}),
         json!({"command": "git log", "repos": [repo], "environment_vars": {"1X": "y"}}),
+        // A misspelt field would otherwise run the whole job without it.
+        json!({"command": "git log", "repos": [repo], "imageid": "img-1"}),
+        json!({"command": "git log", "repos": [{"repo_url": "https://git.example/r.git", "brnach": "x"}]}),
+        json!({"command": "git log", "repos": [repo], "image": "x", "image_id": "img-1"}),
     ];
     for body in cases {
         let (status, error) = harness.post_json("/api/v1/jobs", &body).await;
@@ -376,6 +380,31 @@ async fn invalid_jobs_are_refused_whole_and_unknown_jobs_are_404() {
         )
         .await;
     assert_error(status, &error, StatusCode::FORBIDDEN, "command_not_allowed");
+    let (status, error) = harness
+        .post_json(
+            "/api/v1/jobs",
+            &json!({"command": "git log", "repos": [repo], "image_id": "img-0123"}),
+        )
+        .await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "image_not_found");
+    let (status, error) = harness
+        .post_json(
+            "/api/v1/images",
+            &json!({"repo_url": "https://git.example/r.git", "from": "dockerfile"}),
+        )
+        .await;
+    assert_error(status, &error, StatusCode::FORBIDDEN, "builds_disabled");
+    for body in [
+        json!({"repo_url": "https://git.example/r.git", "from": "makefile"}),
+        json!({"repo_url": "https://evil.example/r.git", "from": "dockerfile"}),
+        json!({"repo_url": "https://git.example/r.git", "from": "dockerfile", "build_args": {"1X": "y"}}),
+        json!({"repo_url": "https://git.example/r.git", "from": "dockerfile", "dockerfile_path": "x"}),
+    ] {
+        let (status, error) = harness.post_json("/api/v1/images", &body).await;
+        assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let (status, error) = harness.get("/api/v1/images/img-0123").await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "image_not_found");
     let (status, list) = harness.get("/api/v1/jobs").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["jobs"], json!([]), "nothing was started");

@@ -24,9 +24,12 @@ pub struct CreateArgs {
     /// An environment variable for the sandbox and its commands (repeatable).
     #[arg(long = "env", short = 'e', value_name = "NAME=VALUE", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
-    /// Image to use instead of the server's default.
-    #[arg(long)]
+    /// Image to use instead of the server's default (pulled when missing).
+    #[arg(long, conflicts_with = "image_id")]
     pub image: Option<String>,
+    /// An image built by `POST /images` from this repository (`img-…`).
+    #[arg(long, value_name = "ID")]
+    pub image_id: Option<String>,
     /// A command run once in /workspace after the checkout.
     #[arg(long, value_name = "CMD")]
     pub initial_command: Option<String>,
@@ -45,6 +48,7 @@ impl CreateArgs {
                 env_object(self.env).map(|env| json!(env)),
             ),
             ("image", self.image.map(Value::from)),
+            ("image_id", self.image_id.map(Value::from)),
             ("initial_command", self.initial_command.map(Value::from)),
         ];
         for (name, value) in fields {
@@ -258,6 +262,7 @@ mod tests {
             ttl: Some(60),
             env: vec![("A".to_owned(), "1".to_owned())],
             image: None,
+            image_id: None,
             initial_command: None,
         };
         assert_eq!(

@@ -61,9 +61,12 @@ pub struct RunArgs {
     /// An environment variable for every sandbox (repeatable).
     #[arg(long = "env", short = 'e', value_name = "NAME=VALUE", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
-    /// Image to use instead of the server's default.
-    #[arg(long)]
+    /// Image to use instead of the server's default (pulled when missing).
+    #[arg(long, conflicts_with = "image_id")]
     pub image: Option<String>,
+    /// An image built by `POST /images` that every entry runs on (`img-…`).
+    #[arg(long, value_name = "ID")]
+    pub image_id: Option<String>,
     /// Print the results as JSON lines instead of a table.
     #[arg(long)]
     pub jsonl: bool,
@@ -178,6 +181,9 @@ async fn run_job(client: &Client, args: RunArgs, json: bool) -> CliResult {
     }
     if let Some(env) = env_object(args.env) {
         body["environment_vars"] = json!(env);
+    }
+    if let Some(image_id) = args.image_id {
+        body["image_id"] = json!(image_id);
     }
     if let Some(image) = args.image {
         body["image"] = json!(image);

@@ -354,6 +354,7 @@ def create_container(
     snapshot_id: Optional[Any] = None,
     network: Optional[str] = None,
     extra: Optional[Mapping[str, Any]] = None,
+    image_id: Optional[str] = None,
 ) -> Op[Any]:
     body = _drop_none(
         {
@@ -367,6 +368,7 @@ def create_container(
             "resources": dict(resources) if resources is not None else None,
             "snapshot_id": getattr(snapshot_id, "snapshot_id", snapshot_id),
             "network": network,
+            "image_id": image_id,
         }
     )
     if extra:
@@ -655,6 +657,7 @@ def create_job(
     resources: Optional[Resources] = None,
     network: Optional[str] = None,
     initial_command: Optional[str] = None,
+    image_id: Optional[str] = None,
 ) -> Op[Job]:
     if isinstance(repos, (str, bytes)):
         raise TypeError("repos is a list (of URLs, JobRepo or dicts), not one string")
@@ -669,6 +672,7 @@ def create_job(
             "resources": dict(resources) if resources is not None else None,
             "network": network,
             "initial_command": initial_command,
+            "image_id": image_id,
         }
     )
     return Op("POST", "/jobs", _model(Job), json=body)

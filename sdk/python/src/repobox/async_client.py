@@ -128,6 +128,7 @@ class AsyncClient:
         *,
         network: Optional[str] = None,
         extra: Optional[Mapping[str, Any]] = None,
+        image_id: Optional[str] = None,
     ) -> "_Creating":
         """``box = await client.create(...)``, or ``async with client.create(...) as box:``
         (destroyed at the end of the block)."""
@@ -143,6 +144,7 @@ class AsyncClient:
             snapshot_id=snapshot_id,
             network=network,
             extra=extra,
+            image_id=image_id,
         )
         return _Creating(self._call(op))
 
@@ -373,10 +375,20 @@ class AsyncJobs:
         initial_command: Optional[str] = None,
         wait: bool = True,
         wait_timeout: Optional[float] = None,
+        image_id: Optional[str] = None,
     ) -> Job:
         job = await self._client._call(
             core.create_job(
-                command, repos, concurrency, timeout_secs, environment_vars, image, resources, network, initial_command
+                command,
+                repos,
+                concurrency,
+                timeout_secs,
+                environment_vars,
+                image,
+                resources,
+                network,
+                initial_command,
+                image_id=image_id,
             )
         )
         if wait:

@@ -124,6 +124,7 @@ class Client:
         *,
         network: Optional[str] = None,
         extra: Optional[Mapping[str, Any]] = None,
+        image_id: Optional[str] = None,
     ) -> "Sandbox":
         """Creates a sandbox (returns once it is running). ``with client.create(...) as
         box:`` destroys it at the end of the block."""
@@ -140,6 +141,7 @@ class Client:
                 snapshot_id=snapshot_id,
                 network=network,
                 extra=extra,
+                image_id=image_id,
             )
         )
         return box
@@ -363,12 +365,22 @@ class Jobs:
         initial_command: Optional[str] = None,
         wait: bool = True,
         wait_timeout: Optional[float] = None,
+        image_id: Optional[str] = None,
     ) -> Job:
         """Starts a job; with ``wait`` (default) returns it once finished (then read
         :meth:`results`). ``repos``: URLs, :class:`JobRepo` or dicts."""
         job = self._client._call(
             core.create_job(
-                command, repos, concurrency, timeout_secs, environment_vars, image, resources, network, initial_command
+                command,
+                repos,
+                concurrency,
+                timeout_secs,
+                environment_vars,
+                image,
+                resources,
+                network,
+                initial_command,
+                image_id=image_id,
             )
         )
         if wait:

@@ -141,6 +141,7 @@ class ContainerInfo(_Model):
     initial_command_result: Optional[ExecResult] = None
     status_reason: Optional[str] = None
     job_id: Optional[str] = None
+    image_id: Optional[str] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     _convert: ClassVar[Dict[str, Callable[[Any], Any]]] = {
