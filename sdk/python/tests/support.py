@@ -24,6 +24,7 @@ from git_http_server import GitHandler  # noqa: E402
 
 class GitServer:
     def __init__(self, root: Path) -> None:
+        self.root = root
         handler = type("Handler", (GitHandler,), {"root": root})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True

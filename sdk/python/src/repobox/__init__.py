@@ -9,8 +9,8 @@
 __version__ = "0.1.0"
 
 from ._core import ForkResult
-from .async_client import AsyncClient, AsyncJobs, AsyncProcesses, AsyncSandbox, AsyncSnapshots
-from .client import Client, Jobs, Processes, Sandbox, Snapshots
+from .async_client import AsyncClient, AsyncImages, AsyncJobs, AsyncProcesses, AsyncSandbox, AsyncSnapshots
+from .client import Client, Images, Jobs, Processes, Sandbox, Snapshots
 from .errors import (
     APIError,
     BadRequest,
@@ -37,6 +37,9 @@ from .models import (
     FileSystemItem,
     Health,
     Info,
+    Image,
+    ImageDoneEvent,
+    ImageLogEvent,
     Job,
     JobCounts,
     JobDoneEvent,
@@ -64,6 +67,8 @@ __all__ = [
     "AsyncSnapshots",
     "Jobs",
     "AsyncJobs",
+    "Images",
+    "AsyncImages",
     "ForkResult",
     "RepoboxError",
     "TransportError",
@@ -90,6 +95,9 @@ __all__ = [
     "ErrorInfo",
     "Job",
     "JobCounts",
+    "Image",
+    "ImageLogEvent",
+    "ImageDoneEvent",
     "JobRepo",
     "JobResult",
     "StdoutEvent",

@@ -36,6 +36,9 @@ from .models import (
     Info,
     Job,
     JobDoneEvent,
+    Image,
+    ImageDoneEvent,
+    ImageLogEvent,
     JobRepo,
     JobResult,
     JobResultEvent,
@@ -84,7 +87,7 @@ def client_headers(api_key: Optional[str]) -> Dict[str, str]:
 
 def _seg(value: Any) -> str:
     """One path segment (an id, or a model carrying one)."""
-    for attr in ("container_id", "snapshot_id", "process_id", "job_id"):
+    for attr in ("container_id", "snapshot_id", "process_id", "job_id", "image_id"):
         if hasattr(value, attr):
             value = getattr(value, attr)
             break
@@ -323,6 +326,18 @@ def job_event(name: str, data: str) -> Any:
             return JobResultEvent(JobResult.from_dict(value))
         if name == "done":
             return JobDoneEvent(Job.from_dict(value))
+        if name == "error":
+            return ErrorEvent.from_dict(value)
+    return UnknownEvent(name, value)
+
+
+def image_event(name: str, data: str) -> Any:
+    if name == "log":
+        return ImageLogEvent(data)
+    value = _decode_data(data)
+    if isinstance(value, dict):
+        if name == "done":
+            return ImageDoneEvent(Image.from_dict(value))
         if name == "error":
             return ErrorEvent.from_dict(value)
     return UnknownEvent(name, value)
@@ -703,6 +718,50 @@ def job_events(job_id: Any, read_timeout: Optional[float] = None) -> Op[None]:
 
 def cancel_job(job_id: Any) -> Op[Job]:
     return Op("POST", "/jobs/{}/cancel".format(_seg(job_id)), _model(Job))
+
+
+def build_image(
+    repo_url: str,
+    recipe: str = "dockerfile",
+    branch: Optional[str] = None,
+    commit: Optional[str] = None,
+    dockerfile: Optional[str] = None,
+    build_args: Optional[Mapping[str, str]] = None,
+) -> Op[Image]:
+    body = _drop_none(
+        {
+            "repo_url": repo_url,
+            "from": recipe,
+            "branch": branch,
+            "commit": commit,
+            "dockerfile": dockerfile,
+            "build_args": dict(build_args) if build_args is not None else None,
+        }
+    )
+    return Op("POST", "/images", _model(Image), json=body, min_read=CREATE_MIN_READ_SECS)
+
+
+def list_images() -> Op[List[Image]]:
+    return Op("GET", "/images", _models(Image, "images"))
+
+
+def get_image(image_id: Any) -> Op[Image]:
+    return Op("GET", "/images/" + _seg(image_id), _model(Image))
+
+
+def delete_image(image_id: Any) -> Op[None]:
+    return Op("DELETE", "/images/" + _seg(image_id), _none)
+
+
+def image_logs(image_id: Any, read_timeout: Optional[float] = None) -> Op[None]:
+    return Op(
+        "GET",
+        "/images/{}/logs".format(_seg(image_id)),
+        _none,
+        headers={"Accept": "text/event-stream"},
+        min_read=UNBOUNDED if read_timeout is None else read_timeout,
+        event=image_event,
+    )
 
 
 def delete_job(job_id: Any) -> Op[None]:

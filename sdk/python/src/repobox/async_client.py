@@ -28,6 +28,8 @@ from .models import (
     ExecResult,
     FileSystemItem,
     Health,
+    Image,
+    ImageDoneEvent,
     Info,
     Job,
     JobDoneEvent,
@@ -37,7 +39,7 @@ from .models import (
     Snapshot,
 )
 
-__all__ = ["AsyncClient", "AsyncSandbox", "AsyncProcesses", "AsyncSnapshots", "AsyncJobs"]
+__all__ = ["AsyncClient", "AsyncSandbox", "AsyncProcesses", "AsyncSnapshots", "AsyncJobs", "AsyncImages"]
 
 
 class AsyncClient:
@@ -59,6 +61,7 @@ class AsyncClient:
         )
         self.snapshots = AsyncSnapshots(self)
         self.jobs = AsyncJobs(self)
+        self.images = AsyncImages(self)
 
     async def _send(self, op: "Op[Any]", stream: bool = False) -> httpx.Response:
         request = self._http.build_request(op.method, op.path, **op.request_kwargs(self.timeout))
@@ -433,3 +436,59 @@ class AsyncJobs:
 
     async def delete(self, job_id: Union[str, Job]) -> None:
         await self._client._call(core.delete_job(job_id))
+
+
+class AsyncImages:
+    """``client.images`` of the async client."""
+
+    def __init__(self, client: "AsyncClient") -> None:
+        self._client = client
+
+    async def build(
+        self,
+        repo_url: str,
+        recipe: str = "dockerfile",
+        branch: Optional[str] = None,
+        commit: Optional[str] = None,
+        dockerfile: Optional[str] = None,
+        build_args: Optional[Mapping[str, str]] = None,
+        wait: bool = True,
+        wait_timeout: Optional[float] = None,
+    ) -> Image:
+        image = await self._client._call(core.build_image(repo_url, recipe, branch, commit, dockerfile, build_args))
+        if wait and not image.finished:
+            image = await self.wait(image, wait_timeout)
+        return image
+
+    async def wait(self, image_id: Union[str, Image], timeout: Optional[float] = None) -> Image:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        events = self._client._events(core.image_logs(image_id, timeout))
+        try:
+            async for event in events:
+                if isinstance(event, ImageDoneEvent):
+                    return event.image
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        except TransportError:
+            pass
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+        while True:
+            image = await self.get(image_id)
+            if image.finished:
+                return image
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("image {} not built after {}s".format(image.image_id, timeout))
+            await asyncio.sleep(0.5)
+
+    def logs(self, image_id: Union[str, Image]) -> AsyncIterator[Any]:
+        return self._client._events(core.image_logs(image_id))
+
+    async def get(self, image_id: Union[str, Image]) -> Image:
+        return await self._client._call(core.get_image(image_id))
+
+    async def list(self) -> List[Image]:
+        return await self._client._call(core.list_images())
+
+    async def delete(self, image_id: Union[str, Image]) -> None:
+        await self._client._call(core.delete_image(image_id))

@@ -14,6 +14,8 @@ from .models import (
     ExecResult,
     FileSystemItem,
     Health,
+    Image,
+    ImageDoneEvent,
     Info,
     Job,
     JobDoneEvent,
@@ -23,7 +25,7 @@ from .models import (
     Snapshot,
 )
 
-__all__ = ["Client", "Sandbox", "Processes", "Snapshots", "Jobs"]
+__all__ = ["Client", "Sandbox", "Processes", "Snapshots", "Jobs", "Images"]
 
 
 class Client:
@@ -50,6 +52,7 @@ class Client:
         )
         self.snapshots = Snapshots(self)
         self.jobs = Jobs(self)
+        self.images = Images(self)
 
     # plumbing
 
@@ -428,3 +431,64 @@ class Jobs:
 
     def delete(self, job_id: Union[str, Job]) -> None:
         self._client._call(core.delete_job(job_id))
+
+
+class Images:
+    """``client.images``: images built from a repository's Dockerfile or devcontainer
+    (the server needs ``ALLOW_IMAGE_BUILDS=true``)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def build(
+        self,
+        repo_url: str,
+        recipe: str = "dockerfile",
+        branch: Optional[str] = None,
+        commit: Optional[str] = None,
+        dockerfile: Optional[str] = None,
+        build_args: Optional[Mapping[str, str]] = None,
+        wait: bool = True,
+        wait_timeout: Optional[float] = None,
+    ) -> Image:
+        """Starts a build (``recipe``: ``dockerfile`` or ``devcontainer``); with ``wait``
+        (default) returns the image once ready or failed (check ``status``)."""
+        image = self._client._call(core.build_image(repo_url, recipe, branch, commit, dockerfile, build_args))
+        if wait and not image.finished:
+            image = self.wait(image, wait_timeout)
+        return image
+
+    def wait(self, image_id: Union[str, Image], timeout: Optional[float] = None) -> Image:
+        """Blocks until the build has ended (``TimeoutError`` after ``timeout``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        events = self._client._events(core.image_logs(image_id, timeout))
+        try:
+            for event in events:
+                if isinstance(event, ImageDoneEvent):
+                    return event.image
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        except TransportError:
+            pass  # a broken or timed-out stream: the polling below decides
+        finally:
+            events.close()  # type: ignore[attr-defined]
+        while True:
+            image = self.get(image_id)
+            if image.finished:
+                return image
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("image {} not built after {}s".format(image.image_id, timeout))
+            time.sleep(0.5)
+
+    def logs(self, image_id: Union[str, Image]) -> Iterator[Any]:
+        """:class:`ImageLogEvent` per chunk of output, then :class:`ImageDoneEvent`."""
+        return self._client._events(core.image_logs(image_id))
+
+    def get(self, image_id: Union[str, Image]) -> Image:
+        return self._client._call(core.get_image(image_id))
+
+    def list(self) -> List[Image]:
+        return self._client._call(core.list_images())
+
+    def delete(self, image_id: Union[str, Image]) -> None:
+        self._client._call(core.delete_image(image_id))

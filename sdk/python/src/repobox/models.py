@@ -438,6 +438,58 @@ class JobDoneEvent:
 
 
 @dataclass
+class Image(_Model):
+    """An image built from a repository's Dockerfile or devcontainer (``POST /images``)."""
+
+    image_id: str = ""
+    status: str = ""
+    repo_url: str = ""
+    branch: Optional[str] = None
+    resolved_commit: str = ""
+    #: ``dockerfile`` or ``devcontainer`` (the API's ``from``).
+    recipe: str = ""
+    image: str = ""
+    size_bytes: int = 0
+    created_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    error: Optional[str] = None
+    dockerfile: Optional[str] = None
+    container_env: Dict[str, str] = field(default_factory=dict)
+    post_create_command: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    _convert: ClassVar[Dict[str, Callable[[Any], Any]]] = {"created_at": _time, "finished_at": _time}
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Image":
+        image = super().from_dict(data)
+        image.recipe = str(data.get("from") or "")
+        return image
+
+    @property
+    def id(self) -> str:
+        return self.image_id
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("ready", "failed")
+
+
+@dataclass
+class ImageLogEvent:
+    """Output of a build."""
+
+    text: str
+
+
+@dataclass
+class ImageDoneEvent:
+    """The build ended; the last event of ``images.logs``."""
+
+    image: Image
+
+
+@dataclass
 class UnknownEvent:
     """An event this version of the client does not know (kept, not dropped)."""
 
