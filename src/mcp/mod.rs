@@ -54,6 +54,10 @@ pub struct CreateSandbox {
     pub commit: Option<String>,
     /// Lifetime in seconds: the sandbox is destroyed automatically after it. Default: no expiry.
     pub max_runtime_secs: Option<u64>,
+    /// A container image with the toolchain the repository needs (e.g. `node:20-bookworm`), pulled when missing, within the server's allowed images. Default: the server's image (git and Python).
+    pub image: Option<String>,
+    /// An image built from this repository's Dockerfile or devcontainer (`img-…`, from `POST /images`). Not with `image`.
+    pub image_id: Option<String>,
 }
 
 /// Arguments naming a sandbox.
@@ -211,6 +215,12 @@ impl Tools {
         }
         if let Some(secs) = args.max_runtime_secs {
             body["max_runtime_secs"] = json!(secs);
+        }
+        if let Some(image) = args.image {
+            body["image"] = json!(image);
+        }
+        if let Some(image_id) = args.image_id {
+            body["image_id"] = json!(image_id);
         }
         let result = self
             .call(Call::post("/containers".to_owned(), body), &extensions)
