@@ -734,13 +734,6 @@ impl Images {
                 ))
             })?,
         };
-        if recipe.image.is_none() && source.read(&recipe.dockerfile_in_repo).await?.is_none() {
-            return Err(Error::Checkout(format!(
-                "there is no Dockerfile at {:?} in commit {}",
-                recipe.dockerfile_in_repo,
-                source.commit()
-            )));
-        }
         let image_id = image_id(&request, &recipe, &tree, self.config.build_network);
         let reference = match &recipe.image {
             Some(image) => image.clone(),
@@ -870,7 +863,17 @@ impl Images {
                 }
                 for path in DEVCONTAINER_FILES {
                     if let Some(text) = source.read(path).await? {
-                        return devcontainer_recipe(path, &text);
+                        let recipe = devcontainer_recipe(path, &text)?;
+                        if recipe.image.is_none()
+                            && source.read(&recipe.dockerfile_in_repo).await?.is_none()
+                        {
+                            return Err(Error::Checkout(format!(
+                                "there is no Dockerfile at {:?} in commit {}",
+                                recipe.dockerfile_in_repo,
+                                source.commit()
+                            )));
+                        }
+                        return Ok(recipe);
                     }
                 }
                 Err(Error::Checkout(format!(

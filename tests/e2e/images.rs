@@ -2,14 +2,16 @@
 //! 127.0.0.1, one of them with basic auth), and built from fixture repositories'
 //! Dockerfile and devcontainer on the real engine.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::registry;
-use crate::support::{TestApp, fixtures, scratch, spawn_app, test_config, unique, world};
+use crate::support::{
+    TestApp, fixtures, free_port, scratch, spawn_app, start_binary, test_config, unique, world,
+};
 
 /// The sandbox image, which the registries serve under other names.
 const SANDBOX_IMAGE: &str = repobox::config::DEFAULT_BASE_IMAGE;
@@ -178,54 +180,6 @@ fn tiny() -> &'static str {
     TINY_IMAGE
 }
 
-/// The `repobox` binary with the settings of a test server and `env`, its log in
-/// `dir/server.log`; killed when dropped.
-struct Binary(Child);
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_binary(dir: &std::path::Path, port: u16, env: &[(&str, String)]) -> Binary {
-    let log = || -> Stdio {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("server.log"))
-            .unwrap()
-            .into()
-    };
-    let mut command = Command::new(env!("CARGO_BIN_EXE_repobox"));
-    command
-        .arg("serve")
-        .env("POOL_SIZE", "0")
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("DATA_DIR", dir.join("data"))
-        .env("CACHE_DIR", dir.join("cache"))
-        .env("ALLOWED_GIT_HOSTS", "127.0.0.1")
-        .env("LOG_LEVEL", "debug")
-        .env("NO_COLOR", "1")
-        .current_dir(dir)
-        .stdout(log())
-        .stderr(log());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    Binary(command.spawn().expect("start repobox"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn registry_credentials_pull_and_never_show() {
     const USER: &str = "alice";
@@ -259,7 +213,10 @@ async fn registry_credentials_pull_and_never_show() {
     let binary = start_binary(
         dir.path(),
         port,
-        &[("REGISTRY_AUTH_FILE", auth.display().to_string())],
+        &[
+            ("REGISTRY_AUTH_FILE", auth.display().to_string()),
+            ("LOG_LEVEL", "debug".to_owned()),
+        ],
     );
     app.wait_live().await;
     let (status, created, _guard) = app.create(body).await;

@@ -1,63 +1,24 @@
 //! Restarts: `kill -9` of the real binary at any moment loses no sandbox and leaks no
 //! container; the next process adopts what exists and keeps its deadlines.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, containers_with_label, remove_after_exit, scratch, unique, world};
+use crate::support::{
+    TestApp, containers_with_label, free_port, remove_after_exit, scratch, unique, world,
+};
 
 /// A server process, killed when dropped (also when the test fails).
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+type Server = crate::support::Binary;
 
 /// The `repobox` binary, started with the settings of a test server and a warm pool
 /// of `pool_size` (0 for the tests of the ordinary path: their interrupted create
 /// must make its own container).
 fn start_binary(dir: &std::path::Path, port: u16, pool_size: usize) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_repobox"))
-        .arg("serve")
-        .env("POOL_SIZE", pool_size.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("DATA_DIR", dir.join("data"))
-        .env("CACHE_DIR", dir.join("cache"))
-        .env("ALLOWED_GIT_HOSTS", "127.0.0.1")
-        .env("LOG_LEVEL", "info")
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .stdout(log(dir))
-        .stderr(log(dir))
-        .spawn()
-        .expect("start repobox");
-    Server(child)
-}
-
-/// The servers' logs go to `server.log` in the test's directory (`KEEP_SCRATCH=1`
-/// keeps it).
-fn log(dir: &std::path::Path) -> Stdio {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("server.log"))
-        .unwrap()
-        .into()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::support::start_binary(dir, port, &[("POOL_SIZE", pool_size.to_string())])
 }
 
 fn kill_9(server: &mut Server) {

@@ -417,3 +417,55 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A `repobox serve` process of the test binary, killed (and waited for) when dropped,
+/// also when the test fails.
+pub struct Binary(pub std::process::Child);
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the `repobox` binary on `port` with the settings of a test server (data and
+/// cache in `dir`, loopback git, no warm pool) and then `env` over them; its log goes
+/// to `dir/server.log` (`KEEP_SCRATCH=1` keeps it).
+pub fn start_binary(dir: &std::path::Path, port: u16, env: &[(&str, String)]) -> Binary {
+    let log = || -> std::process::Stdio {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap()
+            .into()
+    };
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_repobox"));
+    command
+        .arg("serve")
+        .env("POOL_SIZE", "0")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DATA_DIR", dir.join("data"))
+        .env("CACHE_DIR", dir.join("cache"))
+        .env("ALLOWED_GIT_HOSTS", "127.0.0.1")
+        .env("LOG_LEVEL", "info")
+        .env("NO_COLOR", "1")
+        .current_dir(dir)
+        .stdout(log())
+        .stderr(log());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    Binary(command.spawn().expect("start repobox"))
+}
+
+/// A port free at the moment of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
