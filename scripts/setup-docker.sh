@@ -13,6 +13,17 @@
 #   * removes stale pid/socket files left by an engine that is gone, starts
 #     dockerd in the background (log: /var/log/repobox-dockerd.log) and waits
 #     (bounded) until `docker info` answers;
+#   * puts the engine's storage on btrfs (REPOBOX_DOCKER_STORAGE=auto, the
+#     default), so that a container's disk can be capped (`--storage-opt size`,
+#     by btrfs quota groups; Docker's other way, overlay2 on xfs with project
+#     quotas, needs CONFIG_XFS_QUOTA, which kernels like this machine's lack):
+#     a sparse file (REPOBOX_DOCKER_BTRFS_IMG) formatted btrfs and loop-mounted
+#     at the data root REPOBOX_DOCKER_DATA_ROOT, with simple quotas (Linux 6.7+),
+#     "data-root" and
+#     "storage-driver": "btrfs" in daemon.json. Only when this script starts
+#     dockerd and daemon.json names no other data root or driver; when it cannot
+#     (no loop device, no btrfs, little free disk) it says so and keeps the
+#     engine's default, where repobox reports disk limits as not enforced;
 #   * probes the engine with a tiny image made locally (no registry needed):
 #     a plain container, `--init`, and `--runtime=runsc`. If containers cannot
 #     start on overlay2 it switches to the vfs storage driver; if runsc does not
@@ -28,6 +39,10 @@
 #   REPOBOX_DOCKERD_LOG      dockerd log file (default /var/log/repobox-dockerd.log)
 #   REPOBOX_DOCKER_WAIT      seconds to wait for the engine (default 60)
 #   REPOBOX_SKIP_RUNSC=1     do not install or register gVisor
+#   REPOBOX_DOCKER_STORAGE   auto (default: btrfs where possible) | btrfs (or fail) | engine (leave it)
+#   REPOBOX_DOCKER_DATA_ROOT the engine's data root on btrfs (default /var/lib/repobox-docker)
+#   REPOBOX_DOCKER_BTRFS_IMG its backing file (default /var/lib/repobox-docker.btrfs)
+#   REPOBOX_DOCKER_BTRFS_GB  its size (default: 3/4 of the free space, at most 200)
 set -euo pipefail
 
 PROG=setup-docker
@@ -38,6 +53,10 @@ die()  { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
 DOCKERD_LOG=${REPOBOX_DOCKERD_LOG:-/var/log/repobox-dockerd.log}
 WAIT_SECS=${REPOBOX_DOCKER_WAIT:-60}
 SKIP_RUNSC=${REPOBOX_SKIP_RUNSC:-0}
+STORAGE=${REPOBOX_DOCKER_STORAGE:-auto}
+BTRFS_ROOT=${REPOBOX_DOCKER_DATA_ROOT:-/var/lib/repobox-docker}
+BTRFS_IMG=${REPOBOX_DOCKER_BTRFS_IMG:-/var/lib/repobox-docker.btrfs}
+BTRFS_GB=${REPOBOX_DOCKER_BTRFS_GB:-}
 DAEMON_JSON=/etc/docker/daemon.json
 DOCKERD_PIDFILE=/var/run/docker.pid
 DEFAULT_SOCK=/var/run/docker.sock
@@ -133,6 +152,9 @@ if docker_ok; then
     say "enabled live-restore on the running engine (sandboxes survive an engine restart)"
   fi
   ensure_test_tools
+  if [[ $STORAGE != engine && $(docker info --format '{{.Driver}}' 2>/dev/null) != btrfs ]]; then
+    say "note: the engine's storage is not btrfs, so repobox cannot cap a sandbox's disk; to change that, stop dockerd and re-run $0 as root"
+  fi
   say "Docker engine already available ($(engine_summary)); nothing to do"
   exit 0
 fi
@@ -174,6 +196,11 @@ command -v jq >/dev/null 2>&1 || want+=(jq)
 command -v docker-registry >/dev/null 2>&1 || want+=(docker-registry)   # e2e tests' registry
 command -v busybox >/dev/null 2>&1 || want+=(busybox-static)            # e2e tests' tiny image
 [[ -x /usr/bin/tini-static ]] || want+=(tini)   # docker-init, for `docker run --init`
+case $STORAGE in
+  auto|btrfs) command -v mkfs.btrfs >/dev/null 2>&1 || want+=(btrfs-progs) ;;  # disk limits
+  engine) ;;
+  *) die "REPOBOX_DOCKER_STORAGE=$STORAGE: use auto, btrfs or engine" ;;
+esac
 if [[ $SKIP_RUNSC != 1 ]] && ! command -v runsc >/dev/null 2>&1; then
   [[ -n $(apt_candidate runsc) ]] || apt_update_once
   if [[ -n $(apt_candidate runsc) ]]; then
@@ -233,6 +260,7 @@ unregister_runsc() {
   # applies the keys present in the file
   json_apply 'if .runtimes.runsc then .runtimes |= del(.runsc) else . end'
 }
+
 # Containers keep running while dockerd restarts; repobox re-attaches after.
 if json_apply '. + {"live-restore": true}'; then say "enabled live-restore in $DAEMON_JSON"; fi
 if [[ $SKIP_RUNSC != 1 ]] && command -v runsc >/dev/null 2>&1; then
@@ -332,7 +360,90 @@ stop_dockerd() {  # only ever the dockerd this run started
   DOCKERD_PID=
 }
 
+# ------------------------------------------------ storage: btrfs (disk limits)
+# Docker caps a container's writable layer (`--storage-opt size`) with overlay2
+# on xfs with project quotas, or with the btrfs driver (quota groups). Kernels
+# built without CONFIG_XFS_QUOTA (this project's CI machines) have only the
+# second, so the engine's data root goes on a btrfs filesystem in a file.
+storage_unusable() {  # storage_unusable WHY: btrfs is out; fail or fall back
+  [[ $STORAGE == btrfs ]] && die "cannot put the engine's storage on btrfs: $1"
+  warn "engine storage stays the engine's default (repobox will report disk limits as not enforced): $1"
+  # drop our keys if an earlier run set them
+  if json_apply 'if ."data-root" == $r then del(."data-root", ."storage-driver") else . end' --arg r "$BTRFS_ROOT"; then
+    say "removed the btrfs data root from $DAEMON_JSON"
+  fi
+}
+mount_btrfs() {  # the data root mounted from its btrfs file, made if missing
+  local fstype gb avail
+  fstype=$(findmnt -n -o FSTYPE --target "$BTRFS_ROOT" 2>/dev/null || true)
+  if mountpoint -q "$BTRFS_ROOT" 2>/dev/null && [[ $fstype == btrfs ]]; then
+    simple_quotas
+    return
+  fi
+  grep -qw btrfs /proc/filesystems || modprobe btrfs 2>/dev/null || true
+  grep -qw btrfs /proc/filesystems || { storage_unusable "the kernel has no btrfs"; return 1; }
+  command -v mkfs.btrfs >/dev/null 2>&1 || { storage_unusable "no mkfs.btrfs (btrfs-progs)"; return 1; }
+  if [[ ! -s $BTRFS_IMG ]]; then
+    mkdir -p "$(dirname "$BTRFS_IMG")"
+    avail=$(df --output=avail -BG "$(dirname "$BTRFS_IMG")" | tail -n 1 | tr -dc '0-9')
+    gb=${BTRFS_GB:-$((avail * 3 / 4 > 200 ? 200 : avail * 3 / 4))}
+    if [[ $gb -lt 16 ]]; then
+      storage_unusable "only ${avail}G free beside $BTRFS_IMG (16G wanted)"
+      return 1
+    fi
+    say "making a ${gb}G btrfs filesystem in $BTRFS_IMG (sparse: it takes host disk only as the engine writes)"
+    truncate -s "${gb}G" "$BTRFS_IMG.tmp" && mkfs.btrfs -q -f "$BTRFS_IMG.tmp" >/dev/null \
+      && mv "$BTRFS_IMG.tmp" "$BTRFS_IMG" || { rm -f "$BTRFS_IMG.tmp"; storage_unusable "mkfs.btrfs failed"; return 1; }
+  fi
+  mkdir -p "$BTRFS_ROOT"
+  # discard: space the engine frees goes back to the host's disk
+  if ! mount -o loop,discard=async "$BTRFS_IMG" "$BTRFS_ROOT" 2>/tmp/repobox-mount.err; then
+    storage_unusable "cannot mount $BTRFS_IMG at $BTRFS_ROOT: $(head -n 1 /tmp/repobox-mount.err)"
+    return 1
+  fi
+  say "mounted $BTRFS_IMG (btrfs) at $BTRFS_ROOT"
+  simple_quotas || { umount "$BTRFS_ROOT" || true; return 1; }
+}
+# Simple quotas (Linux 6.7+) count, for each subvolume, the extents it wrote: a
+# container's writes, not the image it shares. Full quota groups, what dockerd would
+# turn on by itself, count shared extents too and make every container create
+# take seconds here (backreference walks at each snapshot). btrfs-progs before
+# 6.7 (Debian 12's is 6.2) cannot ask for them, so the ioctl is made directly:
+# BTRFS_IOC_QUOTA_CTL (_IOWR(0x94, 40, 16 bytes)), BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA (4).
+simple_quotas() {
+  local uuid mode
+  uuid=$(findmnt -n -o UUID --target "$BTRFS_ROOT")
+  mode=$(cat "/sys/fs/btrfs/$uuid/qgroups/mode" 2>/dev/null || echo off)
+  [[ $mode == squota ]] && return 0
+  command -v python3 >/dev/null 2>&1 || { storage_unusable "no python3 to turn on btrfs simple quotas"; return 1; }
+  if [[ $mode != off ]]; then
+    say "btrfs quota mode is '$mode': switching to simple quotas"
+    btrfs quota disable "$BTRFS_ROOT" || { storage_unusable "cannot disable btrfs quotas on $BTRFS_ROOT"; return 1; }
+  fi
+  if ! python3 - "$BTRFS_ROOT" <<'PY' 2>/tmp/repobox-squota.err; then
+import fcntl, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.ioctl(fd, 0xC0109428, bytearray(struct.pack("QQ", 4, 0)))
+PY
+    storage_unusable "this kernel has no btrfs simple quotas (Linux 6.7+): $(tail -n 1 /tmp/repobox-squota.err)"
+    return 1
+  fi
+  say "btrfs simple quotas on at $BTRFS_ROOT"
+}
 others=$(live_pids dockerd | tr '\n' ' ')
+if [[ $STORAGE != engine && -z $others ]]; then
+  theirs=$(jq -r --arg r "$BTRFS_ROOT" 'if (."data-root" // $r) != $r or ((."storage-driver" // "btrfs") != "btrfs") then "data-root \(."data-root" // "default"), storage driver \(."storage-driver" // "default")" else empty end' "$DAEMON_JSON" 2>/dev/null || true)
+  if [[ -n $theirs ]]; then
+    if [[ $STORAGE == btrfs ]]; then die "$DAEMON_JSON already sets $theirs; remove those keys to let this script put the engine on btrfs"; fi
+    say "$DAEMON_JSON sets $theirs: keeping it (repobox reports disk limits per that storage)"
+  elif mount_btrfs; then
+    if json_apply '. + {"data-root": $r, "storage-driver": "btrfs"}' --arg r "$BTRFS_ROOT"; then
+      say "the engine's data root is now $BTRFS_ROOT (btrfs): sandboxes' disk can be capped"
+    fi
+  fi
+fi
+
+
 if [[ -n $others ]]; then
   # An engine is running (perhaps still starting): wait for it, don't start a second one.
   say "a dockerd is already running (pid ${others% }); waiting for it to answer"

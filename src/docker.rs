@@ -164,7 +164,50 @@ pub struct Runtime {
 /// transfers are bounded by their callers instead.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// The engine's storage, as far as disk limits go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Storage {
+    /// The btrfs driver: `size` is a quota group on the container's snapshot. With
+    /// simple quotas (what scripts/setup-docker.sh turns on) it counts what the
+    /// container writes; with full quota groups, also what it shares with its image.
+    Btrfs,
+    /// overlay2 over xfs: `size` is a project quota on the writable layer alone.
+    OverlayXfs,
+    /// Anything else: no `size`.
+    Other { driver: String, backing: String },
+}
+
+impl Storage {
+    fn of(driver: &str, backing: &str) -> Self {
+        match (driver, backing) {
+            ("btrfs", _) => Storage::Btrfs,
+            ("overlay2", "xfs") => Storage::OverlayXfs,
+            _ => Storage::Other {
+                driver: driver.to_owned(),
+                backing: backing.to_owned(),
+            },
+        }
+    }
+}
+
 impl Runtime {
+    /// The engine's storage driver and what lies under it.
+    async fn storage(&self) -> Result<Storage> {
+        let info = self
+            .client()?
+            .info()
+            .await
+            .map_err(unavailable_or_internal)?;
+        let backing = info
+            .driver_status
+            .unwrap_or_default()
+            .into_iter()
+            .find(|pair| pair.first().map(String::as_str) == Some("Backing Filesystem"))
+            .and_then(|pair| pair.get(1).cloned())
+            .unwrap_or_default();
+        Ok(Storage::of(&info.driver.unwrap_or_default(), &backing))
+    }
+
     /// Prepares a client for `host` (`unix://…`, `tcp://…`, `http://…`); no I/O.
     pub fn connect(host: &str) -> anyhow::Result<Self> {
         let supported = ["unix://", "tcp://", "http://", "/"]
@@ -645,38 +688,22 @@ impl Backend for Runtime {
     }
 
     async fn disk_limits(&self) -> Result<DiskLimits> {
-        let info = self
-            .client()?
-            .info()
-            .await
-            .map_err(unavailable_or_internal)?;
-        let driver = info.driver.unwrap_or_default();
-        let backing = info
-            .driver_status
-            .unwrap_or_default()
-            .into_iter()
-            .find(|pair| pair.first().map(String::as_str) == Some("Backing Filesystem"))
-            .and_then(|pair| pair.get(1).cloned())
-            .unwrap_or_default();
-        // Docker caps a container's writable layer (`--storage-opt size`) only on
-        // overlay2 over xfs mounted with project quotas.
-        Ok(if driver == "overlay2" && backing == "xfs" {
-            DiskLimits {
+        Ok(match self.storage().await? {
+            Storage::Btrfs | Storage::OverlayXfs => DiskLimits {
                 enforced: true,
                 reason: None,
-            }
-        } else {
-            DiskLimits {
+            },
+            Storage::Other { driver, backing } => DiskLimits {
                 enforced: false,
                 reason: Some(format!(
-                    "the engine's storage is {driver} on {backing}: Docker limits a container's size only with overlay2 on xfs mounted with pquota (and this machine's kernel may lack XFS quotas)",
+                    "the engine's storage is {driver} on {backing}: Docker limits a container's size only with the btrfs driver or with overlay2 on xfs mounted with pquota (scripts/setup-docker.sh puts the engine on btrfs when it starts it)",
                     backing = if backing.is_empty() {
                         "an unknown filesystem"
                     } else {
                         &backing
                     }
                 )),
-            }
+            },
         })
     }
 
@@ -762,6 +789,21 @@ fn unavailable_or_internal(err: DockerError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_limits_are_known_only_for_btrfs_and_overlay2_on_xfs() {
+        assert_eq!(Storage::of("btrfs", ""), Storage::Btrfs);
+        assert_eq!(Storage::of("overlay2", "xfs"), Storage::OverlayXfs);
+        for (driver, backing) in [("overlay2", "extfs"), ("vfs", ""), ("zfs", "zfs")] {
+            assert_eq!(
+                Storage::of(driver, backing),
+                Storage::Other {
+                    driver: driver.into(),
+                    backing: backing.into()
+                }
+            );
+        }
+    }
 
     fn spec() -> SandboxSpec {
         SandboxSpec {

@@ -1083,6 +1083,35 @@ impl Sandboxes {
         let _ = self.disk_limits().await;
         Ok(())
     }
+
+    /// Removes the containers of interrupted creates that the engine finished only
+    /// after [`Self::reconcile`] listed its containers: a create that a killed server
+    /// had sent goes on in the engine without it. A container is a leftover when it
+    /// is no pool member, no create of this process is under way for its id, and no
+    /// record names it (looked up after the create check: a create records its
+    /// sandbox before it stops counting as under way).
+    pub async fn sweep_leftovers(&self) -> Result<()> {
+        for container in self.backend.list_managed(self.registry.instance()).await? {
+            let label_id = container.labels.get(LABEL_ID).cloned().unwrap_or_default();
+            let pooled = container
+                .labels
+                .get(LABEL_POOL)
+                .is_some_and(|image| !image.is_empty());
+            if pooled || label_id.is_empty() || self.registry.is_creating(&label_id) {
+                continue;
+            }
+            let recorded = self
+                .registry
+                .all()
+                .iter()
+                .any(|sandbox| sandbox.docker_id == container.engine_id);
+            if !recorded {
+                tracing::info!(sandbox = %label_id, engine_id = %container.engine_id, "removing leftover of an interrupted create, finished by the engine after reconciliation");
+                self.backend.remove(&container.engine_id).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Most bytes of each stream of `initial_command_result` kept on the record.

@@ -21,6 +21,10 @@ use crate::sandbox::Sandboxes;
 
 /// How often the Docker watcher checks the engine.
 const DOCKER_CHECK_PERIOD: Duration = Duration::from_secs(5);
+/// How long after reconciling the engine is checked, at every [`DOCKER_CHECK_PERIOD`],
+/// for containers of creates that the previous process had sent (see
+/// `Sandboxes::sweep_leftovers`).
+const LATE_SWEEP_WINDOW: Duration = Duration::from_secs(60);
 
 /// Binds `HOST:PORT` and serves until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -99,6 +103,7 @@ pub async fn run(
 /// Keeps the `docker_up` gauge current and reconciles with Docker as soon as the
 /// engine is reachable (at start, or later if it was down then).
 async fn watch_docker(sandboxes: Arc<Sandboxes>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let mut reconciled_at: Option<tokio::time::Instant> = None;
     loop {
         let up = sandboxes
             .backend()
@@ -108,8 +113,17 @@ async fn watch_docker(sandboxes: Arc<Sandboxes>, metrics: Arc<Metrics>, stop: Ca
         metrics.docker_up.set(i64::from(up));
         if up && !sandboxes.is_reconciled() {
             match sandboxes.reconcile().await {
-                Ok(()) => tracing::info!(sandboxes = sandboxes.count(), "reconciled with Docker"),
+                Ok(()) => {
+                    tracing::info!(sandboxes = sandboxes.count(), "reconciled with Docker");
+                    reconciled_at = Some(tokio::time::Instant::now());
+                }
                 Err(err) => tracing::warn!(%err, "reconciling with Docker failed; will retry"),
+            }
+        } else if up && reconciled_at.is_some_and(|at| at.elapsed() < LATE_SWEEP_WINDOW) {
+            // A create the previous process sent goes on in the engine without it and
+            // may finish after reconciliation listed the containers.
+            if let Err(err) = sandboxes.sweep_leftovers().await {
+                tracing::warn!(%err, "looking for leftovers of interrupted creates failed");
             }
         } else if !up {
             tracing::warn!("Docker engine unreachable");
