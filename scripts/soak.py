@@ -79,10 +79,10 @@ class Server:
         self.proc = None
         self.rss = []  # (start, end, peak) MiB per process
 
-    def start(self):
+    def start(self, **extra_env):
         env = dict(os.environ, HOST="127.0.0.1", PORT=str(self.port),
                    DATA_DIR=os.path.join(self.root, "data"), CACHE_DIR=os.path.join(self.root, "cache"),
-                   ALLOWED_GIT_HOSTS="127.0.0.1", MAX_CONTAINERS="60", LOG_LEVEL="warn")
+                   ALLOWED_GIT_HOSTS="127.0.0.1", MAX_CONTAINERS="60", LOG_LEVEL="warn", **extra_env)
         log = open(os.path.join(self.root, "server.log"), "a")
         self.proc = subprocess.Popen([self.binary, "serve"], env=env, stdout=log, stderr=log)
         self.started_rss = None
@@ -215,6 +215,13 @@ def containers(instance):
     return [line for line in out.split() if line]
 
 
+def describe(cid):
+    out = subprocess.run(["docker", "inspect", "--format",
+                          "{{.Name}} {{.State.Status}} created {{.Created}} pool={{index .Config.Labels \"repobox.pool\"}}", cid],
+                         capture_output=True, text=True).stdout.strip()
+    return out or cid
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=20)
@@ -287,7 +294,16 @@ def main():
     for sandbox in (listing or {}).get("containers", []):
         call(base, "DELETE", f"/api/v1/containers/{sandbox['container_id']}")
     time.sleep(1)
+    # The warm pool's members outlive their server by design (the next start removes
+    # them): one more start, with the pool off, lets reconciliation (and its late
+    # sweep) clear what the last process left, and what is still there then leaked.
+    server.kill9()
+    server.start(POOL_SIZE="0")
+    deadline = time.time() + 30
+    while containers(instance) and time.time() < deadline:
+        time.sleep(0.5)
     leaked = containers(instance)
+    leaked_info = [describe(cid) for cid in leaked]
     server.kill9()
     git.shutdown()
 
@@ -303,7 +319,8 @@ def main():
         print(f"    {op} {status}: {body}")
     print(f"  sandboxes lost across restarts: {len(lost)} {lost[:5]}")
     print(f"  containers left at the end: {len(leaked)}")
-    for cid in leaked:
+    for cid, info in zip(leaked, leaked_info):
+        print(f"    {info}")
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
     shutil.rmtree(root, ignore_errors=True)
     ok = not stats.server_errors and not lost and not leaked
