@@ -1021,12 +1021,7 @@ impl Sandboxes {
         let mut seen = std::collections::HashSet::new();
         let mut adopted = Vec::new();
         for container in containers {
-            let label_id = container.labels.get(LABEL_ID).cloned().unwrap_or_default();
-            // Every container has the label; only a pool member has a value in it.
-            let pooled = container
-                .labels
-                .get(LABEL_POOL)
-                .is_some_and(|image| !image.is_empty());
+            let (label_id, pooled) = identity(&container);
             if !pooled && self.registry.is_creating(&label_id) {
                 // A create under way (requests are served while reconciling; the pool
                 // starts only afterwards, so no claim is).
@@ -1091,27 +1086,38 @@ impl Sandboxes {
     /// record names it (looked up after the create check: a create records its
     /// sandbox before it stops counting as under way).
     pub async fn sweep_leftovers(&self) -> Result<()> {
+        let recorded = |records: &[Arc<Sandbox>], engine_id: &str| {
+            records.iter().any(|sandbox| sandbox.docker_id == engine_id)
+        };
+        let records = self.registry.all();
         for container in self.backend.list_managed(self.registry.instance()).await? {
-            let label_id = container.labels.get(LABEL_ID).cloned().unwrap_or_default();
-            let pooled = container
-                .labels
-                .get(LABEL_POOL)
-                .is_some_and(|image| !image.is_empty());
-            if pooled || label_id.is_empty() || self.registry.is_creating(&label_id) {
+            let (label_id, pooled) = identity(&container);
+            if pooled
+                || label_id.is_empty()
+                || recorded(&records, &container.engine_id)
+                || self.registry.is_creating(&label_id)
+            {
                 continue;
             }
-            let recorded = self
-                .registry
-                .all()
-                .iter()
-                .any(|sandbox| sandbox.docker_id == container.engine_id);
-            if !recorded {
+            // Recorded since the records were read?
+            if !recorded(&self.registry.all(), &container.engine_id) {
                 tracing::info!(sandbox = %label_id, engine_id = %container.engine_id, "removing leftover of an interrupted create, finished by the engine after reconciliation");
                 self.backend.remove(&container.engine_id).await?;
             }
         }
         Ok(())
     }
+}
+
+/// A container's sandbox id label, and whether it was made as a pool member (every
+/// container has the pool label; only a pool member has a value in it).
+fn identity(container: &crate::backend::ManagedContainer) -> (String, bool) {
+    let label_id = container.labels.get(LABEL_ID).cloned().unwrap_or_default();
+    let pooled = container
+        .labels
+        .get(LABEL_POOL)
+        .is_some_and(|image| !image.is_empty());
+    (label_id, pooled)
 }
 
 /// Most bytes of each stream of `initial_command_result` kept on the record.

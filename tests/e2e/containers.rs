@@ -798,7 +798,7 @@ async fn disk_limits_are_enforced_or_refused_never_pretended() {
         let (_, small) = app.sandbox(request).await;
         let (_, other) = app.sandbox(json!({ "repo_url": url })).await;
         let fill = json!({"command": "dd if=/dev/zero of=/workspace/big bs=1M count=200 2>&1", "timeout_secs": 60});
-        let result = app.exec_with(&small.id, fill).await;
+        let result = app.exec_with(&small.id, fill.clone()).await;
         let output = result["stdout"].as_str().unwrap();
         // ENOSPC with overlay2's project quotas, EDQUOT with btrfs quota groups.
         assert!(
@@ -822,8 +822,7 @@ async fn disk_limits_are_enforced_or_refused_never_pretended() {
             )
             .await;
         assert_eq!(freed["exit_code"], 0, "{freed}");
-        let other_fill = json!({"command": "dd if=/dev/zero of=/workspace/big bs=1M count=200 2>&1", "timeout_secs": 60});
-        let result = app.exec_with(&other.id, other_fill).await;
+        let result = app.exec_with(&other.id, fill).await;
         assert_eq!(result["exit_code"], 0, "{result}");
         assert_eq!(mib_written(result["stdout"].as_str().unwrap()), 200);
     } else {
