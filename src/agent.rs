@@ -8,6 +8,16 @@
 //! stops what it started. Byte streams are flow-controlled per operation (see
 //! [`repobox_protocol`]): credit for data the agent sent is returned only as the
 //! consumer takes it, so a slow consumer slows its own operation and nothing else.
+//!
+//! The agent runs in the sandbox, so what it sends is input from an attacker, checked
+//! like an HTTP body (see [`Limits`]): frames are read by a strict decoder (one frame of
+//! at most [`Limits::max_control`] bytes in the buffer, a malformed one is fatal), every
+//! data frame is charged to its operation's window and one that goes past it is a
+//! violation, credit beyond what was sent is a violation, an operation takes a handful
+//! of control replies, and every call has a deadline. A violation drops the connection
+//! at once and is reported once (see [`AgentClient::connect`]'s `on_violation`): the
+//! server's memory for a sandbox stays within its windows and one control frame
+//! whatever the agent does.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +28,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use repobox_protocol::{
     ErrorKind, Frame, FrameCodec, MAX_CHUNK, PROTOCOL_VERSION, Reply, Request, Tag, WINDOW,
+    frame_cost,
 };
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -34,6 +45,9 @@ pub const AGENT_VERSION: &str = env!("REPOBOX_AGENT_VERSION");
 /// `crates/agent` by the build script.
 pub static AGENT_BINARY: &[u8] = include_bytes!(env!("REPOBOX_AGENT_BINARY"));
 
+/// Most entries of one directory listing.
+pub const MAX_LISTING: usize = 100_000;
+
 /// Credit is returned in batches of at least this many bytes.
 const CREDIT_BATCH: u64 = WINDOW / 4;
 
@@ -44,10 +58,80 @@ enum Incoming {
     Data(Tag, Bytes),
 }
 
+/// How long a control call (a stat, a listing, a process's info) may wait for its
+/// answer, and a transfer for its next frame, before the agent counts as gone.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Most control replies one operation takes (its non-final ones are a few: `Started`,
+/// `Opened`, `Following`); more is a violation.
+const MAX_CONTROL_REPLIES: u32 = 16;
+
+/// What the server accepts from an agent.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest frame body: a control reply (a listing page, a process's kept output)
+    /// and a data chunk must fit.
+    pub max_control: usize,
+    /// How long a control call may wait for its answer, and a transfer for its next
+    /// frame ([`CALL_DEADLINE`]).
+    pub call_deadline: Duration,
+}
+
+impl Limits {
+    /// Limits for a server that keeps `process_output_bytes` of each stream of a
+    /// background process (one reply carries both streams, base64).
+    pub fn for_process_output(process_output_bytes: u64) -> Self {
+        let output = usize::try_from(process_output_bytes).unwrap_or(usize::MAX / 4);
+        Self {
+            max_control: (4 * 1024 * 1024usize)
+                .max(output.saturating_mul(3).saturating_add(64 * 1024)),
+            call_deadline: CALL_DEADLINE,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::for_process_output(1024 * 1024)
+    }
+}
+
+/// Called once with the reason when an agent breaks the protocol.
+pub type OnViolation = Box<dyn Fn(String) + Send + Sync>;
+
+/// One operation as the reader knows it: its inbox and its accounts.
+struct Slot {
+    tx: mpsc::UnboundedSender<Incoming>,
+    account: Arc<Account>,
+    /// Whether the operation takes data frames (an output or a read stream).
+    takes_data: bool,
+}
+
+/// An operation's flow accounting, shared by the reader and the operation.
+#[derive(Default)]
+struct Account {
+    /// Window cost of the agent's data received and not yet credited back (queued or
+    /// being consumed): at most [`WINDOW`] for an honest agent.
+    held: AtomicU64,
+    /// Data bytes the operation sent the agent that it has not yet credited.
+    unacked: AtomicU64,
+    /// Credit the agent returned that the operation has not yet taken.
+    credit: AtomicU64,
+    /// Control replies received.
+    replies: std::sync::atomic::AtomicU32,
+}
+
 /// State shared by the client, its reader task and its operations.
 struct Shared {
-    ops: Mutex<HashMap<u64, mpsc::UnboundedSender<Incoming>>>,
+    ops: Mutex<HashMap<u64, Slot>>,
     closed: AtomicBool,
+    /// Why the connection was dropped, when the agent broke the protocol.
+    violation: Mutex<Option<String>>,
+    /// [`Limits::call_deadline`].
+    deadline: Duration,
+    /// Told when the reader ends: the writer then drops its half too, so that the
+    /// whole transport is let go (a peer cut off is not kept half-open).
+    hangup: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -58,6 +142,88 @@ impl Shared {
             ops.clear();
         }
     }
+
+    fn violation(&self) -> Option<String> {
+        self.violation.lock().ok().and_then(|v| v.clone())
+    }
+
+    /// The error an operation sees once the connection is gone.
+    fn lost(&self) -> Error {
+        match self.violation() {
+            Some(reason) => Error::NotRunning(format!(
+                "the sandbox's agent broke the protocol ({reason}); the sandbox is marked failed"
+            )),
+            None => lost(),
+        }
+    }
+}
+
+/// What the reader makes of one frame: `Err` is a protocol violation.
+fn route(shared: &Shared, frame: Frame) -> std::result::Result<(), String> {
+    let Ok(mut ops) = shared.ops.lock() else {
+        return Err("internal: poisoned".to_owned());
+    };
+    // Frames of an operation that has ended (its reply came, or it was cancelled) are
+    // dropped: an honest agent may still have had some under way.
+    let Some(slot) = ops.get(&frame.id) else {
+        return Ok(());
+    };
+    let incoming = match frame.tag {
+        Tag::Control => {
+            let reply: Reply = frame
+                .parse()
+                .map_err(|err| format!("an undecodable reply ({err})"))?;
+            if let Reply::Credit { bytes } = reply {
+                let unacked = slot.account.unacked.load(Ordering::SeqCst);
+                if bytes > unacked {
+                    return Err(format!("credit for {bytes} bytes when {unacked} were sent"));
+                }
+                slot.account.unacked.fetch_sub(bytes, Ordering::SeqCst);
+                // One notice at a time: the operation takes all the credit there is.
+                if slot.account.credit.fetch_add(bytes, Ordering::SeqCst) > 0 || bytes == 0 {
+                    return Ok(());
+                }
+                Incoming::Reply(Reply::Credit { bytes: 0 })
+            } else {
+                let replies = slot.account.replies.fetch_add(1, Ordering::SeqCst) + 1;
+                if replies > MAX_CONTROL_REPLIES {
+                    return Err(format!(
+                        "more than {MAX_CONTROL_REPLIES} replies to one operation"
+                    ));
+                }
+                let last = reply.is_final();
+                let incoming = Incoming::Reply(reply);
+                if last {
+                    // Nothing more is taken for it.
+                    if let Some(slot) = ops.remove(&frame.id) {
+                        let _ = slot.tx.send(incoming);
+                    }
+                    return Ok(());
+                }
+                incoming
+            }
+        }
+        tag => {
+            if !slot.takes_data {
+                return Err("data for an operation that takes none".to_owned());
+            }
+            let held = slot
+                .account
+                .held
+                .fetch_add(frame_cost(frame.body.len()), Ordering::SeqCst)
+                + frame_cost(frame.body.len());
+            if held > WINDOW {
+                return Err(format!(
+                    "{held} bytes of data beyond the credit it was given ({WINDOW})"
+                ));
+            }
+            Incoming::Data(tag, frame.body)
+        }
+    };
+    if slot.tx.send(incoming).is_err() {
+        ops.remove(&frame.id);
+    }
+    Ok(())
 }
 
 /// A live connection to one sandbox's agent.
@@ -109,7 +275,8 @@ fn agent_error(kind: ErrorKind, message: String) -> Error {
         ErrorKind::Busy => Error::NotRunning(message),
         ErrorKind::Limit => Error::LimitReached(message),
         ErrorKind::Conflict => Error::Conflict(message),
-        ErrorKind::Other => Error::internal(message),
+        // The sandbox's own failure (an errno of its filesystem or processes).
+        ErrorKind::Other => Error::Sandbox(message),
     }
 }
 
@@ -127,15 +294,38 @@ impl AgentClient {
     /// ends whatever an earlier connection left running) and waits, within `bound`,
     /// for the answer.
     pub async fn connect(transport: Transport, bound: Duration) -> Result<Self> {
+        Self::connect_with(transport, bound, Limits::default(), Box::new(|_| {})).await
+    }
+
+    /// [`Self::connect`], holding the agent to `limits`; `on_violation` is called once,
+    /// with the reason, if the agent breaks the protocol (the connection is then gone).
+    pub async fn connect_with(
+        transport: Transport,
+        bound: Duration,
+        limits: Limits,
+        on_violation: OnViolation,
+    ) -> Result<Self> {
         let shared = Arc::new(Shared {
             ops: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            violation: Mutex::new(None),
+            deadline: limits.call_deadline,
+            hangup: tokio::sync::Notify::new(),
         });
         let (outgoing, mut queue) = mpsc::unbounded_channel::<Frame>();
         let writer_shared = shared.clone();
         let writer = tokio::spawn(async move {
             let mut sink = FramedWrite::new(transport.writer, FrameCodec::new());
-            while let Some(frame) = queue.recv().await {
+            let hangup = writer_shared.hangup.notified();
+            tokio::pin!(hangup);
+            loop {
+                let frame = tokio::select! {
+                    frame = queue.recv() => match frame {
+                        Some(frame) => frame,
+                        None => break,
+                    },
+                    () = &mut hangup => break,
+                };
                 let mut result = sink.feed(frame).await;
                 while result.is_ok() {
                     match queue.try_recv() {
@@ -151,28 +341,35 @@ impl AgentClient {
         });
         let reader_shared = shared.clone();
         let reader = tokio::spawn(async move {
-            let mut frames = FramedRead::new(transport.reader, FrameCodec::new());
-            while let Some(Ok(frame)) = frames.next().await {
-                let incoming = match frame.tag {
-                    Tag::Control => match frame.parse::<Reply>() {
-                        Ok(reply) => Incoming::Reply(reply),
-                        Err(err) => {
-                            tracing::warn!(%err, "undecodable reply from a sandbox agent");
-                            continue;
+            let mut frames = FramedRead::new(
+                transport.reader,
+                FrameCodec::strict(limits.max_control.max(MAX_CHUNK)),
+            );
+            let broken = loop {
+                match frames.next().await {
+                    Some(Ok(frame)) => {
+                        if let Err(reason) = route(&reader_shared, frame) {
+                            break Some(reason);
                         }
-                    },
-                    tag => Incoming::Data(tag, frame.body),
-                };
-                let Ok(mut ops) = reader_shared.ops.lock() else {
-                    break;
-                };
-                if let Some(op) = ops.get(&frame.id)
-                    && op.send(incoming).is_err()
-                {
-                    ops.remove(&frame.id);
+                    }
+                    Some(Err(err)) if err.kind() == std::io::ErrorKind::InvalidData => {
+                        break Some(err.to_string());
+                    }
+                    Some(Err(_)) | None => break None,
                 }
+            };
+            if let Some(reason) = broken {
+                // Logged once per connection: the agent is cut off here.
+                tracing::warn!(%reason, "a sandbox agent broke the protocol; disconnected");
+                if let Ok(mut violation) = reader_shared.violation.lock() {
+                    *violation = Some(reason.clone());
+                }
+                reader_shared.close();
+                on_violation(reason);
+            } else {
+                reader_shared.close();
             }
-            reader_shared.close();
+            reader_shared.hangup.notify_one();
         });
         let mut client = Self {
             shared,
@@ -226,25 +423,46 @@ impl AgentClient {
         self.shared.closed.load(Ordering::SeqCst)
     }
 
+    /// Why the connection was dropped, when the agent broke the protocol.
+    pub fn violation(&self) -> Option<String> {
+        self.shared.violation()
+    }
+
     fn open(&self, request: &Request) -> Result<Op> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.open_on(id, request)
     }
 
     fn open_on(&self, id: u64, request: &Request) -> Result<Op> {
+        let takes_data = matches!(
+            request,
+            Request::Exec { .. }
+                | Request::Read { .. }
+                | Request::ArchiveOut { .. }
+                | Request::ProcessFollow { .. }
+        );
         let (tx, rx) = mpsc::unbounded_channel();
+        let account = Arc::new(Account::default());
         {
             let mut ops = self.shared.ops.lock().map_err(|_| lost())?;
             if self.is_closed() {
-                return Err(lost());
+                return Err(self.shared.lost());
             }
-            ops.insert(id, tx);
+            ops.insert(
+                id,
+                Slot {
+                    tx,
+                    account: account.clone(),
+                    takes_data,
+                },
+            );
         }
         let op = Op {
             id,
             rx,
             shared: self.shared.clone(),
             outgoing: self.outgoing.clone(),
+            account,
             done: false,
             unreturned: 0,
         };
@@ -265,7 +483,7 @@ impl AgentClient {
     ) -> Result<Reply> {
         let mut op = self.open(request)?;
         loop {
-            if let Incoming::Reply(reply) = op.recv().await?
+            if let Incoming::Reply(reply) = op.recv_within().await?
                 && reply.is_final()
             {
                 op.done = true;
@@ -303,16 +521,43 @@ impl AgentClient {
         }
     }
 
-    /// The entries of the directory `path`, sorted by name.
+    /// The entries of the directory `path`, sorted by name: at most [`MAX_LISTING`]
+    /// ([`Error::TooLarge`] beyond), asked for page by page.
     pub async fn list(&self, path: &str) -> Result<Vec<Entry>> {
-        match self
-            .call(&Request::List {
-                path: path.to_owned(),
-            })
-            .await?
-        {
-            Reply::Listing { entries } => Ok(entries),
-            other => Err(unexpected(&other)),
+        let mut all = Vec::new();
+        let mut offset = 0;
+        loop {
+            let reply = self
+                .call(&Request::List {
+                    path: path.to_owned(),
+                    offset,
+                })
+                .await?;
+            let Reply::Listing {
+                entries,
+                total,
+                next,
+            } = reply
+            else {
+                return Err(unexpected(&reply));
+            };
+            if total > MAX_LISTING as u64 || all.len() + entries.len() > MAX_LISTING {
+                return Err(Error::TooLarge(format!(
+                    "{path} has {total} entries, more than the {MAX_LISTING} a listing holds; \
+                     list a subdirectory or download it as an archive"
+                )));
+            }
+            // Each page must move on (an agent that says otherwise would loop us).
+            if next <= offset && offset < total {
+                return Err(Error::NotRunning(
+                    "the sandbox's agent answered a listing that does not move on".to_owned(),
+                ));
+            }
+            all.extend(entries);
+            if next >= total {
+                return Ok(all);
+            }
+            offset = next;
         }
     }
 
@@ -333,7 +578,7 @@ impl AgentClient {
     async fn stream_out(&self, request: &Request) -> Result<(Stat, ByteStream)> {
         let mut op = self.open(request)?;
         let stat = loop {
-            match op.recv().await? {
+            match op.recv_within().await? {
                 Incoming::Reply(Reply::Opened { stat }) => break stat,
                 Incoming::Reply(Reply::Error { kind, message }) => {
                     op.done = true;
@@ -351,7 +596,7 @@ impl AgentClient {
                 return None;
             }
             loop {
-                match op.recv().await {
+                match op.recv_within().await {
                     Ok(Incoming::Data(_, bytes)) => {
                         op.consumed(bytes.len());
                         return Some((Ok(bytes), op));
@@ -408,7 +653,7 @@ impl AgentClient {
         let reply = match early {
             Some(reply) => reply,
             None => loop {
-                if let Incoming::Reply(reply) = op.recv().await?
+                if let Incoming::Reply(reply) = op.recv_within().await?
                     && reply.is_final()
                 {
                     break reply;
@@ -472,12 +717,14 @@ impl AgentClient {
         };
         loop {
             execution.push_stdin();
-            match execution.op.recv().await? {
+            match execution.op.recv_within().await? {
                 Incoming::Reply(Reply::Started { pid }) => {
                     execution.pid = pid;
                     return Ok(execution);
                 }
-                Incoming::Reply(Reply::Credit { bytes }) => execution.stdin_credit += bytes,
+                Incoming::Reply(Reply::Credit { bytes }) => {
+                    execution.stdin_credit += execution.op.take_credit(bytes)
+                }
                 Incoming::Reply(Reply::Error { kind, message }) => {
                     execution.op.done = true;
                     return Err(agent_error(kind, message));
@@ -560,12 +807,21 @@ impl AgentClient {
                 stderr,
                 status,
                 exit_code,
-            } => Ok(ProcessOutput {
-                stdout,
-                stderr,
-                status,
-                exit_code,
-            }),
+            } => {
+                // Never more than was asked for, whatever the agent sent.
+                let (mut stdout, mut stderr) = (stdout, stderr);
+                for chunk in [&mut stdout, &mut stderr] {
+                    chunk
+                        .data
+                        .truncate(usize::try_from(max_bytes).unwrap_or(usize::MAX));
+                }
+                Ok(ProcessOutput {
+                    stdout,
+                    stderr,
+                    status,
+                    exit_code,
+                })
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -588,7 +844,7 @@ impl AgentClient {
             stderr_offset,
         })?;
         let first = loop {
-            match op.recv().await? {
+            match op.recv_within().await? {
                 Incoming::Reply(Reply::Following {
                     stdout_offset,
                     stderr_offset,
@@ -847,7 +1103,9 @@ impl Execution {
                         _ => ExecEvent::Stdout(bytes),
                     });
                 }
-                Incoming::Reply(Reply::Credit { bytes }) => self.stdin_credit += bytes,
+                Incoming::Reply(Reply::Credit { bytes }) => {
+                    self.stdin_credit += self.op.take_credit(bytes)
+                }
                 Incoming::Reply(Reply::Exit {
                     exit_code,
                     timed_out,
@@ -878,9 +1136,10 @@ struct Op {
     rx: mpsc::UnboundedReceiver<Incoming>,
     shared: Arc<Shared>,
     outgoing: mpsc::UnboundedSender<Frame>,
+    account: Arc<Account>,
     /// Its final reply has come (or it needs no cancel).
     done: bool,
-    /// Data consumed but not yet credited back.
+    /// Window cost of data consumed but not yet credited back.
     unreturned: u64,
 }
 
@@ -893,22 +1152,50 @@ impl Op {
     fn send(&self, request: &Request) -> Result<()> {
         self.outgoing
             .send(Frame::control(self.id, request))
-            .map_err(|_| lost())
+            .map_err(|_| self.shared.lost())
     }
 
     fn send_data(&self, bytes: Bytes) {
+        self.account
+            .unacked
+            .fetch_add(bytes.len() as u64, Ordering::SeqCst);
         let _ = self.outgoing.send(Frame::data(Tag::Data, self.id, bytes));
     }
 
-    async fn recv(&mut self) -> Result<Incoming> {
-        self.rx.recv().await.ok_or_else(lost)
+    /// The credit the agent returned (a credit reply is a notice: `_notice` is 0).
+    fn take_credit(&self, _notice: u64) -> u64 {
+        self.account.credit.swap(0, Ordering::SeqCst)
     }
 
-    /// `bytes` of the agent's data were consumed: return credit (in batches).
+    async fn recv(&mut self) -> Result<Incoming> {
+        match self.rx.recv().await {
+            Some(incoming) => Ok(incoming),
+            None => Err(self.shared.lost()),
+        }
+    }
+
+    /// [`Self::recv`], for at most the call deadline: past it the agent counts as not
+    /// answering.
+    async fn recv_within(&mut self) -> Result<Incoming> {
+        let bound = self.shared.deadline;
+        match tokio::time::timeout(bound, self.recv()).await {
+            Ok(incoming) => incoming,
+            Err(_) => Err(Error::NotRunning(format!(
+                "the sandbox's agent did not answer within {bound:?}"
+            ))),
+        }
+    }
+
+    /// `bytes` of the agent's data were consumed: return credit (in batches), for the
+    /// frame's whole cost as the agent charged it.
     fn consumed(&mut self, bytes: usize) {
-        self.unreturned += bytes as u64;
+        self.unreturned += frame_cost(bytes);
         if self.unreturned >= CREDIT_BATCH {
             let bytes = std::mem::take(&mut self.unreturned);
+            self.account.held.fetch_sub(
+                bytes.min(self.account.held.load(Ordering::SeqCst)),
+                Ordering::SeqCst,
+            );
             let _ = self.send(&Request::Credit { bytes });
         }
     }
@@ -943,8 +1230,8 @@ impl Op {
                     }
                     None => ended = true,
                 },
-                incoming = self.recv() => match incoming? {
-                    Incoming::Reply(Reply::Credit { bytes }) => credit += bytes,
+                incoming = self.recv_within() => match incoming? {
+                    Incoming::Reply(Reply::Credit { bytes }) => credit += self.take_credit(bytes),
                     Incoming::Reply(reply) if reply.is_final() => return Ok(Some(reply)),
                     _ => {}
                 },
@@ -978,4 +1265,346 @@ fn rand_u64() -> u64 {
             .unwrap_or(0),
     );
     hasher.finish()
+}
+
+#[cfg(test)]
+mod hostile_agent_tests {
+    //! The agent is in the sandbox: a fake one over an in-memory pipe floods, lies about
+    //! credit, sends oversized and malformed frames and goes silent, and the server
+    //! must keep its bounds and cut it off.
+
+    use super::*;
+    use bytes::BytesMut;
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::Encoder;
+
+    /// What the fake agent sends in answer to a request.
+    enum Out {
+        Frame(Frame),
+        /// Raw bytes on the wire.
+        Raw(Vec<u8>),
+        /// This frame again and again, until the server hangs up.
+        Flood(Frame),
+    }
+
+    fn encode(frame: Frame) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        FrameCodec::new().encode(frame, &mut buf).unwrap();
+        buf.to_vec()
+    }
+
+    /// Starts a fake agent that answers the hello and then `answer`s each request;
+    /// returns the client connected to it, the reason it was cut off (if it was) and
+    /// how many bytes the fake managed to write before the server hung up.
+    async fn connect(
+        limits: Limits,
+        mut answer: impl FnMut(u64, Request) -> Vec<Out> + Send + 'static,
+    ) -> (
+        AgentClient,
+        Arc<Mutex<Option<String>>>,
+        tokio::task::JoinHandle<u64>,
+    ) {
+        let (server, agent) = tokio::io::duplex(64 * 1024);
+        let (server_read, server_write) = tokio::io::split(server);
+        let (agent_read, mut agent_write) = tokio::io::split(agent);
+        let fake = tokio::spawn(async move {
+            let mut requests = FramedRead::new(agent_read, FrameCodec::new());
+            let mut written = 0u64;
+            while let Some(Ok(frame)) = requests.next().await {
+                let Ok(request) = frame.parse::<Request>() else {
+                    continue;
+                };
+                let outs = match request {
+                    Request::Hello { epoch } => vec![Out::Frame(Frame::control(
+                        0,
+                        &Reply::HelloAck {
+                            epoch,
+                            protocol: PROTOCOL_VERSION,
+                            agent_version: "fake".to_owned(),
+                        },
+                    ))],
+                    Request::Credit { .. } | Request::Eof | Request::Cancel => Vec::new(),
+                    request => answer(frame.id, request),
+                };
+                for out in outs {
+                    let bytes = match out {
+                        Out::Frame(frame) => encode(frame),
+                        Out::Raw(bytes) => bytes,
+                        Out::Flood(frame) => {
+                            let bytes = encode(frame);
+                            // Bounded: 4 GiB at most, far past any window.
+                            for _ in 0..(4u64 << 30) / bytes.len() as u64 {
+                                if agent_write.write_all(&bytes).await.is_err() {
+                                    return written;
+                                }
+                                written += bytes.len() as u64;
+                            }
+                            continue;
+                        }
+                    };
+                    if agent_write.write_all(&bytes).await.is_err() {
+                        return written;
+                    }
+                    written += bytes.len() as u64;
+                }
+            }
+            written
+        });
+        let reason = Arc::new(Mutex::new(None));
+        let seen = reason.clone();
+        let client = AgentClient::connect_with(
+            Transport {
+                reader: Box::pin(server_read),
+                writer: Box::pin(server_write),
+            },
+            Duration::from_secs(5),
+            limits,
+            Box::new(move |why| *seen.lock().unwrap() = Some(why)),
+        )
+        .await
+        .expect("the fake agent says hello");
+        (client, reason, fake)
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_control: 1024 * 1024,
+            call_deadline: Duration::from_millis(500),
+        }
+    }
+
+    fn exec_spec() -> ExecSpec {
+        ExecSpec {
+            command: "true".to_owned(),
+            cwd: "/".to_owned(),
+            env: Vec::new(),
+            stdin: None,
+            timeout: Duration::from_secs(5),
+            output_cap: Some(1000),
+        }
+    }
+
+    fn started(id: u64) -> Out {
+        Out::Frame(Frame::control(id, &Reply::Started { pid: 7 }))
+    }
+
+    fn exit(id: u64, code: i64) -> Out {
+        Out::Frame(Frame::control(
+            id,
+            &Reply::Exit {
+                exit_code: code,
+                timed_out: false,
+                stdout_truncated: false,
+                stderr_truncated: false,
+            },
+        ))
+    }
+
+    async fn assert_cut_off(client: &AgentClient, reason: &Mutex<Option<String>>, what: &str) {
+        for _ in 0..200 {
+            if client.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(client.is_closed(), "{what}: still connected");
+        let why = reason.lock().unwrap().clone();
+        assert!(why.is_some(), "{what}: no violation reported");
+        assert_eq!(client.violation(), why);
+    }
+
+    #[tokio::test]
+    async fn a_flood_past_the_window_is_cut_off_within_the_window() {
+        let (client, reason, fake) = connect(limits(), |id, _| {
+            vec![
+                started(id),
+                Out::Flood(Frame::data(
+                    Tag::Stdout,
+                    id,
+                    Bytes::from(vec![b'x'; MAX_CHUNK]),
+                )),
+            ]
+        })
+        .await;
+        let mut execution = client.exec(exec_spec()).await.unwrap();
+        // The consumer takes nothing: the agent must stop at its window.
+        let err = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            loop {
+                if let Err(err) = execution.next().await {
+                    return err;
+                }
+            }
+        })
+        .await
+        .expect("the flood ends");
+        assert!(err.to_string().contains("broke the protocol"), "{err}");
+        assert_cut_off(&client, &reason, "flood").await;
+        let written = fake.await.unwrap();
+        // What the server read before hanging up: its window, the pipe's buffer, and a
+        // read buffer's worth; nowhere near the 4 GiB offered.
+        assert!(written < 4 * WINDOW, "the server took {written} bytes");
+    }
+
+    #[tokio::test]
+    async fn output_past_the_cap_is_not_kept_even_within_the_window() {
+        let (client, _, _fake) = connect(limits(), |id, _| {
+            vec![
+                started(id),
+                // 512 KiB, all within the window, though the cap asked for is 1000.
+                Out::Frame(Frame::data(
+                    Tag::Stdout,
+                    id,
+                    Bytes::from(vec![b'a'; 256 * 1024]),
+                )),
+                Out::Frame(Frame::data(
+                    Tag::Stderr,
+                    id,
+                    Bytes::from(vec![b'b'; 256 * 1024]),
+                )),
+                exit(id, 0),
+            ]
+        })
+        .await;
+        let command = crate::exec::Command {
+            command: "true".to_owned(),
+            working_dir: "/".to_owned(),
+            timeout: Duration::from_secs(5),
+            env: Vec::new(),
+            stdin: None,
+        };
+        let result = crate::exec::run(&client, command, 1000).await.unwrap();
+        assert_eq!(result.stdout.len(), 1000);
+        assert_eq!(result.stderr.len(), 1000);
+        assert!(result.stdout_truncated && result.stderr_truncated);
+    }
+
+    #[tokio::test]
+    async fn credit_for_bytes_never_sent_is_a_violation() {
+        let (client, reason, _fake) = connect(limits(), |id, _| {
+            vec![Out::Frame(Frame::control(
+                id,
+                &Reply::Credit { bytes: 1 << 40 },
+            ))]
+        })
+        .await;
+        let body: BodyStream =
+            Box::pin(futures_util::stream::iter((0..64).map(|_| {
+                Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 64 * 1024]))
+            })));
+        let err = client.write("/x", 0o644, false, body).await.unwrap_err();
+        assert!(err.to_string().contains("broke the protocol"), "{err}");
+        assert_cut_off(&client, &reason, "credit").await;
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_is_a_violation_and_not_buffered() {
+        let (client, reason, fake) = connect(limits(), |id, _| {
+            let listing = Reply::Listing {
+                entries: Vec::new(),
+                total: 0,
+                next: 0,
+            };
+            let mut frame = Frame::control(id, &listing);
+            // 8 MiB of body where at most 1 MiB is taken.
+            let mut body = frame.body.to_vec();
+            body.extend(std::iter::repeat_n(b' ', 8 * 1024 * 1024));
+            frame.body = body.into();
+            vec![Out::Frame(frame)]
+        })
+        .await;
+        let err = client.list("/").await.unwrap_err();
+        assert!(
+            err.to_string().contains("broke the protocol")
+                || err.to_string().contains("not answering"),
+            "{err}"
+        );
+        assert_cut_off(&client, &reason, "oversized").await;
+        let written = fake.await.unwrap();
+        assert!(written < 4 * 1024 * 1024, "the server took {written} bytes");
+    }
+
+    #[tokio::test]
+    async fn bytes_without_a_flag_are_not_kept() {
+        let (client, reason, fake) = connect(limits(), |_, _| {
+            // 64 MiB with no frame boundary at all (no FLAG byte).
+            vec![Out::Raw(vec![b'z'; 64 * 1024 * 1024])]
+        })
+        .await;
+        let _ = client.stat("/", false).await;
+        assert_cut_off(&client, &reason, "no flag").await;
+        let written = fake.await.unwrap();
+        assert!(written < 8 * 1024 * 1024, "the server took {written} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_frame_is_a_violation() {
+        let (client, reason, _fake) = connect(limits(), |_, _| {
+            vec![Out::Raw(vec![
+                repobox_protocol::FLAG,
+                0x09,
+                1,
+                2,
+                3,
+                repobox_protocol::FLAG,
+            ])]
+        })
+        .await;
+        let _ = client.stat("/", false).await;
+        assert_cut_off(&client, &reason, "malformed").await;
+    }
+
+    #[tokio::test]
+    async fn data_for_an_operation_that_takes_none_is_a_violation() {
+        let (client, reason, _fake) = connect(limits(), |id, _| {
+            vec![Out::Frame(Frame::data(
+                Tag::Stdout,
+                id,
+                Bytes::from_static(b"forged"),
+            ))]
+        })
+        .await;
+        let _ = client.stat("/", false).await;
+        assert_cut_off(&client, &reason, "unasked data").await;
+    }
+
+    #[tokio::test]
+    async fn a_storm_of_replies_is_a_violation() {
+        let (client, reason, _fake) = connect(limits(), |id, _| {
+            vec![Out::Flood(Frame::control(id, &Reply::Started { pid: 1 }))]
+        })
+        .await;
+        let _ = client.exec(exec_spec()).await;
+        assert_cut_off(&client, &reason, "reply storm").await;
+    }
+
+    #[tokio::test]
+    async fn a_silent_agent_fails_calls_at_their_deadline() {
+        let (client, reason, _fake) = connect(limits(), |_, _| Vec::new()).await;
+        let started = std::time::Instant::now();
+        let err = client.stat("/", false).await.unwrap_err();
+        assert!(matches!(err, Error::NotRunning(_)), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // Silence is not a violation: the sandbox may just be busy.
+        assert!(reason.lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_forged_exit_for_another_operation_changes_nothing() {
+        // Frames for an id that is not (or no longer) under way are dropped.
+        let (client, reason, _fake) = connect(limits(), |id, _| {
+            vec![started(id), exit(id + 1000, 0), exit(id, 7)]
+        })
+        .await;
+        let command = crate::exec::Command {
+            command: "exit 7".to_owned(),
+            working_dir: "/".to_owned(),
+            timeout: Duration::from_secs(5),
+            env: Vec::new(),
+            stdin: None,
+        };
+        let result = crate::exec::run(&client, command, 1000).await.unwrap();
+        assert_eq!(result.exit_code, 7);
+        assert!(reason.lock().unwrap().is_none());
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! Nothing outside this module sees a bollard type. Hardening lives in one function,
 //! [`container_config`], so a reviewer can read the whole security posture of a
-//! sandbox in one place. A sandbox's main process is the agent (under Docker's init),
+//! sandbox in one place. A sandbox's main process is the agent (PID 1, no init),
 //! reached over the container's attach stream.
 
 use std::collections::HashMap;
@@ -80,8 +80,11 @@ pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
     );
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        // The agent is the main process, under the init (below), which is PID 1 and
-        // reaps zombies. Its stdin and stdout are the stream repobox attaches to.
+        // The agent is the main process and PID 1 (no init: an init would hold the
+        // attach stream's pipes too, where the sandbox's processes could reach them).
+        // As PID 1 it cannot be signalled from inside, it makes itself non-dumpable so
+        // it cannot be traced or have its pipes opened through /proc, and it reaps
+        // orphans. Its stdin and stdout are the stream repobox attaches to.
         entrypoint: Some(vec![AGENT_PATH.to_owned()]),
         cmd: Some(Vec::new()),
         open_stdin: Some(true),
@@ -98,7 +101,7 @@ pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
         network_disabled: Some(spec.network == Network::None),
         stop_signal: Some("SIGKILL".to_owned()),
         host_config: Some(HostConfig {
-            init: Some(true),
+            init: Some(false),
             network_mode: Some(network_mode(spec.network).to_owned()),
             cap_drop: Some(vec!["ALL".to_owned()]),
             cap_add: Some(
@@ -842,7 +845,7 @@ mod tests {
         assert_eq!(host.memory, Some(256 * 1024 * 1024));
         assert_eq!(host.nano_cpus, Some(1_500_000_000));
         assert_eq!(host.pids_limit, Some(128));
-        assert_eq!(host.init, Some(true));
+        assert_eq!(host.init, Some(false));
         assert!(host.binds.is_none() && host.mounts.is_none());
         let labels = config.labels.unwrap();
         assert_eq!(

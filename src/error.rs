@@ -87,6 +87,14 @@ pub enum Error {
     /// The sandbox image lacks a tool an operation needs (422).
     #[error("{0}")]
     MissingTool(String),
+    /// An operation inside the sandbox failed for a reason of the sandbox's own (an
+    /// errno such as EIO reading `/proc/self/mem`): the client's or the sandbox's
+    /// doing, never the server's (422).
+    #[error("{0}")]
+    Sandbox(String),
+    /// The host cannot give what a create asks for (memory, disk) (409).
+    #[error("{0}")]
+    NoCapacity(String),
     /// Anything else: a defect or an unexpected answer from a dependency (500).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -117,13 +125,16 @@ impl Error {
             | Error::ImageNotFound(_)
             | Error::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Error::NotRunning(_) | Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::NotRunning(_) | Error::Conflict(_) | Error::NoCapacity(_) => {
+                StatusCode::CONFLICT
+            }
             Error::CommandNotAllowed(_) | Error::BuildsDisabled(_) => StatusCode::FORBIDDEN,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::Checkout(_) | Error::MissingTool(_) | Error::ImageUnavailable(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Error::Checkout(_)
+            | Error::MissingTool(_)
+            | Error::ImageUnavailable(_)
+            | Error::Sandbox(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::TooManyContainers(_) | Error::LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::DockerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -156,6 +167,8 @@ impl Error {
             Error::MissingTool(_) => ("Image lacks a required tool", "missing_tool"),
             Error::TooManyContainers(_) => ("Too many containers", "too_many_containers"),
             Error::DockerUnavailable(_) => ("Docker unavailable", "docker_unavailable"),
+            Error::Sandbox(_) => ("Operation failed in the sandbox", "sandbox_error"),
+            Error::NoCapacity(_) => ("Not enough capacity", "no_capacity"),
             Error::Internal(_) => ("Internal server error", "internal"),
         }
     }

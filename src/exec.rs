@@ -6,8 +6,9 @@
 //! command starts: at the timeout, when the client goes away (the [`Execution`] is
 //! dropped) and when the shell exits, every process it started is killed, whether it
 //! cleared its environment, started a new session or double-forked. The agent
-//! enforces the timeout and the output cap itself, so a command's bytes beyond the
-//! cap never cross into the server.
+//! enforces the timeout and the output cap itself, so an honest agent's bytes beyond
+//! the cap never cross into the server; the server counts them again all the same
+//! (the agent is in the sandbox), and keeps at most the cap whatever arrives.
 
 use std::time::Duration;
 
@@ -153,26 +154,53 @@ pub async fn run(agent: &AgentClient, command: Command, cap: usize) -> Result<Ex
     let started_at = Utc::now();
     let started = Instant::now();
     let mut execution = agent.exec(command.spec(Some(cap as u64))).await?;
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
+    let mut stdout = Capped::new(cap);
+    let mut stderr = Capped::new(cap);
     let status = loop {
         match next_event(&mut execution, started + command.timeout).await? {
-            ExecEvent::Stdout(bytes) => stdout.extend_from_slice(&bytes),
-            ExecEvent::Stderr(bytes) => stderr.extend_from_slice(&bytes),
+            ExecEvent::Stdout(bytes) => stdout.push(&bytes),
+            ExecEvent::Stderr(bytes) => stderr.push(&bytes),
             ExecEvent::Exit(status) => break status,
         }
     };
     Ok(ExecResult {
         command: command.command,
         exit_code: status.exit_code,
-        stdout_truncated: status.stdout_truncated,
-        stderr_truncated: status.stderr_truncated,
-        stdout: into_text(stdout),
-        stderr: into_text(stderr),
+        stdout_truncated: status.stdout_truncated || stdout.cut,
+        stderr_truncated: status.stderr_truncated || stderr.cut,
+        stdout: into_text(stdout.bytes),
+        stderr: into_text(stderr.bytes),
         execution_time_secs: started.elapsed().as_secs_f64(),
         timestamp: started_at,
         timed_out: status.timed_out,
     })
+}
+
+/// One output stream gathered up to a cap, counted by the server: the agent caps it
+/// too, but what it sends is not trusted to be within the cap.
+struct Capped {
+    bytes: Vec<u8>,
+    cap: usize,
+    cut: bool,
+}
+
+impl Capped {
+    fn new(cap: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            cap,
+            cut: false,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        let room = self.cap - self.bytes.len();
+        if chunk.len() > room {
+            self.cut = true;
+        }
+        self.bytes
+            .extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
 }
 
 /// How long past its deadline a command may take to report its end (the kill and the

@@ -427,6 +427,41 @@ impl Drop for MirrorUse {
     }
 }
 
+/// Bytes an entry of `git ls-tree -l -z` takes in a tar: its size rounded up to tar's
+/// 512-byte blocks (`-` for trees and submodules: nothing).
+fn tree_entry_bytes(line: &[u8]) -> u64 {
+    // `<mode> SP <type> SP <object> SP+ <size> TAB <path>`
+    let meta = line.split(|&b| b == b'\t').next().unwrap_or_default();
+    let size = meta
+        .rsplit(|&b| b == b' ')
+        .next()
+        .and_then(|size| std::str::from_utf8(size).ok())
+        .and_then(|size| size.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    size.div_ceil(512) * 512
+}
+
+/// Bytes of the files under `dir` (its own, not followed through links).
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => stack.push(entry.path()),
+                Ok(kind) if kind.is_file() => {
+                    total += entry.metadata().map_or(0, |meta| meta.len());
+                }
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
 /// The mirror cache under `CACHE_DIR`.
 pub struct GitCache {
     mirrors: PathBuf,
@@ -479,12 +514,17 @@ impl GitCache {
 
     /// Fetches (or reuses) the mirror of `repo` and checks out the requested state
     /// into a fresh temporary directory named after `label`.
+    /// A checkout larger than `max_bytes` (its files, their tar headers and its
+    /// history) is refused with [`Error::TooLarge`] before anything is written: the
+    /// tree's size is read from the mirror's objects, so a small repository that
+    /// expands (a tree of many references to one large blob) costs the host nothing.
     pub async fn checkout(
         &self,
         repo: &RepoUrl,
         branch: Option<&str>,
         commit: Option<&str>,
         label: &str,
+        max_bytes: u64,
     ) -> Result<Checkout> {
         let Located {
             mirror,
@@ -494,6 +534,7 @@ impl GitCache {
             cache_hit,
             _in_use,
         } = self.locate(repo, branch, commit).await?;
+        self.check_size(&mirror, &sha, max_bytes).await?;
         self.check_out(repo, &mirror, &key, checkout_branch, sha, cache_hit, label)
             .await
     }
@@ -755,6 +796,66 @@ impl GitCache {
             commit: sha,
             cache_hit,
         })
+    }
+
+    /// Refuses (413) a checkout of `sha` that would take more than `max_bytes`: the
+    /// sizes of its files as `git ls-tree` reads them from the objects (streamed, and
+    /// stopped as soon as the sum is over), 512 bytes of tar header per entry, and the
+    /// mirror's objects that the clone carries.
+    async fn check_size(&self, mirror: &Path, sha: &str, max_bytes: u64) -> Result<()> {
+        use tokio::io::AsyncBufReadExt;
+        let history = dir_bytes(&mirror.join("objects"));
+        let too_large = |what: String| {
+            Error::TooLarge(format!(
+                "the checkout would take {what}, more than the sandbox's disk allows ({} MiB); \
+                 ask for a larger resources.disk_mb",
+                max_bytes / (1024 * 1024)
+            ))
+        };
+        if history > max_bytes {
+            return Err(too_large(format!(
+                "over {} MiB of history",
+                history / (1024 * 1024)
+            )));
+        }
+        let mut command = Self::command(Some(mirror));
+        command.args(["ls-tree", "-r", "-l", "-z", "--full-tree", sha, "--"]);
+        command.stderr(Stdio::null());
+        let mut child = command
+            .spawn()
+            .map_err(|err| Error::internal(format!("cannot run git: {err}")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::internal("git ls-tree has no stdout"))?;
+        let mut lines = tokio::io::BufReader::new(stdout).split(0);
+        let mut total = history;
+        let mut entries = 0u64;
+        let counted = tokio::time::timeout(self.timeout, async {
+            while let Some(line) = lines.next_segment().await.transpose() {
+                let line = line.map_err(|err| Error::internal(format!("git ls-tree: {err}")))?;
+                entries += 1;
+                total = total.saturating_add(512 + tree_entry_bytes(&line));
+                if total > max_bytes {
+                    return Err(too_large(format!(
+                        "over {} MiB in at least {entries} files",
+                        total / (1024 * 1024)
+                    )));
+                }
+            }
+            Ok(())
+        })
+        .await;
+        // Done with it either way (kill_on_drop for the error paths).
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        match counted {
+            Ok(result) => result,
+            Err(_) => Err(Error::Checkout(format!(
+                "sizing the checkout took longer than {:?}",
+                self.timeout
+            ))),
+        }
     }
 
     /// The checkout as a tar stream whose entries are named `name/…`. A fresh tree is

@@ -172,6 +172,9 @@ pub struct Sandboxes {
     session_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Numbers pool members' names.
     members_made: std::sync::atomic::AtomicU64,
+    /// Containers (by engine id) whose agent broke the protocol, with the reason: they
+    /// read `failed` and are not connected to again.
+    broken: Arc<std::sync::Mutex<HashMap<String, String>>>,
 }
 
 impl Sandboxes {
@@ -217,6 +220,7 @@ impl Sandboxes {
             images,
             session_locks: std::sync::Mutex::new(HashMap::new()),
             members_made: std::sync::atomic::AtomicU64::new(0),
+            broken: Arc::default(),
             config,
             backend,
             git,
@@ -612,10 +616,38 @@ impl Sandboxes {
     }
 
     async fn connect_agent(&self, engine_id: &str) -> Result<Arc<AgentClient>> {
+        if let Some(reason) = self.broken_reason(engine_id) {
+            return Err(Error::NotRunning(format!(
+                "the sandbox's agent broke the protocol ({reason}); the sandbox is marked failed"
+            )));
+        }
         let transport = self.backend.attach(engine_id).await?;
+        let broken = self.broken.clone();
+        let key = engine_id.to_owned();
+        let on_violation = Box::new(move |reason: String| {
+            broken
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key.clone(), reason);
+        });
         Ok(Arc::new(
-            AgentClient::connect(transport, AGENT_HELLO_BOUND).await?,
+            AgentClient::connect_with(
+                transport,
+                AGENT_HELLO_BOUND,
+                crate::agent::Limits::for_process_output(self.config.process_output_bytes),
+                on_violation,
+            )
+            .await?,
         ))
+    }
+
+    /// Why the agent of the container `engine_id` was cut off, if it broke the protocol.
+    fn broken_reason(&self, engine_id: &str) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(engine_id)
+            .cloned()
     }
 
     /// Puts a failure to reach a sandbox's agent in the client's terms.
@@ -723,6 +755,11 @@ impl Sandboxes {
                         request.branch.as_deref(),
                         request.commit.as_deref(),
                         &id,
+                        request
+                            .resources
+                            .disk_mb
+                            .unwrap_or(self.config.default_disk_mb)
+                            .saturating_mul(1024 * 1024),
                     )
                     .await;
                 self.metrics
@@ -868,6 +905,14 @@ impl Sandboxes {
     /// A sandbox's status, read from the engine. A sandbox whose container vanished is
     /// forgotten and answers 404.
     pub async fn status(&self, sandbox: &Sandbox) -> Result<Condition> {
+        if let Some(reason) = self.broken_reason(&sandbox.docker_id) {
+            return Ok(Condition {
+                status: Status::Failed,
+                reason: Some(format!(
+                    "the sandbox's agent broke the protocol and was disconnected: {reason}"
+                )),
+            });
+        }
         match self.backend.inspect(&sandbox.docker_id).await? {
             Some(info) => Ok(Condition::of(&info)),
             None => {
@@ -892,6 +937,11 @@ impl Sandboxes {
         let mut listed = Vec::new();
         for sandbox in records {
             match states.get(&sandbox.docker_id) {
+                Some(_) if self.broken_reason(&sandbox.docker_id).is_some() => {
+                    if let Ok(condition) = self.status(&sandbox).await {
+                        listed.push((sandbox, condition));
+                    }
+                }
                 Some(ContainerState::Exited) => {
                     let condition = self.status(&sandbox).await;
                     if let Ok(condition) = condition {
@@ -985,6 +1035,12 @@ impl Sandboxes {
         }
         if let Ok(mut agents) = self.agents.lock() {
             agents.remove(id);
+        }
+        if let Some(sandbox) = self.registry.get(id) {
+            self.broken
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&sandbox.docker_id);
         }
         if self.registry.remove(id).is_some() {
             Metrics::count(&self.metrics.destroys, reason);

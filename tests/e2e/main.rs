@@ -5,6 +5,7 @@
 mod agent;
 mod cli;
 mod containers;
+mod containment;
 mod exec;
 mod files;
 mod health;

@@ -17,6 +17,7 @@ use crate::Incoming;
 use crate::error::{OpError, OpResult};
 use crate::flow::{Outbox, Window};
 use crate::procs::{kill_tree, proc_stat};
+use crate::reap::Own;
 
 /// How long output is still read after the supervisor exits (by then every process of
 /// the command is dead, so the pipes are at EOF at once; this only bounds a surprise).
@@ -59,6 +60,82 @@ pub fn pick_shell() -> OpResult<&'static str> {
         })
 }
 
+/// Longest command line passed as an argument; a longer one (an argument may not
+/// exceed 128 KiB) is written to a file the shell sources.
+const MAX_ARGUMENT_COMMAND: usize = 64 * 1024;
+
+/// How a command line reaches the shell: as `-c`'s argument, or, when too long for
+/// one, through a file of its own that the shell sources (`. FILE`, so `$0`, the
+/// positional parameters and `exit` behave as with `-c`) and the supervisor removes.
+pub struct ShellLine {
+    line: String,
+    file: Option<std::path::PathBuf>,
+    handed_over: std::cell::Cell<bool>,
+}
+
+impl ShellLine {
+    /// The line for `command` (a file written for a long one).
+    pub fn new(command: &str) -> OpResult<Self> {
+        if command.len() <= MAX_ARGUMENT_COMMAND {
+            return Ok(Self {
+                line: command.to_owned(),
+                file: None,
+                handed_over: false.into(),
+            });
+        }
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "repobox-command-{}-{n}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut file| file.write_all(command.as_bytes()));
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(OpError::io(&error, "cannot store the long command line"));
+        }
+        Ok(Self {
+            // The path is ours: no quote or other special character in it.
+            line: format!(". '{}'", path.display()),
+            file: Some(path),
+            handed_over: false.into(),
+        })
+    }
+
+    /// Adds `[--remove FILE] SHELL -c LINE` to the supervisor's arguments.
+    pub fn args(&self, command: &mut Command, shell: &str) {
+        if let Some(file) = &self.file {
+            command.arg("--remove").arg(file);
+        }
+        command.arg(shell).arg("-c").arg(&self.line);
+    }
+
+    /// The supervisor runs: it removes the file now.
+    pub fn handed_over(&self) {
+        self.handed_over.set(true);
+    }
+}
+
+impl Drop for ShellLine {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file
+            && !self.handed_over.get()
+        {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
 /// Checks that `cwd` is an existing directory.
 pub fn check_cwd(cwd: &str) -> OpResult<()> {
     if !cwd.starts_with('/') {
@@ -90,14 +167,12 @@ pub fn check_cwd(cwd: &str) -> OpResult<()> {
 fn spawn(spec: &Spec) -> OpResult<(Child, KillOnDrop)> {
     let shell = pick_shell()?;
     check_cwd(&spec.cwd)?;
+    let line = ShellLine::new(&spec.command)?;
     let build = |program: &std::path::Path| {
         let mut command = Command::new(program);
+        command.arg0("repobox-agent").arg("supervise");
+        line.args(&mut command, shell);
         command
-            .arg0("repobox-agent")
-            .arg("supervise")
-            .arg(shell)
-            .arg("-c")
-            .arg(&spec.command)
             .current_dir(&spec.cwd)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(if spec.stdin {
@@ -109,16 +184,21 @@ fn spawn(spec: &Spec) -> OpResult<(Child, KillOnDrop)> {
             .stderr(Stdio::piped());
         command.spawn()
     };
-    let child = match build("/proc/self/exe".as_ref()) {
-        Ok(child) => child,
+    let pid = |child: &Child| child.id();
+    let (child, own) = match Own::spawn(|| build("/proc/self/exe".as_ref()), pid) {
+        Ok(spawned) => spawned,
         Err(first) => {
             let exe = std::env::current_exe()
                 .map_err(|_| OpError::io(&first, "cannot start the supervisor"))?;
-            build(&exe).map_err(|error| OpError::io(&error, "cannot start the supervisor"))?
+            Own::spawn(|| build(&exe), pid)
+                .map_err(|error| OpError::io(&error, "cannot start the supervisor"))?
         }
     };
+    // From here the supervisor removes the command's file.
+    line.handed_over();
     let guard = KillOnDrop {
         pid: child.id().map(|pid| pid as i32),
+        _own: own,
     };
     Ok((child, guard))
 }
@@ -127,6 +207,8 @@ fn spawn(spec: &Spec) -> OpResult<(Child, KillOnDrop)> {
 /// (cancel, or a new connection).
 struct KillOnDrop {
     pid: Option<i32>,
+    /// The supervisor stays registered as the agent's own child until this is dropped.
+    _own: Own,
 }
 
 impl Drop for KillOnDrop {

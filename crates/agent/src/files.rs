@@ -105,20 +105,42 @@ pub fn sorted_names(path: &Path) -> OpResult<Vec<std::ffi::OsString>> {
 }
 
 /// [`Request::List`](repobox_protocol::Request::List).
-pub fn op_list(path: &str) -> OpResult<Reply> {
+pub fn op_list(path: &str, offset: u64) -> OpResult<Reply> {
     let path = absolute(path)?;
     require_dir(&path)?;
     let mut entries = Vec::new();
-    for name in sorted_names(&path)? {
+    let names = sorted_names(&path)?;
+    let total = names.len() as u64;
+    let mut bytes = 0;
+    let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+    let mut next = offset.min(total);
+    for name in names
+        .into_iter()
+        .skip(skip)
+        .take(repobox_protocol::LIST_PAGE as usize)
+    {
         let child = path.join(&name);
         // An entry removed meanwhile is skipped.
-        let Ok(st) = lstat(&child) else { continue };
-        entries.push(Entry {
+        let Ok(st) = lstat(&child) else {
+            next += 1;
+            continue;
+        };
+        let entry = Entry {
             name: name.to_string_lossy().into_owned(),
             stat: to_stat(&st, &child),
-        });
+        };
+        bytes += serde_json::to_vec(&entry).map_or(0, |json| json.len());
+        if bytes > repobox_protocol::LIST_PAGE_BYTES && !entries.is_empty() {
+            break;
+        }
+        entries.push(entry);
+        next += 1;
     }
-    Ok(Reply::Listing { entries })
+    Ok(Reply::Listing {
+        entries,
+        total,
+        next,
+    })
 }
 
 /// Opens a file to read (symlinks followed): the file and its stat.

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use repobox_protocol::{Frame, Reply, Tag, WINDOW};
+use repobox_protocol::{FRAME_COST, Frame, Reply, Tag, WINDOW};
 use tokio::sync::{Notify, mpsc};
 
 /// The send window of one operation: how many data bytes the agent may still send
@@ -34,16 +34,10 @@ impl Window {
         self.notify.notify_waiters();
     }
 
-    fn try_take(&self, max: u64) -> u64 {
-        let mut available = self.available.lock().unwrap_or_else(|e| e.into_inner());
-        let taken = (*available).min(max);
-        *available -= taken;
-        taken
-    }
-
-    /// Waits until some credit is there and takes up to `max` bytes of it (at least 1
-    /// when `max` > 0).
-    pub async fn take(&self, max: u64) -> u64 {
+    /// Waits until a data frame fits and takes its cost: returns how many of `max` body
+    /// bytes (at least 1) the frame may carry. A frame costs its body plus
+    /// [`FRAME_COST`], as the server counts it.
+    pub async fn take_frame(&self, max: u64) -> u64 {
         if max == 0 {
             return 0;
         }
@@ -51,9 +45,13 @@ impl Window {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let taken = self.try_take(max);
-            if taken > 0 {
-                return taken;
+            {
+                let mut available = self.available.lock().unwrap_or_else(|e| e.into_inner());
+                if *available > FRAME_COST {
+                    let body = (*available - FRAME_COST).min(max);
+                    *available -= body + FRAME_COST;
+                    return body;
+                }
             }
             notified.await;
         }
@@ -139,7 +137,7 @@ impl Outbox {
     pub async fn send_data(&self, tag: Tag, window: &Window, mut data: Bytes) -> bool {
         while !data.is_empty() {
             let max = data.len().min(repobox_protocol::MAX_CHUNK) as u64;
-            let n = window.take(max).await as usize;
+            let n = window.take_frame(max).await as usize;
             if !self.send(Frame::data(tag, self.id, data.split_to(n))).await {
                 return false;
             }
@@ -153,11 +151,15 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn window_takes_what_there_is_and_waits_for_credit() {
+    async fn a_frame_costs_its_body_and_frame_cost_and_waits_for_credit() {
         let window = Arc::new(Window::new());
-        assert_eq!(window.take(WINDOW + 10).await, WINDOW);
+        assert_eq!(window.take_frame(WINDOW + 10).await, WINDOW - FRAME_COST);
         let w = window.clone();
-        let waiter = tokio::spawn(async move { w.take(100).await });
+        let waiter = tokio::spawn(async move { w.take_frame(100).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        // Credit for no more than the frame's own cost is not enough for a byte.
+        window.add(FRAME_COST);
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         window.add(30);

@@ -2,6 +2,9 @@
 //!
 //! - `repobox-agent` serves the protocol of `repobox-protocol` on stdin (requests) and
 //!   stdout (replies); stderr carries the agent's own diagnostics.
+//!
+//! In a sandbox the agent is the container's PID 1 and not dumpable, so that the
+//! commands it runs can neither signal nor trace it nor open its pipes (see [`reap`]).
 //! - `repobox-agent supervise [--process] [--tty] <shell> -c <command>` is the
 //!   supervisor each command and background process runs under (see [`supervise`]).
 //! - `repobox-agent --version` prints the version.
@@ -13,6 +16,7 @@ mod files;
 mod flow;
 mod processes;
 mod procs;
+mod reap;
 mod stream;
 mod supervise;
 
@@ -72,6 +76,8 @@ fn main() -> ExitCode {
 }
 
 fn agent() -> ExitCode {
+    // Before anything else: out of reach of the sandbox's processes (see `reap`).
+    reap::shield();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(2 * MAX_OPS)
@@ -215,7 +221,9 @@ impl Dispatcher {
             Request::Stat { path, follow } => {
                 Box::pin(blocking_reply(out, move || files::op_stat(&path, follow)))
             }
-            Request::List { path } => Box::pin(blocking_reply(out, move || files::op_list(&path))),
+            Request::List { path, offset } => {
+                Box::pin(blocking_reply(out, move || files::op_list(&path, offset)))
+            }
             Request::Mkdir { path } => {
                 Box::pin(blocking_reply(out, move || files::op_mkdir(&path)))
             }
@@ -443,6 +451,7 @@ async fn serve() {
     // here is what an urgent frame could have to follow.
     let (bulk, bulk_rx) = mpsc::channel(4);
     tokio::spawn(write_frames(urgent_rx, bulk_rx));
+    tokio::spawn(reap::orphans());
     let writer = Writer { urgent, bulk };
     let (done, mut done_rx) = mpsc::unbounded_channel();
     let mut dispatcher = Dispatcher {

@@ -28,9 +28,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::Incoming;
 use crate::error::{OpError, OpResult};
-use crate::exec::{check_cwd, pick_shell};
+use crate::exec::{ShellLine, check_cwd, pick_shell};
 use crate::flow::{Outbox, Window};
 use crate::procs::{kill_tree, signal_tree};
+use crate::reap::Own;
 
 /// How long output is still read after the supervisor exits (see `exec`'s `DRAIN`).
 const DRAIN: Duration = Duration::from_secs(2);
@@ -167,7 +168,7 @@ impl Process {
         let state = self.state();
         ProcessInfo {
             id: self.id,
-            command: self.command.clone(),
+            command: shown_command(&self.command),
             pid: self.pid,
             status: state.status,
             exit_code: state.exit_code,
@@ -260,10 +261,27 @@ enum Output {
 /// A started supervisor and its ends.
 struct Spawned {
     child: Child,
+    /// Registered as the agent's own child while it is watched.
+    own: Own,
     output: Output,
     stdin: Option<Stdin>,
     /// The terminal's master side.
     master: Option<Arc<std::fs::File>>,
+}
+
+/// A process's command as its info shows it: at most
+/// [`repobox_protocol::MAX_INFO_COMMAND`] bytes (cut at a character boundary), so
+/// that a listing of many processes stays a small reply.
+fn shown_command(command: &str) -> String {
+    let max = repobox_protocol::MAX_INFO_COMMAND;
+    if command.len() <= max {
+        return command.to_owned();
+    }
+    let mut end = max;
+    while !command.is_char_boundary(end) {
+        end -= 1;
+    }
+    command[..end].to_owned()
 }
 
 /// Starts the supervisor (as `exec` does, with `--process`, and `--tty` on a terminal).
@@ -286,6 +304,7 @@ fn spawn(spec: &Spec) -> OpResult<Spawned> {
         }
         None => None,
     };
+    let line = ShellLine::new(&spec.command)?;
     let build = |program: &std::path::Path| -> std::io::Result<Child> {
         let mut command = Command::new(program);
         command
@@ -295,10 +314,8 @@ fn spawn(spec: &Spec) -> OpResult<Spawned> {
         if pty.is_some() {
             command.arg("--tty");
         }
+        line.args(&mut command, shell);
         command
-            .arg(shell)
-            .arg("-c")
-            .arg(&spec.command)
             .current_dir(&spec.cwd)
             .envs(spec.env.iter().map(|(k, v)| (k, v)));
         match &pty {
@@ -323,20 +340,24 @@ fn spawn(spec: &Spec) -> OpResult<Spawned> {
         // the process keeps the slave open, so the master reads EOF when it is done.
         command.spawn()
     };
-    let mut child = match build("/proc/self/exe".as_ref()) {
-        Ok(child) => child,
+    let pid = |child: &Child| child.id();
+    let (mut child, own) = match Own::spawn(|| build("/proc/self/exe".as_ref()), pid) {
+        Ok(spawned) => spawned,
         Err(first) => {
             let exe = std::env::current_exe()
                 .map_err(|_| OpError::io(&first, "cannot start the supervisor"))?;
-            build(&exe).map_err(|error| OpError::io(&error, "cannot start the supervisor"))?
+            Own::spawn(|| build(&exe), pid)
+                .map_err(|error| OpError::io(&error, "cannot start the supervisor"))?
         }
     };
+    line.handed_over();
     match pty {
         Some(pty) => {
             drop(pty.slave);
             let master = Arc::new(std::fs::File::from(pty.master));
             Ok(Spawned {
                 child,
+                own,
                 output: Output::Terminal(master.clone()),
                 stdin: spec.stdin_open.then(|| Stdin::Terminal(master.clone())),
                 master: Some(master),
@@ -352,6 +373,7 @@ fn spawn(spec: &Spec) -> OpResult<Spawned> {
             let stdin = child.stdin.take().map(Stdin::Pipe);
             Ok(Spawned {
                 child,
+                own,
                 output: Output::Pipes(stdout, stderr),
                 stdin,
                 master: None,
@@ -384,6 +406,7 @@ fn start_blocking(table: &Arc<Table>, spec: Spec) -> OpResult<ProcessInfo> {
     }
     let Spawned {
         child,
+        own,
         output,
         stdin,
         master,
@@ -418,6 +441,7 @@ fn start_blocking(table: &Arc<Table>, spec: Spec) -> OpResult<ProcessInfo> {
         table,
         process,
         child,
+        own,
         output,
         spec.timeout_ms,
     ));
@@ -457,6 +481,7 @@ async fn watch_process(
     table: Arc<Table>,
     process: Arc<Process>,
     mut child: Child,
+    _own: Own,
     output: Output,
     timeout_ms: Option<u64>,
 ) {

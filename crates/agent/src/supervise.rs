@@ -39,10 +39,18 @@ fn status_code(status: WaitStatus) -> Option<u8> {
 pub fn main(args: &[String]) -> ExitCode {
     let mut args = args;
     let (mut process, mut tty) = (false, false);
+    let mut remove = None;
     while let Some((first, rest)) = args.split_first() {
         match first.as_str() {
             "--process" => process = true,
             "--tty" => tty = true,
+            // A file holding the command line (one too long for an argument), removed
+            // once the shell is done with it.
+            "--remove" if !rest.is_empty() => {
+                remove = Some(ScriptFile(PathBuf::from(&rest[0])));
+                args = &rest[1..];
+                continue;
+            }
             _ => break,
         }
         args = rest;
@@ -117,6 +125,7 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     finish(marker.as_ref());
+    drop(remove);
     if let Some(signal) = killed_by.filter(|_| process) {
         // No core file of the supervisor for a shell that dumped one.
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
@@ -124,6 +133,15 @@ pub fn main(args: &[String]) -> ExitCode {
         // Still here (the signal is ignored, as SIGPIPE is in Rust programs): the code.
     }
     ExitCode::from(code)
+}
+
+/// A file removed when dropped.
+struct ScriptFile(PathBuf);
+
+impl Drop for ScriptFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// A pipe inherited by every process of the command: how they are told apart without a

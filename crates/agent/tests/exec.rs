@@ -368,13 +368,17 @@ async fn the_window_holds_output_until_credit() {
     let mut op = agent.open_with(&exec_request("head -c 3000000 /dev/zero"), false);
     assert!(matches!(op.reply().await, Reply::Started { .. }));
     let mut received = 0u64;
+    let mut charged = 0u64;
     while let Some(frame) = op.next_within(Duration::from_millis(500)).await {
         assert_eq!(frame.tag, Tag::Stdout);
         received += frame.body.len() as u64;
+        charged += repobox_protocol::frame_cost(frame.body.len());
     }
-    assert_eq!(received, WINDOW);
+    // Every frame costs its body and FRAME_COST: the window is full, not more.
+    assert!(charged <= WINDOW && charged + repobox_protocol::FRAME_COST >= WINDOW - 64 * 1024);
+    assert!(received < WINDOW);
     // Enough credit for the rest at once.
-    op.send(&Request::Credit { bytes: 3_000_000 });
+    op.send(&Request::Credit { bytes: 4_000_000 });
     let output = op.exec_output().await;
     assert_eq!(received + output.stdout.len() as u64, 3_000_000);
     assert_eq!(output.code(), 0);
@@ -439,4 +443,29 @@ async fn timing_breakdown() {
         op.reply().await;
         eprintln!("ping {:?}", start.elapsed());
     }
+}
+
+#[tokio::test]
+async fn a_command_longer_than_an_argument_may_be_runs_and_leaves_no_file() {
+    let agent = Agent::start().await;
+    // An argument is at most 128 KiB: this line must reach the shell another way.
+    let payload = "a".repeat(1024 * 1024);
+    let output = agent
+        .exec(&format!(
+            "x='{payload}'; echo ${{#x}}; echo \"$0\" >&2; exit 7"
+        ))
+        .await;
+    assert_eq!(output.out(), "1048576\n");
+    assert_eq!(output.code(), 7);
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("repobox-command-{}-", agent.pid()))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -67,7 +67,14 @@ async fn stat_and_list_with_odd_names() {
     symlink("nowhere", p.join("dangling")).unwrap();
     std::fs::set_permissions(p.join("new\nline"), std::fs::Permissions::from_mode(0o640)).unwrap();
 
-    let Reply::Listing { entries } = request(&agent, &Request::List { path: dir.join("") }).await
+    let Reply::Listing { entries, .. } = request(
+        &agent,
+        &Request::List {
+            path: dir.join(""),
+            offset: 0,
+        },
+    )
+    .await
     else {
         panic!()
     };
@@ -93,10 +100,11 @@ async fn stat_and_list_with_odd_names() {
     assert_eq!(by_name["dangling"].link_target.as_deref(), Some("nowhere"));
 
     // An empty directory.
-    let Reply::Listing { entries } = request(
+    let Reply::Listing { entries, .. } = request(
         &agent,
         &Request::List {
             path: dir.join("empty"),
+            offset: 0,
         },
     )
     .await
@@ -140,6 +148,45 @@ async fn stat_and_list_with_odd_names() {
 }
 
 #[tokio::test]
+async fn a_large_directory_is_listed_in_pages() {
+    let agent = Agent::start().await;
+    let dir = TempDir::new("pages");
+    let count = repobox_protocol::LIST_PAGE as usize * 2 + 7;
+    for n in 0..count {
+        std::fs::write(dir.path().join(format!("f{n:05}")), b"").unwrap();
+    }
+    let mut names = Vec::new();
+    let mut offset = 0;
+    let mut pages = 0;
+    while offset < count as u64 {
+        let Reply::Listing {
+            entries,
+            total,
+            next,
+        } = request(
+            &agent,
+            &Request::List {
+                path: dir.join(""),
+                offset,
+            },
+        )
+        .await
+        else {
+            panic!()
+        };
+        assert_eq!(total, count as u64);
+        assert!(entries.len() <= repobox_protocol::LIST_PAGE as usize);
+        assert_eq!(next, offset + entries.len() as u64);
+        offset = next;
+        pages += 1;
+        names.extend(entries.into_iter().map(|entry| entry.name));
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<String> = (0..count).map(|n| format!("f{n:05}")).collect();
+    assert_eq!(names, expected);
+}
+
+#[tokio::test]
 async fn list_errors() {
     let agent = Agent::start().await;
     let dir = TempDir::new("listerr");
@@ -148,6 +195,7 @@ async fn list_errors() {
         &agent,
         &Request::List {
             path: dir.join("missing"),
+            offset: 0,
         },
     )
     .await;
@@ -156,6 +204,7 @@ async fn list_errors() {
         &agent,
         &Request::List {
             path: dir.join("file"),
+            offset: 0,
         },
     )
     .await;
@@ -164,6 +213,7 @@ async fn list_errors() {
         &agent,
         &Request::List {
             path: "relative".into(),
+            offset: 0,
         },
     )
     .await;

@@ -31,6 +31,12 @@
 //! never stalls the shared stream, a 1 GB transfer never grows either side's memory
 //! beyond a window, and small operations interleave with large ones: data frames are
 //! at most [`MAX_CHUNK`] bytes.
+//!
+//! Agent to server, every data frame costs its body's length plus [`FRAME_COST`] of the
+//! window (and credit is returned the same way), so that the number of frames waiting on
+//! the server's side is bounded as well as their bytes, however small the agent makes
+//! them. The server checks this accounting on every frame it receives: the agent is
+//! input from the sandbox, and a peer that goes past its window is cut off.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -38,7 +44,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 /// Version of this protocol; the agent reports it in [`Reply::HelloAck`] and the server
 /// refuses an agent that speaks another.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Ends every frame; never appears inside one.
 pub const FLAG: u8 = 0x7e;
@@ -57,6 +63,21 @@ pub const WINDOW: u64 = 1024 * 1024;
 /// Largest frame body accepted (a directory listing is one frame); a longer frame is
 /// dropped whole.
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// What a data frame from the agent costs of its window beyond its body (see the
+/// module docs): a window holds at most `WINDOW / FRAME_COST` frames.
+pub const FRAME_COST: u64 = 256;
+/// Most entries in one [`Reply::Listing`]; a larger directory is listed in pages.
+pub const LIST_PAGE: u32 = 1000;
+/// Most bytes of entries (as JSON) in one [`Reply::Listing`]: a page ends early when
+/// its names and link targets are long.
+pub const LIST_PAGE_BYTES: usize = 1024 * 1024;
+/// Most bytes of a process's command in a [`ProcessInfo`] (longer ones are cut).
+pub const MAX_INFO_COMMAND: usize = 4096;
+
+/// Window cost of a data frame of `len` body bytes, agent to server.
+pub fn frame_cost(len: usize) -> u64 {
+    len as u64 + FRAME_COST
+}
 
 /// What a frame's body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +155,10 @@ pub struct FrameCodec {
     oversized: bool,
     /// Frames dropped because they did not parse (for diagnostics).
     pub dropped: u64,
+    /// Strict mode (the server's reader): the largest body accepted; a longer frame, or
+    /// one that does not parse once synchronised, is an error that ends the stream
+    /// instead of being skipped, and the read buffer never holds more than one frame.
+    strict: Option<usize>,
 }
 
 impl FrameCodec {
@@ -141,6 +166,20 @@ impl FrameCodec {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A strict codec for reading from a peer that is not trusted: frames of at most
+    /// `max_body` bytes; an oversized or malformed frame after the first `FLAG` is an
+    /// [`std::io::ErrorKind::InvalidData`] error (see [`FrameCodec::strict`]'s field).
+    pub fn strict(max_body: usize) -> Self {
+        Self {
+            strict: Some(max_body),
+            ..Self::default()
+        }
+    }
+}
+
+fn violation(what: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.into())
 }
 
 fn stuffed(byte: u8) -> bool {
@@ -220,6 +259,9 @@ impl Decoder for FrameCodec {
     type Error = std::io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<Frame>> {
+        if let Some(max_body) = self.strict {
+            return self.decode_strict(src, max_body);
+        }
         loop {
             let Some(offset) = memchr::memchr(FLAG, &src[self.scanned..]) else {
                 self.scanned = src.len();
@@ -258,6 +300,58 @@ impl Decoder for FrameCodec {
                 Some(frame) => return Ok(Some(frame)),
                 None => self.dropped += 1,
             }
+        }
+    }
+}
+
+impl FrameCodec {
+    /// [`Decoder::decode`] in strict mode: bytes before the first `FLAG` are dropped
+    /// (the stream may be joined in the middle), everything after it must be whole,
+    /// well-formed frames of at most `max_body` bytes. Bodies are copied out of the
+    /// read buffer, so a small frame kept by a slow consumer never pins a large buffer.
+    fn decode_strict(
+        &mut self,
+        src: &mut BytesMut,
+        max_body: usize,
+    ) -> std::io::Result<Option<Frame>> {
+        // A stuffed frame is at most twice its bytes, plus its two flags.
+        let max_stuffed = 2 * (max_body + HEADER) + 2;
+        loop {
+            let Some(offset) = memchr::memchr(FLAG, &src[self.scanned..]) else {
+                self.scanned = src.len();
+                if !self.synced {
+                    src.clear();
+                    self.scanned = 0;
+                } else if self.scanned > max_stuffed {
+                    return Err(violation(format!("a frame longer than {max_body} bytes")));
+                }
+                return Ok(None);
+            };
+            let end = self.scanned + offset;
+            let raw = src.split_to(end + 1);
+            self.scanned = 0;
+            if !std::mem::replace(&mut self.synced, true) || end == 0 {
+                continue;
+            }
+            if end > max_stuffed {
+                return Err(violation(format!("a frame longer than {max_body} bytes")));
+            }
+            let raw = &raw[..end];
+            let unstuffed = if memchr::memchr(ESCAPE, raw).is_none() {
+                Some(Bytes::copy_from_slice(raw))
+            } else {
+                unstuff(raw).map(Bytes::from)
+            };
+            let frame = unstuffed
+                .and_then(parse_frame)
+                .ok_or_else(|| violation("a malformed frame"))?;
+            if frame.body.len() > max_body {
+                return Err(violation(format!(
+                    "a frame of {} bytes (at most {max_body})",
+                    frame.body.len()
+                )));
+            }
+            return Ok(Some(frame));
         }
     }
 }
@@ -319,6 +413,9 @@ pub enum Request {
     List {
         /// Absolute path.
         path: String,
+        /// Entries to skip (in name order): pages after the first.
+        #[serde(default)]
+        offset: u64,
     },
     /// Reads the file `path` (symlinks followed): [`Reply::Opened`], [`Tag::Data`]
     /// frames, then [`Reply::End`].
@@ -662,8 +759,15 @@ pub enum Reply {
     },
     /// Answer to [`Request::List`] (final).
     Listing {
-        /// The entries, sorted by name.
+        /// The entries from the requested offset, sorted by name: at most
+        /// [`LIST_PAGE`].
         entries: Vec<Entry>,
+        /// Entries in the whole directory.
+        #[serde(default)]
+        total: u64,
+        /// The offset of the next page (`total` after the last page).
+        #[serde(default)]
+        next: u64,
     },
     /// A read or archive stream begins: the stat of what is read.
     Opened {

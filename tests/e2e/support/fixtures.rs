@@ -237,3 +237,45 @@ pub fn devcontainer_with_features(root: &Path, name: &str, base_image: &str) -> 
         ],
     )
 }
+
+/// Builds `root/<name>.git`, a git bomb: one 256 KiB blob, a tree of `per_tree`
+/// entries of it, and a root tree of `trees` entries of that tree, in one commit on
+/// `trunk`. The repository is a few hundred KiB; its checkout is
+/// `trees × per_tree × 256 KiB`.
+pub fn git_bomb(root: &Path, name: &str, per_tree: usize, trees: usize) -> String {
+    use std::io::Write;
+    let bare = root.join(format!("{name}.git"));
+    git(root, &["init", "-q", "--bare", &format!("{name}.git")]);
+    let run_with_input = |args: &[&str], input: &[u8]| -> String {
+        let mut child = Command::new("git")
+            .args(args)
+            .current_dir(&bare)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    // Not compressible to nothing, so the blob is a real 256 KiB.
+    let blob: Vec<u8> = (0..256 * 1024u32)
+        .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let blob = run_with_input(&["hash-object", "-w", "--stdin"], &blob);
+    let leaves: String = (0..per_tree)
+        .map(|n| format!("100644 blob {blob}\tf{n}\n"))
+        .collect();
+    let tree = run_with_input(&["mktree"], leaves.as_bytes());
+    let dirs: String = (0..trees)
+        .map(|n| format!("040000 tree {tree}\td{n}\n"))
+        .collect();
+    let top = run_with_input(&["mktree"], dirs.as_bytes());
+    let commit = git(&bare, &["commit-tree", &top, "-m", "bomb"]);
+    git(&bare, &["update-ref", "refs/heads/trunk", &commit]);
+    git(&bare, &["symbolic-ref", "HEAD", "refs/heads/trunk"]);
+    commit
+}

@@ -98,7 +98,7 @@ impl Agent {
                 if let Some(route) = routes.get(&frame.id) {
                     if route.auto_credit && frame.tag != Tag::Control && !frame.body.is_empty() {
                         let credit = Request::Credit {
-                            bytes: frame.body.len() as u64,
+                            bytes: repobox_protocol::frame_cost(frame.body.len()),
                         };
                         let _ = credit_writer.send(Frame::control(frame.id, &credit));
                     }
