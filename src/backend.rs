@@ -99,6 +99,9 @@ pub struct ImageInfo {
     pub size_bytes: u64,
     /// Its labels.
     pub labels: HashMap<String, String>,
+    /// The paths it declares as volumes (`VOLUME`): the engine would put them outside
+    /// the container's disk limit.
+    pub volumes: Vec<String>,
 }
 
 /// Registry credentials for one pull. Never logged: `Debug` shows the server alone.
@@ -196,6 +199,10 @@ pub struct DiskLimits {
     pub enforced: bool,
     /// Why not, when it is not.
     pub reason: Option<String>,
+    /// The host's memory, as the engine reports it (`None`: unknown).
+    pub memory_bytes: Option<u64>,
+    /// The size of the engine's store, where it can be read (`None`: unknown).
+    pub store_bytes: Option<u64>,
 }
 
 /// What the engine says about a container's life.

@@ -170,6 +170,11 @@ pub struct Config {
     /// Most memory (MiB) a sandbox may ask for.
     #[arg(long, env = "MAX_MEMORY_MB", default_value_t = 8192)]
     pub max_memory_mb: u64,
+    /// How far the memory limits of all sandboxes together may go past the host's
+    /// memory (a ratio: sandboxes rarely use their whole limit); a create beyond it, or
+    /// one sandbox asking more than the host has, answers 409 `no_capacity`.
+    #[arg(long, env = "MEMORY_OVERCOMMIT", default_value_t = 2.0)]
+    pub memory_overcommit: f64,
     /// Process limit for a sandbox that asks for none.
     #[arg(long, env = "DEFAULT_PIDS", default_value_t = 512)]
     pub default_pids: i64,
@@ -296,6 +301,10 @@ impl Config {
         anyhow::ensure!(
             self.default_memory_mb >= 6 && self.default_memory_mb <= self.max_memory_mb,
             "DEFAULT_MEMORY_MB must be in [6, MAX_MEMORY_MB]"
+        );
+        anyhow::ensure!(
+            self.memory_overcommit.is_finite() && self.memory_overcommit > 0.0,
+            "MEMORY_OVERCOMMIT must be a positive number"
         );
         anyhow::ensure!(
             self.default_pids >= 1 && self.default_pids <= self.max_pids,

@@ -369,6 +369,11 @@ impl Backend for Runtime {
                     .size
                     .and_then(|size| u64::try_from(size).ok())
                     .unwrap_or(0),
+                volumes: inspect
+                    .config
+                    .as_ref()
+                    .and_then(|config| config.volumes.clone())
+                    .unwrap_or_default(),
                 labels: inspect
                     .config
                     .and_then(|config| config.labels)
@@ -558,6 +563,7 @@ impl Backend for Runtime {
             .map_err(unavailable_or_internal)?;
         Ok(ImageInfo {
             id: committed.id,
+            volumes: Vec::new(),
             size_bytes: inspect
                 .size
                 .and_then(|size| u64::try_from(size).ok())
@@ -607,6 +613,8 @@ impl Backend for Runtime {
                 id: image.id,
                 size_bytes: u64::try_from(image.size).unwrap_or(0),
                 labels: image.labels,
+                // Not listed by the engine; read with `image()` where it matters.
+                volumes: Vec::new(),
             })
             .collect())
     }
@@ -691,13 +699,31 @@ impl Backend for Runtime {
     }
 
     async fn disk_limits(&self) -> Result<DiskLimits> {
+        let info = self
+            .client()?
+            .info()
+            .await
+            .map_err(unavailable_or_internal)?;
+        let memory_bytes = info.mem_total.and_then(|bytes| u64::try_from(bytes).ok());
+        // The store's size, where the engine's data root is on this machine.
+        let store_bytes = match info.docker_root_dir.clone() {
+            Some(root) => tokio::task::spawn_blocking(move || filesystem_bytes(&root))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
         Ok(match self.storage().await? {
             Storage::Btrfs | Storage::OverlayXfs => DiskLimits {
                 enforced: true,
                 reason: None,
+                memory_bytes,
+                store_bytes,
             },
             Storage::Other { driver, backing } => DiskLimits {
                 enforced: false,
+                memory_bytes,
+                store_bytes,
                 reason: Some(format!(
                     "the engine's storage is {driver} on {backing}: Docker limits a container's size only with the btrfs driver or with overlay2 on xfs mounted with pquota (scripts/setup-docker.sh puts the engine on btrfs when it starts it)",
                     backing = if backing.is_empty() {
@@ -726,6 +752,23 @@ impl Backend for Runtime {
             Err(err) => Err(unavailable_or_internal(err)),
         }
     }
+}
+
+/// Size of the filesystem holding `path` (`df`), when it is on this machine.
+fn filesystem_bytes(path: &str) -> Option<u64> {
+    if !std::path::Path::new(path).exists() {
+        return None;
+    }
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=size", path])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The items of `rx` as a stream.

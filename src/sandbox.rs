@@ -544,8 +544,48 @@ impl Sandboxes {
 
     /// Settles a create's disk limit: the default where the engine enforces one, and
     /// a clear 400 for an explicit `disk_mb` where it cannot (rather than pretending).
+    ///
+    /// Also admission: a sandbox asking more memory than the host has, or more disk
+    /// than the engine's store holds, or whose memory limit would take the sum of all
+    /// limits past `MEMORY_OVERCOMMIT` times the host's memory, is refused (409).
     pub async fn apply_disk_limit(&self, resources: &mut Resources) -> Result<()> {
         let limits = self.disk_limits().await?;
+        const MIB: u64 = 1024 * 1024;
+        if let Some(memory) = limits.memory_bytes {
+            let asked = resources.memory_mb.saturating_mul(MIB);
+            if asked > memory {
+                return Err(Error::NoCapacity(format!(
+                    "resources.memory_mb ({} MiB) is more than this host has ({} MiB)",
+                    resources.memory_mb,
+                    memory / MIB
+                )));
+            }
+            let held: u64 = self
+                .registry
+                .all()
+                .iter()
+                .map(|sandbox| sandbox.resources.memory_mb.saturating_mul(MIB))
+                .sum();
+            let budget = (memory as f64 * self.config.memory_overcommit) as u64;
+            if held.saturating_add(asked) > budget {
+                return Err(Error::NoCapacity(format!(
+                    "the sandboxes here already hold {} MiB of memory limits; {} MiB more would pass {} MiB (the host's {} MiB times MEMORY_OVERCOMMIT {}); destroy a sandbox or ask for less",
+                    held / MIB,
+                    resources.memory_mb,
+                    budget / MIB,
+                    memory / MIB,
+                    self.config.memory_overcommit
+                )));
+            }
+        }
+        if let (Some(store), Some(disk_mb)) = (limits.store_bytes, resources.disk_mb)
+            && disk_mb.saturating_mul(MIB) > store
+        {
+            return Err(Error::NoCapacity(format!(
+                "resources.disk_mb ({disk_mb} MiB) is more than the engine's store holds ({} MiB)",
+                store / MIB
+            )));
+        }
         match (limits.enforced, resources.disk_mb) {
             (true, None) => resources.disk_mb = Some(self.config.default_disk_mb),
             (true, Some(_)) | (false, None) => {}
@@ -639,6 +679,22 @@ impl Sandboxes {
             )
             .await?,
         ))
+    }
+
+    /// Refuses an image that declares `VOLUME`s: the engine would put them outside the
+    /// container's writable layer, where `disk_mb` does not reach (422).
+    async fn refuse_volumes(&self, image: &str) -> Result<()> {
+        if let Some(info) = self.backend.image(image).await?
+            && !info.volumes.is_empty()
+        {
+            let mut volumes = info.volumes;
+            volumes.sort();
+            return Err(Error::ImageUnavailable(format!(
+                "image {image} declares volumes ({}): what a sandbox writes there would escape its disk limit, so repobox does not run such images; rebuild it without VOLUME",
+                volumes.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     /// Why the agent of the container `engine_id` was cut off, if it broke the protocol.
@@ -739,6 +795,9 @@ impl Sandboxes {
                 }
                 let named = request.image != self.config.docker_base_image;
                 self.images.ensure(&spec.image, named).await?;
+                if named {
+                    self.refuse_volumes(&spec.image).await?;
+                }
                 let engine_id = self.backend.create(&spec, AGENT_BINARY).await?;
                 guard.engine_id = engine_id.clone();
                 let agent = self.connect_agent(&engine_id).await?;

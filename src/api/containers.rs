@@ -336,8 +336,9 @@ impl CreateContainerRequest {
     (status = 400, body = ErrorBody, description = "Invalid request (URL policy, ref names, limits)"),
     (status = 403, body = ErrorBody, description = "initial_command refused by COMMAND_ALLOWLIST"),
     (status = 404, body = ErrorBody, description = "Unknown snapshot_id or image_id"),
-    (status = 409, body = ErrorBody, description = "image_id is still building, or failed"),
-    (status = 422, body = ErrorBody, description = "Repository, branch or commit cannot be checked out; the image cannot be pulled (the registry's reason)"),
+    (status = 409, body = ErrorBody, description = "image_id is still building, or failed; `no_capacity`: resources beyond what the host can give (memory, the engine's store, memory limits together past MEMORY_OVERCOMMIT)"),
+    (status = 413, body = ErrorBody, description = "`too_large`: the checkout would take more than the sandbox's disk_mb"),
+    (status = 422, body = ErrorBody, description = "Repository, branch or commit cannot be checked out; the image cannot be pulled (the registry's reason), or declares VOLUMEs"),
     (status = 429, body = ErrorBody, description = "MAX_CONTAINERS reached"),
     (status = 503, body = ErrorBody, description = "Docker unreachable"),
 ))]

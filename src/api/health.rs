@@ -316,6 +316,8 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
             crate::backend::DiskLimits {
                 enforced: false,
                 reason: Some(format!("the engine could not be asked: {err}")),
+                memory_bytes: None,
+                store_bytes: None,
             }
         }),
         pool: PoolInfo {

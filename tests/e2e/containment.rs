@@ -275,3 +275,90 @@ async fn a_git_bomb_is_refused_and_the_host_disk_stays_flat() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_image_with_volumes_is_refused() {
+    // VOLUMEs would sit outside the container's disk limit.
+    let reference = format!("repobox-test-volume:{}", unique("v"));
+    let context = scratch();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM repobox/sandbox:bookworm\nVOLUME /data /cache\n",
+    )
+    .unwrap();
+    let built = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &reference])
+        .arg(context.path())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let app = &world().app;
+    let url = world().git.url(&unique("vol"), "simple");
+    let (status, body, guard) = app
+        .create(json!({ "repo_url": url, "image": reference }))
+        .await;
+    let _ = std::process::Command::new("docker")
+        .args(["image", "rm", "-f", &reference])
+        .output();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(guard.is_none());
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("/cache, /data"), "{body}");
+}
+
+#[tokio::test]
+async fn resources_beyond_the_host_are_refused_with_409() {
+    let dir = scratch();
+    let mut config = test_config(dir.path());
+    config.pool_size = 0;
+    config.max_memory_mb = 16 * 1024 * 1024;
+    config.max_disk_mb = 1024 * 1024 * 1024;
+    config.memory_overcommit = 1.0;
+    let server = spawn_app(config).await;
+    let app = &server.app;
+    let url = || world().git.url(&unique("cap"), "simple");
+    let (_, info) = app.get("/api/v1/info").await;
+    let host_mb = info["disk_limits"]["memory_bytes"].as_u64().unwrap() / (1024 * 1024);
+    // One sandbox asking more memory than the host has.
+    let (status, body, guard) = app
+        .create(json!({ "repo_url": url(), "resources": { "memory_mb": host_mb + 1024 } }))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "no_capacity", "{body}");
+    assert!(guard.is_none());
+    // More disk than the engine's store holds (where the engine limits disk at all).
+    if let Some(store) = info["disk_limits"]["store_bytes"].as_u64()
+        && info["disk_limits"]["enforced"] == true
+    {
+        let (status, body, _) = app
+            .create(json!({
+                "repo_url": url(),
+                "resources": { "disk_mb": store / (1024 * 1024) + 1024 }
+            }))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "no_capacity", "{body}");
+    }
+    // Together: two sandboxes of 45 % of the host fit a budget of 1.0, a third does not.
+    let share = host_mb * 45 / 100;
+    let (status, body, _a) = app
+        .create(json!({ "repo_url": url(), "resources": { "memory_mb": share } }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body, _b) = app
+        .create(json!({ "repo_url": url(), "resources": { "memory_mb": share } }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body, c) = app
+        .create(json!({ "repo_url": url(), "resources": { "memory_mb": share } }))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "no_capacity", "{body}");
+    assert!(c.is_none());
+    drop((_a, _b));
+    server.stop().await;
+}
