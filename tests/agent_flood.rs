@@ -1,0 +1,197 @@
+//! The server's memory under a flooding agent, measured: a fake agent that obeys the
+//! flow control to the letter but sends 2 GiB of output for a command whose answer is
+//! capped at 64 KiB, and fifty such agents at once. The server must read it all (the
+//! command runs to its end), keep at most the cap, and stay within its windows: the
+//! process's resident memory may grow by 16 MiB at most for one flood.
+//!
+//! A test binary of its own, so that nothing else runs in the process it measures.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use repobox::agent::{AgentClient, Limits};
+use repobox::backend::Transport;
+use repobox_protocol::{
+    FRAME_COST, Frame, FrameCodec, MAX_CHUNK, PROTOCOL_VERSION, Reply, Request, Tag, WINDOW,
+};
+use tokio::io::AsyncWriteExt;
+use tokio_util::codec::{Encoder, FramedRead};
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+fn encode(frame: Frame, into: &mut BytesMut) {
+    FrameCodec::new().encode(frame, into).unwrap();
+}
+
+/// A fake agent that answers one `Exec` with `total` bytes of stdout, sent within the
+/// credit the server gives (as an honest agent would), then exit code 0.
+async fn flooding_agent(total: u64) -> AgentClient {
+    let (server, agent) = tokio::io::duplex(256 * 1024);
+    let (server_read, server_write) = tokio::io::split(server);
+    let (agent_read, mut agent_write) = tokio::io::split(agent);
+    tokio::spawn(async move {
+        let mut requests = FramedRead::new(agent_read, FrameCodec::new());
+        let (credit_tx, mut credit_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let (exec_tx, mut exec_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Option<u64>)>();
+        let hello_tx = exec_tx.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = requests.next().await {
+                match frame.parse::<Request>() {
+                    Ok(Request::Hello { epoch }) => {
+                        let _ = hello_tx.send((0, Some(epoch)));
+                    }
+                    Ok(Request::Exec { .. }) => {
+                        let _ = exec_tx.send((frame.id, None));
+                    }
+                    Ok(Request::Credit { bytes }) => {
+                        let _ = credit_tx.send(bytes);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let chunk = Bytes::from(vec![b'x'; MAX_CHUNK]);
+        while let Some((id, epoch)) = exec_rx.recv().await {
+            let mut out = BytesMut::new();
+            if let Some(epoch) = epoch {
+                encode(
+                    Frame::control(
+                        0,
+                        &Reply::HelloAck {
+                            epoch,
+                            protocol: PROTOCOL_VERSION,
+                            agent_version: "flood".to_owned(),
+                        },
+                    ),
+                    &mut out,
+                );
+                if agent_write.write_all(&out).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            encode(Frame::control(id, &Reply::Started { pid: 2 }), &mut out);
+            let mut window = WINDOW;
+            let mut sent = 0u64;
+            while sent < total {
+                let cost = chunk.len() as u64 + FRAME_COST;
+                while window < cost {
+                    if !out.is_empty() {
+                        if agent_write.write_all(&out).await.is_err() {
+                            return;
+                        }
+                        out.clear();
+                    }
+                    match credit_rx.recv().await {
+                        Some(bytes) => window += bytes,
+                        None => return,
+                    }
+                }
+                window -= cost;
+                encode(Frame::data(Tag::Stdout, id, chunk.clone()), &mut out);
+                sent += chunk.len() as u64;
+            }
+            encode(
+                Frame::control(
+                    id,
+                    &Reply::Exit {
+                        exit_code: 0,
+                        timed_out: false,
+                        // The agent lies: it says nothing was cut.
+                        stdout_truncated: false,
+                        stderr_truncated: false,
+                    },
+                ),
+                &mut out,
+            );
+            if agent_write.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    });
+    AgentClient::connect_with(
+        Transport {
+            reader: Box::pin(server_read),
+            writer: Box::pin(server_write),
+        },
+        Duration::from_secs(5),
+        Limits::default(),
+        Box::new(|reason| panic!("an agent within its window was cut off: {reason}")),
+    )
+    .await
+    .unwrap()
+}
+
+fn command() -> repobox::exec::Command {
+    repobox::exec::Command {
+        command: "yes".to_owned(),
+        working_dir: "/".to_owned(),
+        timeout: Duration::from_secs(600),
+        env: Vec::new(),
+        stdin: None,
+    }
+}
+
+const CAP: usize = 64 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_memory_stays_flat_under_output_floods() {
+    // Warm up the allocator and the runtime with a small flood first.
+    let client = flooding_agent(8 * 1024 * 1024).await;
+    repobox::exec::run(&client, command(), CAP).await.unwrap();
+    drop(client);
+    let before = rss();
+
+    // One flood of 2 GiB.
+    let client = flooding_agent(2 << 30).await;
+    let started = std::time::Instant::now();
+    let result = repobox::exec::run(&client, command(), CAP).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(result.stdout.len(), CAP);
+    assert!(result.stdout_truncated, "the server flags the cut itself");
+    let one = rss().saturating_sub(before);
+    println!(
+        "one 2 GiB flood: {:.1} s ({:.0} MiB/s), RSS {} MiB -> +{:.1} MiB",
+        took.as_secs_f64(),
+        2048.0 / took.as_secs_f64(),
+        before >> 20,
+        one as f64 / (1 << 20) as f64
+    );
+    assert!(one <= 16 << 20, "RSS grew by {one} bytes under one flood");
+    drop(client);
+
+    // Fifty at once, 64 MiB each: at most their windows at a time.
+    let before = rss();
+    let mut floods = Vec::new();
+    for _ in 0..50 {
+        floods.push(tokio::spawn(async {
+            let client = flooding_agent(64 << 20).await;
+            let result = repobox::exec::run(&client, command(), CAP).await.unwrap();
+            assert_eq!(result.stdout.len(), CAP);
+            rss()
+        }));
+    }
+    let mut peak = 0;
+    for flood in floods {
+        peak = peak.max(flood.await.unwrap());
+    }
+    let fifty = peak.saturating_sub(before);
+    println!(
+        "fifty 64 MiB floods at once: RSS {} MiB -> peak +{:.1} MiB",
+        before >> 20,
+        fifty as f64 / (1 << 20) as f64
+    );
+    // Each holds at most a window and a frame; fifty of them with the fake agents'
+    // own buffers (which live in this process too) fit well within 50 × 4 MiB.
+    assert!(
+        fifty <= 200 << 20,
+        "RSS grew by {fifty} bytes under fifty floods"
+    );
+}
