@@ -76,18 +76,21 @@ pub async fn run(
     }
 
     let signalled = CancellationToken::new();
-    let server =
-        axum::serve(listener, api::app(state).into_make_service()).with_graceful_shutdown({
-            let signalled = signalled.clone();
-            async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing requests in flight");
-                signalled.cancel();
-            }
-        });
+    let limits = crate::connections::Limits::fitted(
+        config.max_connections,
+        Duration::from_secs(config.header_read_timeout_secs),
+    );
+    let server = crate::connections::serve(listener, api::app(state), limits, {
+        let signalled = signalled.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests in flight");
+            signalled.cancel();
+        }
+    });
     let bound = Duration::from_secs(config.shutdown_timeout_secs);
     tokio::select! {
-        result = server => result?,
+        () = server => {}
         () = async { signalled.cancelled().await; tokio::time::sleep(bound).await } => {
             tracing::warn!(?bound, "requests still in flight at the shutdown bound; dropping them");
         }
