@@ -90,11 +90,53 @@ fn parse_open_file_limit(limits: &str) -> Option<usize> {
 
 /// One served connection, as the eviction sees it.
 struct Slot {
-    /// Requests in progress (from headers received to the response's head).
+    /// Requests in progress (from headers received to the end of the response).
     busy: AtomicUsize,
-    /// Asks the connection to close once it is idle (hyper's graceful shutdown: a
-    /// connection in the middle of a request finishes it first).
+    /// Closes the connection (chosen while it had no request in progress).
     evict: CancellationToken,
+}
+
+/// Marks a connection busy while it lives: from a request's headers to the end of its
+/// response's body.
+struct Busy(Arc<Slot>);
+
+impl Busy {
+    fn new(slot: Arc<Slot>) -> Self {
+        slot.busy.fetch_add(1, Ordering::AcqRel);
+        Self(slot)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its connection [`Busy`].
+struct Guarded {
+    body: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The connections being served, oldest first.
@@ -198,12 +240,14 @@ pub async fn serve(
             let router = router.clone();
             hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 let router = router.clone();
-                let slot = slot.clone();
+                let busy = Busy::new(slot.clone());
                 async move {
-                    slot.busy.fetch_add(1, Ordering::AcqRel);
                     let response = router.oneshot(request.map(Body::new)).await;
-                    slot.busy.fetch_sub(1, Ordering::AcqRel);
-                    Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
+                    let response = response.unwrap_or_else(|never| match never {});
+                    // Busy until the body is sent: a streamed answer is not idle.
+                    Ok::<_, Infallible>(
+                        response.map(|body| Body::new(Guarded { body, _busy: busy })),
+                    )
                 }
             })
         };
@@ -218,10 +262,10 @@ pub async fn serve(
             loop {
                 tokio::select! {
                     _ = connection.as_mut() => break,
-                    () = slot.evict.cancelled(), if !closing => {
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
+                    // Evicted: only an idle connection is, so nothing is cut short (a
+                    // graceful shutdown would wait for the headers of a half-sent
+                    // request, up to their timeout).
+                    () = slot.evict.cancelled() => break,
                     () = stop.cancelled(), if !closing => {
                         closing = true;
                         connection.as_mut().graceful_shutdown();

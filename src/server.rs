@@ -26,9 +26,26 @@ const DOCKER_CHECK_PERIOD: Duration = Duration::from_secs(5);
 /// `Sandboxes::sweep_leftovers`).
 const LATE_SWEEP_WINDOW: Duration = Duration::from_secs(60);
 
+/// The shortest listen queue.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `HOST:PORT` and serves until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind((config.host, config.port)).await?;
+    let address = std::net::SocketAddr::new(config.host, config.port);
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    // A listen queue longer than the connection cap: while a flood of half-open
+    // connections is shed (see `connections`), a new client waits in it instead of
+    // having its handshake dropped (the kernel caps it at `net.core.somaxconn`).
+    let backlog = u32::try_from(config.max_connections.saturating_mul(4))
+        .unwrap_or(u32::MAX)
+        .max(LISTEN_BACKLOG);
+    let listener = socket.listen(backlog)?;
     run(listener, config, shutdown_signal()).await
 }
 

@@ -5,6 +5,7 @@
 mod agent;
 mod cli;
 mod containers;
+mod edges;
 mod exec;
 mod files;
 mod health;
