@@ -67,12 +67,15 @@ pub async fn run(
     jobs.start();
     let stop = CancellationToken::new();
 
+    let readiness = Arc::new(api::health::Readiness::default());
     let mut tasks = JoinSet::new();
     tasks.spawn(reaper::run(sandboxes.clone(), stop.clone()));
     tasks.spawn(pool::run(sandboxes.clone(), stop.clone()));
     tasks.spawn(watch_docker(
         sandboxes.clone(),
         metrics.clone(),
+        readiness.clone(),
+        config.docker_base_image.clone(),
         stop.clone(),
     ));
 
@@ -82,6 +85,7 @@ pub async fn run(
         metrics,
         jobs: jobs.clone(),
         started: Instant::now(),
+        readiness,
     };
     let address = listener.local_addr()?;
     tracing::info!(%address, version = env!("CARGO_PKG_VERSION"), agent = crate::agent::AGENT_VERSION, "repobox listening");
@@ -120,16 +124,27 @@ pub async fn run(
     Ok(())
 }
 
-/// Keeps the `docker_up` gauge current and reconciles with Docker as soon as the
+/// Keeps the readiness finding and the `docker_up` gauge current and reconciles with Docker as soon as the
 /// engine is reachable (at start, or later if it was down then).
-async fn watch_docker(sandboxes: Arc<Sandboxes>, metrics: Arc<Metrics>, stop: CancellationToken) {
+async fn watch_docker(
+    sandboxes: Arc<Sandboxes>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<api::health::Readiness>,
+    base_image: String,
+    stop: CancellationToken,
+) {
     let mut reconciled_at: Option<tokio::time::Instant> = None;
     loop {
-        let up = sandboxes
-            .backend()
-            .ping(Duration::from_secs(2))
-            .await
-            .is_ok();
+        let reason = readiness.refresh(&sandboxes, &base_image).await;
+        // Up: the engine answers (a missing base image is not the engine's fault).
+        let up = match &reason {
+            None => true,
+            Some(_) => sandboxes
+                .backend()
+                .ping(Duration::from_secs(2))
+                .await
+                .is_ok(),
+        };
         metrics.docker_up.set(i64::from(up));
         if up && !sandboxes.is_reconciled() {
             match sandboxes.reconcile().await {

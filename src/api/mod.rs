@@ -52,6 +52,8 @@ pub struct AppState {
     pub jobs: Arc<crate::job::Jobs>,
     /// When the server started.
     pub started: Instant,
+    /// What the engine watcher last found (`/health/ready` answers from it).
+    pub readiness: Arc<health::Readiness>,
 }
 
 /// Prefix of every API route.

@@ -118,6 +118,7 @@ fn harness(edit: impl FnOnce(&mut Config)) -> Harness {
         metrics,
         jobs,
         started: Instant::now(),
+        readiness: Default::default(),
     });
     Harness {
         router,

@@ -128,3 +128,150 @@ async fn a_slow_loris_cannot_lock_out_a_keyed_client() {
         "the server ran out of descriptors:\n{log}"
     );
 }
+
+/// The allow-list of the report.
+fn allowlisted_config(dir: &std::path::Path) -> repobox::config::Config {
+    let mut config = support::test_config(dir);
+    config.pool_size = 0;
+    config.command_allowlist =
+        repobox::config::List(["ls", "cat", "echo", "true"].map(str::to_owned).to_vec());
+    config
+}
+
+/// Whether `path` exists in the sandbox, asked through an allowed command.
+async fn exists(app: &support::TestApp, id: &str, path: &str) -> bool {
+    let result = app
+        .exec(id, &format!("ls -d {path} 2>/dev/null || true"))
+        .await;
+    result["stdout"].as_str().unwrap_or_default().contains(path)
+}
+
+#[tokio::test]
+async fn the_allowlist_holds_for_the_terminal_and_for_forged_session_state() {
+    let dir = support::scratch();
+    let server = support::spawn_app(allowlisted_config(dir.path())).await;
+    let app = &server.app;
+    let url = support::world()
+        .git
+        .url(&support::unique("edges"), "simple");
+    let (_, sandbox) = app.sandbox(serde_json::json!({ "repo_url": url })).await;
+    let id = &sandbox.id;
+
+    // The terminal would be a shell running anything: refused while `bash` is not listed.
+    let response = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/v1/containers/{id}/terminal"),
+        )
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+
+    let session = |body: serde_json::Value| async move {
+        let (status, created) = app
+            .post(&format!("/api/v1/containers/{id}/sessions"), &body)
+            .await;
+        assert_eq!(status, 201, "{created}");
+        created["session_id"].as_str().unwrap().to_owned()
+    };
+    let run = |session: String, command: String| async move {
+        app.post(
+            &format!("/api/v1/containers/{id}/sessions/{session}/execute"),
+            &serde_json::json!({ "command": command }),
+        )
+        .await
+    };
+
+    // An honest session still carries its state under the allow-list.
+    let honest = session(serde_json::json!({})).await;
+    let (status, result) = run(
+        honest.clone(),
+        "x='a b'; arr=(1 2); cd /workspace && set -o pipefail".to_owned(),
+    )
+    .await;
+    assert_eq!(status, 200, "{result}");
+    let (status, result) = run(
+        honest.clone(),
+        "echo \"hi $x ${arr[1]} $PWD\"; [[ -o pipefail ]] && echo on".to_owned(),
+    )
+    .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["stdout"], "hi a b 2 /workspace\non\n", "{result}");
+
+    // 1. The state rewritten through the files API, then an allowed command.
+    let forged = session(serde_json::json!({})).await;
+    let state = format!("/.repobox/sessions/{forged}/state");
+    let written = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/containers/{id}/files/raw?file_path={state}"),
+        )
+        .header("content-type", "application/octet-stream")
+        .body("touch /workspace/pwned-by-files-api\n")
+        .send()
+        .await
+        .unwrap();
+    let (status, result) = run(forged.clone(), "true".to_owned()).await;
+    if written.status().is_success() {
+        assert_eq!(status, 403, "{result}");
+        assert_eq!(result["code"], "command_not_allowed", "{result}");
+    }
+    assert!(!exists(app, id, "/workspace/pwned-by-files-api").await);
+
+    // 2. The state appended by an allowed command that also disarms the save hook.
+    let appended = session(serde_json::json!({})).await;
+    let path = format!(
+        "unset -f __rb_save; echo 'touch /workspace/pwned-by-append' >> /.repobox/sessions/{appended}/state"
+    );
+    let (status, result) = run(appended.clone(), path).await;
+    assert_eq!(status, 200, "{result}");
+    let (status, result) = run(appended.clone(), "true".to_owned()).await;
+    assert_eq!(status, 403, "{result}");
+    assert!(!exists(app, id, "/workspace/pwned-by-append").await);
+}
+
+/// A page in a developer's browser against a keyless loopback server: a rebound name,
+/// a cross-site plain-text POST and a cross-site WebSocket are all refused.
+#[tokio::test]
+async fn a_web_page_cannot_reach_a_keyless_loopback_server() {
+    let app = &support::world().app;
+    let id = "repo-container-1-999";
+    let client = reqwest::Client::new();
+    let rebound = client
+        .get(format!("{}/api/v1/containers", app.base))
+        .header("host", "rebind.attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    for path in [
+        format!("/api/v1/containers/{id}/git/apply"),
+        "/api/v1/jobs/job-1/cancel".to_owned(),
+    ] {
+        let posted = client
+            .post(format!("{}{path}", app.base))
+            .header("content-type", "text/plain")
+            .header("origin", "https://attacker.example")
+            .body("diff --git a/x b/x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 415, "{path}");
+    }
+    let upgrade = client
+        .get(format!("{}/api/v1/containers/{id}/terminal", app.base))
+        .header("origin", "https://attacker.example")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upgrade.status(), 403);
+}
