@@ -245,7 +245,7 @@ impl EntryStatus {
 pub struct JobResult {
     /// Position in the request's `repos`.
     pub index: usize,
-    /// Repository URL (credentials removed once its sandbox was made).
+    /// Repository URL, without credentials.
     pub repo_url: String,
     /// Branch checked out (as requested until the sandbox is made).
     pub branch: Option<String>,
@@ -281,7 +281,9 @@ impl JobResult {
     fn pending(index: usize, repo: &JobRepo) -> Self {
         Self {
             index,
-            repo_url: repo.repo_url.clone(),
+            // Never the credentials: results are answered and written to disk, and
+            // an entry that fails before its sandbox exists keeps this URL.
+            repo_url: without_credentials(&repo.repo_url),
             branch: repo.branch.clone(),
             commit: repo.commit.clone(),
             resolved_commit: None,
@@ -994,6 +996,19 @@ impl Jobs {
     }
 }
 
+/// `raw` without the user name and password of its URL (as it is when it does not
+/// parse: the policy refuses it before it could hold any).
+fn without_credentials(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
 /// How an entry ended.
 enum Outcome {
     Ran(exec::ExecResult),
@@ -1086,6 +1101,19 @@ fn read_results(path: &Path) -> std::io::Result<Vec<JobResult>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn result_urls_lose_their_credentials() {
+        assert_eq!(
+            super::without_credentials("https://u:tok@git.example/r.git"),
+            "https://git.example/r.git"
+        );
+        assert_eq!(
+            super::without_credentials("https://tok@git.example/r.git"),
+            "https://git.example/r.git"
+        );
+        assert_eq!(super::without_credentials("not a url"), "not a url");
+    }
+
     use super::*;
 
     fn request(n: usize) -> JobRequest {

@@ -275,3 +275,37 @@ async fn a_web_page_cannot_reach_a_keyless_loopback_server() {
         .unwrap();
     assert_eq!(upgrade.status(), 403);
 }
+
+/// Credentials in a job's repository URL, for an entry that fails before its sandbox
+/// exists: not in its results, neither answered nor in the results file on disk.
+#[tokio::test]
+async fn credentials_in_a_job_url_are_not_in_its_results() {
+    let dir = support::scratch();
+    let server = support::spawn_app(support::test_config(dir.path())).await;
+    let app = &server.app;
+    let base = support::world().git.url("edges-creds", "missing");
+    let url = base.replacen("http://", "http://token-user:s3cr3t-T0KEN@", 1);
+    let (status, job) = app
+        .post(
+            "/api/v1/jobs",
+            &serde_json::json!({"repos": [{"repo_url": url}], "command": "true"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["job_id"].as_str().unwrap().to_owned();
+    crate::jobs::wait_finished(app, &id, Duration::from_secs(60)).await;
+    let (status, results) = app.get(&format!("/api/v1/jobs/{id}/results")).await;
+    assert_eq!(status, 200);
+    assert_eq!(results["results"][0]["status"], "errored", "{results}");
+    assert!(!results.to_string().contains("s3cr3t"), "{results}");
+    let on_disk = dir
+        .path()
+        .join("data")
+        .join("jobs")
+        .join(format!("{id}.results.jsonl"));
+    let written = std::fs::read_to_string(&on_disk).unwrap();
+    assert!(
+        !written.is_empty() && !written.contains("s3cr3t"),
+        "{written}"
+    );
+}
