@@ -309,3 +309,111 @@ async fn credentials_in_a_job_url_are_not_in_its_results() {
         "{written}"
     );
 }
+
+/// Programs the repository's own config names for git, in the config itself and in a
+/// file it includes, plus a hook: each touches a marker when git runs it.
+const HOSTILE_GIT_CONFIG: &str = r#"set -e
+cat >> .git/config <<'C'
+[core]
+	fsmonitor = "touch /tmp/rb-marker-fsmonitor; false"
+	pager = "touch /tmp/rb-marker-pager; cat"
+	sshCommand = "touch /tmp/rb-marker-ssh"
+[filter "evil"]
+	clean = "touch /tmp/rb-marker-clean; cat"
+	smudge = "touch /tmp/rb-marker-smudge; cat"
+	process = "touch /tmp/rb-marker-process"
+[diff "evil"]
+	textconv = "touch /tmp/rb-marker-textconv; cat"
+	command = "touch /tmp/rb-marker-diffcommand"
+[diff]
+	external = "touch /tmp/rb-marker-external"
+[include]
+	path = more-config
+C
+printf '[filter "more"]\n\tclean = "touch /tmp/rb-marker-included; cat"\n' > .git/more-config
+for hook in post-checkout post-index-change reference-transaction; do
+  printf '#!/bin/sh\ntouch /tmp/rb-marker-hook\n' > .git/hooks/$hook && chmod +x .git/hooks/$hook
+done
+printf '* filter=evil diff=evil\n*.md filter=more\n' > .git/info/attributes
+echo more >> README.md && echo new > new.txt
+"#;
+
+/// The server's own git commands (status, diff, apply, reset) run none of the programs
+/// a repository's config names for git, while answering as usual.
+#[tokio::test]
+async fn the_servers_git_runs_nothing_the_repository_config_names() {
+    let app = &support::world().app;
+    let url = support::world()
+        .git
+        .url(&support::unique("edges-gitcfg"), "simple");
+    let (_, sandbox) = app.sandbox(serde_json::json!({ "repo_url": url })).await;
+    let id = &sandbox.id;
+    let set_up = app.exec(id, HOSTILE_GIT_CONFIG).await;
+    assert_eq!(set_up["exit_code"], 0, "{set_up}");
+
+    let (status, before) = app
+        .get(&format!("/api/v1/containers/{id}/git/status"))
+        .await;
+    assert_eq!(status, 200, "{before}");
+    let paths: Vec<&str> = before["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"README.md") && paths.contains(&"new.txt"),
+        "{before}"
+    );
+
+    let response = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/v1/containers/{id}/git/diff"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let patch = response.bytes().await.unwrap().to_vec();
+    let text = String::from_utf8_lossy(&patch);
+    assert!(
+        text.contains("+more") && text.contains("+new"),
+        "a plain diff, not a driver's output: {text}"
+    );
+
+    let (status, reset) = app
+        .post(
+            &format!("/api/v1/containers/{id}/reset"),
+            &serde_json::json!({"processes": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reset}");
+
+    let response = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/containers/{id}/git/apply"),
+        )
+        .header("content-type", "text/x-diff")
+        .body(patch)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let applied: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(applied["changes"], before["changes"], "{applied}");
+
+    let markers = app
+        .exec(
+            id,
+            "ls /tmp | grep rb-marker- || true; cat .git/config | grep -c fsmonitor",
+        )
+        .await;
+    assert_eq!(
+        markers["stdout"].as_str().unwrap().trim(),
+        "1",
+        "no marker, and the hostile config still in place: {markers}"
+    );
+}
