@@ -417,3 +417,111 @@ async fn the_servers_git_runs_nothing_the_repository_config_names() {
         "no marker, and the hostile config still in place: {markers}"
     );
 }
+
+/// The server's log lines, from the moment this is first called (one subscriber for
+/// the test binary: lines of other tests running at the same time land here too).
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let installed = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || LogSink(sink.clone()))
+            .try_init();
+        assert!(installed.is_ok(), "another subscriber is installed");
+        logs
+    })
+    .clone()
+}
+
+struct LogSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => todo.push(path),
+                Ok(kind)
+                    if kind.is_file()
+                        && std::fs::read(&path).is_ok_and(|bytes| {
+                            bytes.windows(needle.len()).any(|w| w == needle)
+                        }) =>
+                {
+                    found.push(path);
+                }
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// A job whose repository URL carries a token, run to its end: the token is in no
+/// file of the server's data and cache directories (job request, results, sandbox
+/// records, mirrors), neither while the entry runs nor after, nor in its log lines.
+#[tokio::test]
+async fn credentials_in_a_job_url_are_never_written() {
+    let logs = captured_logs();
+    let dir = support::scratch();
+    let server = support::spawn_app(support::test_config(dir.path())).await;
+    let app = &server.app;
+    let base = support::world()
+        .git
+        .url(&support::unique("edges-creds-disk"), "simple");
+    let url = base.replacen("http://", "http://token-user:s3cr3t-T0KEN@", 1);
+    let (status, job) = app
+        .post(
+            "/api/v1/jobs",
+            &serde_json::json!({"repos": [{"repo_url": url}], "command": "sleep 2; git log -1 --format=%H"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, view) = app.get(&format!("/api/v1/jobs/{id}")).await;
+        if view["counts"]["running"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ran: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let while_running = files_containing(dir.path(), b"s3cr3t-T0KEN");
+    assert!(while_running.is_empty(), "{while_running:?}");
+    crate::jobs::wait_finished(app, &id, Duration::from_secs(60)).await;
+    let (_, results) = app.get(&format!("/api/v1/jobs/{id}/results")).await;
+    assert_eq!(results["results"][0]["status"], "succeeded", "{results}");
+    assert!(
+        dir.path()
+            .join("data/jobs")
+            .join(format!("{id}.json"))
+            .exists(),
+        "the job is on disk"
+    );
+    let after = files_containing(dir.path(), b"s3cr3t-T0KEN");
+    assert!(after.is_empty(), "{after:?}");
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(logs.contains(&id), "the job's lines were captured");
+    assert!(!logs.contains("s3cr3t"), "a log line holds the token");
+}
