@@ -109,14 +109,104 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 /// Whether `ALLOWED_IMAGES` lets a request name `reference` (matched as written and
 /// in its full form, so `docker.io/library/*` covers `node:20`).
+///
+/// A registry on a host-only address (`localhost`, a loopback, private, link-local or
+/// unspecified IP literal) is the engine's host's business, not a client's: the engine
+/// would fetch from services that listen only there (a metadata endpoint, a local
+/// registry). Such a reference needs a pattern that names that registry as written,
+/// with no `*` in its host, even when `ALLOWED_IMAGES` is empty (any image).
 pub fn allowed(patterns: &[String], reference: &str) -> bool {
-    if patterns.is_empty() {
+    let full = normalize(reference);
+    let matches = |pattern: &String| glob_match(pattern, reference) || glob_match(pattern, &full);
+    let host = registry_host(reference);
+    if is_host_only(&host) {
+        return patterns.iter().any(|pattern| {
+            let named = host_name(split_registry(pattern).0);
+            !named.contains('*') && named.eq_ignore_ascii_case(host_name(&host)) && matches(pattern)
+        });
+    }
+    patterns.is_empty() || patterns.iter().any(matches)
+}
+
+/// Whether the registry `host` (`name[:port]`, `[v6][:port]`) is `localhost` or an IP
+/// literal the engine's host alone can reach. Names that merely resolve to such an
+/// address are not seen here (the engine resolves them): `ALLOWED_IMAGES` is the bound
+/// for those.
+fn is_host_only(host: &str) -> bool {
+    let name = host_name(host).trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
         return true;
     }
-    let full = normalize(reference);
-    patterns
-        .iter()
-        .any(|pattern| glob_match(pattern, reference) || glob_match(pattern, &full))
+    let ip = match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => match inet_aton(&name) {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => return false,
+        },
+    };
+    let v4_host_only = |v4: std::net::Ipv4Addr| {
+        let [a, b, ..] = v4.octets();
+        v4.is_loopback()
+            || v4.is_private()
+            || v4.is_link_local()
+            || v4.is_unspecified()
+            || v4.is_broadcast()
+            || (a == 100 && (64..128).contains(&b)) // shared address space (RFC 6598)
+    };
+    match ip {
+        std::net::IpAddr::V4(v4) => v4_host_only(v4),
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+                || v6.to_ipv4_mapped().is_some_and(v4_host_only)
+        }
+    }
+}
+
+/// A registry's host without its port (and an IPv6 literal without its brackets).
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _port)| name)
+    }
+}
+
+/// An IPv4 address in the forms the C library's resolver also takes (`127.1`,
+/// `0x7f000001`, `2130706433`, `0177.0.0.1`), which `Ipv4Addr::from_str` refuses.
+fn inet_aton(name: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut numbers = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let (digits, radix) =
+            if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+                (hex, 16)
+            } else if part.len() > 1 && part.starts_with('0') {
+                (&part[1..], 8)
+            } else {
+                (*part, 10)
+            };
+        if digits.is_empty() && radix != 16 || !digits.chars().all(|c| c.is_digit(radix)) {
+            return None;
+        }
+        numbers
+            .push(u64::from_str_radix(if digits.is_empty() { "0" } else { digits }, radix).ok()?);
+    }
+    let (last, first) = numbers.split_last()?;
+    if first.iter().any(|&n| n > 255) || *last >= 1u64 << (8 * (4 - first.len())) {
+        return None;
+    }
+    let mut value = *last;
+    for (i, &n) in first.iter().enumerate() {
+        value |= n << (8 * (3 - i));
+    }
+    Some(std::net::Ipv4Addr::from(u32::try_from(value).ok()?))
 }
 
 /// Checks `image` is a reference a request may name; 400 otherwise.
@@ -1324,6 +1414,54 @@ mod tests {
         assert_eq!(registry_host("node:20"), "docker.io");
         assert_eq!(registry_host("127.0.0.1:5000/app:1"), "127.0.0.1:5000");
         assert_eq!(registry_host("index.docker.io/library/x"), "docker.io");
+    }
+
+    #[test]
+    fn registries_on_host_only_addresses_need_to_be_named() {
+        let none: Vec<String> = Vec::new();
+        for reference in [
+            "127.0.0.1:5000/x:1",
+            "localhost:5000/x",
+            "localhost/x",
+            "LOCALHOST.:5000/x",
+            "[::1]:5000/x",
+            "[fe80::1]/x",
+            "[::ffff:10.0.0.1]:80/x",
+            "10.1.2.3/x",
+            "192.168.0.1:443/x",
+            "172.16.0.1/x",
+            "169.254.169.254/latest",
+            "100.64.0.1/x",
+            "0.0.0.0:5000/x",
+            "127.1:5000/x",
+            "2130706433:5000/x",
+            "0x7f000001:5000/x",
+            "0177.0.0.1/x",
+        ] {
+            assert!(!allowed(&none, reference), "{reference}");
+            assert!(!allowed(&["*".to_owned()], reference), "{reference}");
+            assert!(!allowed(&["*/x*".to_owned()], reference), "{reference}");
+        }
+        let named = vec!["127.0.0.1:5000/*".to_owned()];
+        assert!(allowed(&named, "127.0.0.1:5000/x:1"));
+        assert!(!allowed(&named, "127.0.0.1:5001/x:1"));
+        assert!(allowed(&["127.0.0.1:*/*".to_owned()], "127.0.0.1:5000/x"));
+        assert!(!allowed(&["127.*/*".to_owned()], "127.0.0.1:5000/x"));
+        assert!(!allowed(&["127.0.0.1/*".to_owned()], "127.0.0.2/x"));
+        for public in [
+            "node:20",
+            "ghcr.io/a/b:1",
+            "8.8.8.8:5000/x",
+            "cafe.be/x",
+            "1.2.3.4/x",
+        ] {
+            assert!(allowed(&none, public), "{public}");
+        }
+        assert_eq!(
+            inet_aton("127.1"),
+            Some(std::net::Ipv4Addr::new(127, 0, 0, 1))
+        );
+        assert_eq!(inet_aton("256.1.1.1"), None);
     }
 
     #[test]

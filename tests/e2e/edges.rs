@@ -525,3 +525,50 @@ async fn credentials_in_a_job_url_are_never_written() {
     assert!(logs.contains(&id), "the job's lines were captured");
     assert!(!logs.contains("s3cr3t"), "a log line holds the token");
 }
+
+/// With the default `ALLOWED_IMAGES` (any image), a reference to a registry on a
+/// host-only address is refused before the engine is asked: a listener standing in
+/// for a service of the host's sees no connection.
+#[tokio::test]
+async fn an_image_on_a_host_only_registry_is_not_pulled() {
+    let app = &support::world().app;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let url = support::world()
+        .git
+        .url(&support::unique("edges-hostonly"), "simple");
+    for image in [
+        format!("127.0.0.1:{port}/x:1"),
+        format!("localhost:{port}/x:1"),
+        format!("127.1:{port}/x:1"),
+        format!("2130706433:{port}/x:1"),
+        format!("[::ffff:127.0.0.1]:{port}/x:1"),
+        "169.254.169.254/latest:1".to_owned(),
+    ] {
+        let (status, body) = app
+            .post(
+                "/api/v1/containers",
+                &serde_json::json!({"repo_url": url, "image": image}),
+            )
+            .await;
+        assert_eq!(status, 400, "{image}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("ALLOWED_IMAGES"),
+            "{body}"
+        );
+        let (status, body) = app
+            .post(
+                "/api/v1/jobs",
+                &serde_json::json!({"repos": [{"repo_url": url}], "command": "true", "image": image}),
+            )
+            .await;
+        assert_eq!(status, 400, "{image}: {body}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let accepted = listener.accept();
+    assert!(
+        matches!(&accepted, Err(err) if err.kind() == std::io::ErrorKind::WouldBlock),
+        "the host-only service was reached: {accepted:?}"
+    );
+}
