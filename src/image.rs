@@ -223,6 +223,141 @@ pub fn validate_reference(config: &Config, image: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks what a Dockerfile fetches before the engine sees it: every base (`FROM`, and
+/// `COPY`/`ADD --from=`) that is not an earlier stage must be one a request could name
+/// ([`validate_reference`]; a base built from `$` variables is refused rather than
+/// resolved), and `ADD` of a URL or a git repository is refused while builds have no
+/// network (`BUILD_NETWORK=none`): the engine's own daemon would fetch it, from the
+/// host's network. Instructions are case-insensitive, continuation lines joined (with
+/// the `# escape=` directive honoured) and comments skipped, as the engine reads them.
+pub fn check_dockerfile(config: &Config, text: &str) -> Result<()> {
+    let refuse = |what: String| Err(Error::invalid(format!("the Dockerfile {what}")));
+    let mut stages: Vec<String> = Vec::new();
+    for instruction in dockerfile_instructions(text) {
+        let mut words = instruction.split_whitespace();
+        let keyword = words.next().unwrap_or_default().to_ascii_uppercase();
+        let args: Vec<&str> = words.collect();
+        let base_ok = |base: &str, stages: &[String]| -> Result<()> {
+            let lower = base.to_ascii_lowercase();
+            if lower == "scratch" || stages.contains(&lower) {
+                return Ok(());
+            }
+            if base.contains('$') {
+                return refuse(format!(
+                    "names a base through a variable ({base:?}): name it in full so that ALLOWED_IMAGES can be checked"
+                ));
+            }
+            validate_reference(config, base).map_err(|err| {
+                Error::invalid(format!(
+                    "the Dockerfile's base: {}",
+                    err.public_body().detail
+                ))
+            })
+        };
+        match keyword.as_str() {
+            "FROM" => {
+                let plain: Vec<&str> = args
+                    .iter()
+                    .copied()
+                    .filter(|a| !a.starts_with("--"))
+                    .collect();
+                let Some(base) = plain.first() else {
+                    return refuse("has a FROM without an image".to_owned());
+                };
+                base_ok(base, &stages)?;
+                if let [_, as_word, name, ..] = plain[..]
+                    && as_word.eq_ignore_ascii_case("as")
+                {
+                    stages.push(name.to_ascii_lowercase());
+                }
+                stages.push(stages.len().to_string());
+            }
+            "COPY" | "ADD" => {
+                for flag in args.iter().take_while(|a| a.starts_with("--")) {
+                    if let Some(from) = flag
+                        .strip_prefix("--from=")
+                        .or_else(|| flag.strip_prefix("--FROM="))
+                        && !from.chars().all(|c| c.is_ascii_digit())
+                    {
+                        base_ok(from, &stages)?;
+                    }
+                }
+                if keyword == "ADD" && config.build_network == crate::config::BuildNetwork::None {
+                    let rest = instruction[instruction
+                        .find(char::is_whitespace)
+                        .unwrap_or(instruction.len())..]
+                        .trim();
+                    let sources: Vec<String> = if rest.starts_with('[') {
+                        serde_json::from_str::<Vec<String>>(rest).unwrap_or_default()
+                    } else {
+                        args.iter()
+                            .filter(|a| !a.starts_with("--"))
+                            .map(|a| (*a).to_owned())
+                            .collect()
+                    };
+                    if let Some(url) = sources.iter().find(|s| {
+                        let lower = s.to_ascii_lowercase();
+                        lower.contains("://") || lower.starts_with("git@")
+                    }) {
+                        return refuse(format!(
+                            "fetches {url:?} with ADD: builds have no network here (BUILD_NETWORK=none) and the engine would fetch it from the host's"
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The instructions of a Dockerfile, one string each (continuations joined, comments
+/// and blank lines gone).
+fn dockerfile_instructions(text: &str) -> Vec<String> {
+    let mut escape = '\\';
+    let mut lines = text.lines().peekable();
+    // Parser directives: `# name=value` lines at the very top.
+    while let Some(line) = lines.peek() {
+        let Some(directive) = line.trim().strip_prefix('#') else {
+            break;
+        };
+        match directive.split_once('=') {
+            Some((name, value)) if !name.trim().contains(' ') => {
+                if name.trim().eq_ignore_ascii_case("escape") {
+                    escape = value.trim().chars().next().unwrap_or('\\');
+                }
+                lines.next();
+            }
+            _ => break,
+        }
+    }
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in lines {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && !current.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix(escape) {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                if !current.trim().is_empty() {
+                    instructions.push(std::mem::take(&mut current));
+                }
+                current.clear();
+            }
+        }
+    }
+    if !current.trim().is_empty() {
+        instructions.push(current);
+    }
+    instructions
+}
+
 /// Whether `reference` is an image repobox made (a snapshot or a build): never pulled.
 fn is_ours(reference: &str) -> bool {
     reference.starts_with(BUILT_PREFIX) || reference.starts_with(SNAPSHOT_PREFIX)
@@ -811,8 +946,15 @@ impl Images {
         for (name, value) in &request.build_args {
             recipe.build_args.insert(name.clone(), value.clone());
         }
-        if let Some(image) = &recipe.image {
-            validate_reference(&self.config, image)?;
+        match &recipe.image {
+            Some(image) => validate_reference(&self.config, image)?,
+            None => {
+                let text = source
+                    .read(&recipe.dockerfile_in_repo)
+                    .await?
+                    .unwrap_or_default();
+                check_dockerfile(&self.config, &text)?;
+            }
         }
         let tree = match &recipe.image {
             Some(_) => String::new(),
@@ -1414,6 +1556,34 @@ mod tests {
         assert_eq!(registry_host("node:20"), "docker.io");
         assert_eq!(registry_host("127.0.0.1:5000/app:1"), "127.0.0.1:5000");
         assert_eq!(registry_host("index.docker.io/library/x"), "docker.io");
+    }
+
+    #[test]
+    fn a_dockerfile_fetches_only_allowed_bases_and_no_urls() {
+        let mut config = Config::defaults();
+        config.allowed_images = crate::config::List(vec!["docker.io/library/debian:*".to_owned()]);
+        let check =
+            |text: &str| check_dockerfile(&config, text).map_err(|e| e.public_body().detail);
+        assert!(check("FROM debian:12 AS build\nRUN true\nfrom build\nCOPY --from=build /a /b\nCOPY --from=0 /a /b\nADD x.tar /\n").is_ok());
+        assert!(check("FROM scratch\n").is_ok());
+        for bad in [
+            "FROM evil/base\n",
+            "# escape=`\nFROM debian:12\nfrOm `\n  evil/base\n",
+            "FROM \\\n  --platform=linux/amd64 \\\n  evil/base AS x\n",
+            "ARG B=debian:12\nFROM $B\n",
+            "FROM debian:12\nCOPY --from=evil/base /x /x\n",
+            "FROM debian:12\nADD http://127.0.0.1:9/secret /s\n",
+            "FROM debian:12\nadd --chown=1 \\\n HTTPS://x.example/a /a\n",
+            "FROM debian:12\nADD [\"git@github.com:a/b.git\", \"/b\"]\n",
+            "FROM 127.0.0.1:5000/x\n",
+        ] {
+            assert!(check(bad).is_err(), "{bad}");
+        }
+        assert!(
+            check("FROM debian:12\nADD http://x/y /y\n")
+                .unwrap_err()
+                .contains("BUILD_NETWORK")
+        );
     }
 
     #[test]

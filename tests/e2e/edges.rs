@@ -572,3 +572,60 @@ async fn an_image_on_a_host_only_registry_is_not_pulled() {
         "the host-only service was reached: {accepted:?}"
     );
 }
+
+/// A build may fetch nothing a create could not: a base outside `ALLOWED_IMAGES` (by
+/// `FROM`, through a variable, or by `COPY --from`) and an `ADD` of a URL on the
+/// host's network are refused with the reason before the engine sees the Dockerfile;
+/// the HTTP listener standing in for a host service sees no connection.
+#[tokio::test]
+async fn a_build_fetches_no_base_outside_the_list_and_no_url() {
+    let world = support::world();
+    let dir = support::scratch();
+    let mut config = support::test_config(dir.path());
+    config.pool_size = 0;
+    config.allow_image_builds = true;
+    config.allowed_images = repobox::config::List(vec!["docker.io/library/debian:*".to_owned()]);
+    let server = support::spawn_app(config).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let base = repobox::config::DEFAULT_BASE_IMAGE;
+    for (dockerfile, reason) in [
+        ("FROM evil/base:1\nRUN true\n".to_owned(), "ALLOWED_IMAGES"),
+        ("ARG B=evil/base:1\nFROM $B\n".to_owned(), "variable"),
+        (
+            format!("FROM {base} AS one\ncopy \\\n  --from=evil/base:1 /x /x\n"),
+            "ALLOWED_IMAGES",
+        ),
+        (
+            format!("FROM {base}\nADD http://127.0.0.1:{port}/secret /secret\n"),
+            "BUILD_NETWORK",
+        ),
+    ] {
+        let name = support::unique("edges-build");
+        support::fixtures::bare_repo(
+            &world.git.root,
+            &name,
+            &[("Dockerfile", dockerfile.clone())],
+        );
+        let url = world.git.url(&support::unique("edges-build"), &name);
+        let (status, body) = server
+            .app
+            .post(
+                "/api/v1/images",
+                &serde_json::json!({"repo_url": url, "from": "dockerfile"}),
+            )
+            .await;
+        assert_eq!(status, 400, "{dockerfile}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(reason),
+            "{dockerfile}: {body}"
+        );
+    }
+    let accepted = listener.accept();
+    assert!(
+        matches!(&accepted, Err(err) if err.kind() == std::io::ErrorKind::WouldBlock),
+        "the build reached the host's service: {accepted:?}"
+    );
+    server.stop().await;
+}
