@@ -243,6 +243,28 @@ pub struct Config {
     /// Bound on each git step (fetch, checkout).
     #[arg(long, env = "GIT_TIMEOUT_SECS", default_value_t = 300)]
     pub git_timeout_secs: u64,
+    /// Most client connections served at once. At the cap, a new connection closes
+    /// the oldest one that has no request in progress (a client holding many
+    /// half-sent requests cannot lock out another); when every connection is busy, new
+    /// ones wait in the listen queue. Keep it well below the open-file limit
+    /// (`ulimit -n`): it is lowered at start-up to leave room for the engine's sockets.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+    /// Bound on receiving a request's headers, counted from when the connection is
+    /// ready for them (so it also closes a kept-alive connection idle that long).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Bound on a request body that sends nothing: a client that stops sending a body
+    /// it announced gets an error after this long without a byte.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+    /// Comma-separated host names (the `Host` header, without the port) the server
+    /// answers to when no `API_KEYS` are set, besides `localhost`, `127.0.0.1` and
+    /// `[::1]`; `*` for any (not advisable: it re-opens DNS rebinding). Also the
+    /// origins (by host) whose pages may open WebSockets and send state-changing
+    /// requests.
+    #[arg(long, env = "ALLOWED_HOSTS", default_value = "", value_parser = parse_list)]
+    pub allowed_hosts: List,
     /// How long a shutdown waits for requests in flight.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
     pub shutdown_timeout_secs: u64,
@@ -309,6 +331,14 @@ impl Config {
         anyhow::ensure!(
             self.default_pids >= 1 && self.default_pids <= self.max_pids,
             "DEFAULT_PIDS must be in [1, MAX_PIDS]"
+        );
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "MAX_CONNECTIONS must be at least 1"
+        );
+        anyhow::ensure!(
+            self.header_read_timeout_secs >= 1 && self.idle_timeout_secs >= 1,
+            "HEADER_READ_TIMEOUT_SECS and IDLE_TIMEOUT_SECS must be at least 1"
         );
         anyhow::ensure!(
             self.max_runtime_secs >= 1,

@@ -62,6 +62,10 @@ pub enum Error {
     /// A command refused by `COMMAND_ALLOWLIST` (403).
     #[error("{0}")]
     CommandNotAllowed(String),
+    /// A request this server does not take from where it comes: a foreign `Host` or
+    /// `Origin` (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// Wrong or missing content type (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -128,7 +132,9 @@ impl Error {
             Error::NotRunning(_) | Error::Conflict(_) | Error::NoCapacity(_) => {
                 StatusCode::CONFLICT
             }
-            Error::CommandNotAllowed(_) | Error::BuildsDisabled(_) => StatusCode::FORBIDDEN,
+            Error::CommandNotAllowed(_) | Error::BuildsDisabled(_) | Error::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Checkout(_)
@@ -161,6 +167,7 @@ impl Error {
             Error::NotRunning(_) => ("Container not running", "container_not_running"),
             Error::Conflict(_) => ("Conflict", "conflict"),
             Error::CommandNotAllowed(_) => ("Command not allowed", "command_not_allowed"),
+            Error::Forbidden(_) => ("Forbidden", "forbidden"),
             Error::TooLarge(_) => ("Payload too large", "too_large"),
             Error::UnsupportedMediaType(_) => ("Unsupported media type", "unsupported_media_type"),
             Error::Checkout(_) => ("Checkout failed", "checkout_failed"),

@@ -109,14 +109,104 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 /// Whether `ALLOWED_IMAGES` lets a request name `reference` (matched as written and
 /// in its full form, so `docker.io/library/*` covers `node:20`).
+///
+/// A registry on a host-only address (`localhost`, a loopback, private, link-local or
+/// unspecified IP literal) is the engine's host's business, not a client's: the engine
+/// would fetch from services that listen only there (a metadata endpoint, a local
+/// registry). Such a reference needs a pattern that names that registry as written,
+/// with no `*` in its host, even when `ALLOWED_IMAGES` is empty (any image).
 pub fn allowed(patterns: &[String], reference: &str) -> bool {
-    if patterns.is_empty() {
+    let full = normalize(reference);
+    let matches = |pattern: &String| glob_match(pattern, reference) || glob_match(pattern, &full);
+    let host = registry_host(reference);
+    if is_host_only(&host) {
+        return patterns.iter().any(|pattern| {
+            let named = host_name(split_registry(pattern).0);
+            !named.contains('*') && named.eq_ignore_ascii_case(host_name(&host)) && matches(pattern)
+        });
+    }
+    patterns.is_empty() || patterns.iter().any(matches)
+}
+
+/// Whether the registry `host` (`name[:port]`, `[v6][:port]`) is `localhost` or an IP
+/// literal the engine's host alone can reach. Names that merely resolve to such an
+/// address are not seen here (the engine resolves them): `ALLOWED_IMAGES` is the bound
+/// for those.
+fn is_host_only(host: &str) -> bool {
+    let name = host_name(host).trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
         return true;
     }
-    let full = normalize(reference);
-    patterns
-        .iter()
-        .any(|pattern| glob_match(pattern, reference) || glob_match(pattern, &full))
+    let ip = match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => match inet_aton(&name) {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => return false,
+        },
+    };
+    let v4_host_only = |v4: std::net::Ipv4Addr| {
+        let [a, b, ..] = v4.octets();
+        v4.is_loopback()
+            || v4.is_private()
+            || v4.is_link_local()
+            || v4.is_unspecified()
+            || v4.is_broadcast()
+            || (a == 100 && (64..128).contains(&b)) // shared address space (RFC 6598)
+    };
+    match ip {
+        std::net::IpAddr::V4(v4) => v4_host_only(v4),
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+                || v6.to_ipv4_mapped().is_some_and(v4_host_only)
+        }
+    }
+}
+
+/// A registry's host without its port (and an IPv6 literal without its brackets).
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _port)| name)
+    }
+}
+
+/// An IPv4 address in the forms the C library's resolver also takes (`127.1`,
+/// `0x7f000001`, `2130706433`, `0177.0.0.1`), which `Ipv4Addr::from_str` refuses.
+fn inet_aton(name: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut numbers = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let (digits, radix) =
+            if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+                (hex, 16)
+            } else if part.len() > 1 && part.starts_with('0') {
+                (&part[1..], 8)
+            } else {
+                (*part, 10)
+            };
+        if digits.is_empty() && radix != 16 || !digits.chars().all(|c| c.is_digit(radix)) {
+            return None;
+        }
+        numbers
+            .push(u64::from_str_radix(if digits.is_empty() { "0" } else { digits }, radix).ok()?);
+    }
+    let (last, first) = numbers.split_last()?;
+    if first.iter().any(|&n| n > 255) || *last >= 1u64 << (8 * (4 - first.len())) {
+        return None;
+    }
+    let mut value = *last;
+    for (i, &n) in first.iter().enumerate() {
+        value |= n << (8 * (3 - i));
+    }
+    Some(std::net::Ipv4Addr::from(u32::try_from(value).ok()?))
 }
 
 /// Checks `image` is a reference a request may name; 400 otherwise.
@@ -131,6 +221,141 @@ pub fn validate_reference(config: &Config, image: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Checks what a Dockerfile fetches before the engine sees it: every base (`FROM`, and
+/// `COPY`/`ADD --from=`) that is not an earlier stage must be one a request could name
+/// ([`validate_reference`]; a base built from `$` variables is refused rather than
+/// resolved), and `ADD` of a URL or a git repository is refused while builds have no
+/// network (`BUILD_NETWORK=none`): the engine's own daemon would fetch it, from the
+/// host's network. Instructions are case-insensitive, continuation lines joined (with
+/// the `# escape=` directive honoured) and comments skipped, as the engine reads them.
+pub fn check_dockerfile(config: &Config, text: &str) -> Result<()> {
+    let refuse = |what: String| Err(Error::invalid(format!("the Dockerfile {what}")));
+    let mut stages: Vec<String> = Vec::new();
+    for instruction in dockerfile_instructions(text) {
+        let mut words = instruction.split_whitespace();
+        let keyword = words.next().unwrap_or_default().to_ascii_uppercase();
+        let args: Vec<&str> = words.collect();
+        let base_ok = |base: &str, stages: &[String]| -> Result<()> {
+            let lower = base.to_ascii_lowercase();
+            if lower == "scratch" || stages.contains(&lower) {
+                return Ok(());
+            }
+            if base.contains('$') {
+                return refuse(format!(
+                    "names a base through a variable ({base:?}): name it in full so that ALLOWED_IMAGES can be checked"
+                ));
+            }
+            validate_reference(config, base).map_err(|err| {
+                Error::invalid(format!(
+                    "the Dockerfile's base: {}",
+                    err.public_body().detail
+                ))
+            })
+        };
+        match keyword.as_str() {
+            "FROM" => {
+                let plain: Vec<&str> = args
+                    .iter()
+                    .copied()
+                    .filter(|a| !a.starts_with("--"))
+                    .collect();
+                let Some(base) = plain.first() else {
+                    return refuse("has a FROM without an image".to_owned());
+                };
+                base_ok(base, &stages)?;
+                if let [_, as_word, name, ..] = plain[..]
+                    && as_word.eq_ignore_ascii_case("as")
+                {
+                    stages.push(name.to_ascii_lowercase());
+                }
+                stages.push(stages.len().to_string());
+            }
+            "COPY" | "ADD" => {
+                for flag in args.iter().take_while(|a| a.starts_with("--")) {
+                    if let Some(from) = flag
+                        .strip_prefix("--from=")
+                        .or_else(|| flag.strip_prefix("--FROM="))
+                        && !from.chars().all(|c| c.is_ascii_digit())
+                    {
+                        base_ok(from, &stages)?;
+                    }
+                }
+                if keyword == "ADD" && config.build_network == crate::config::BuildNetwork::None {
+                    let rest = instruction[instruction
+                        .find(char::is_whitespace)
+                        .unwrap_or(instruction.len())..]
+                        .trim();
+                    let sources: Vec<String> = if rest.starts_with('[') {
+                        serde_json::from_str::<Vec<String>>(rest).unwrap_or_default()
+                    } else {
+                        args.iter()
+                            .filter(|a| !a.starts_with("--"))
+                            .map(|a| (*a).to_owned())
+                            .collect()
+                    };
+                    if let Some(url) = sources.iter().find(|s| {
+                        let lower = s.to_ascii_lowercase();
+                        lower.contains("://") || lower.starts_with("git@")
+                    }) {
+                        return refuse(format!(
+                            "fetches {url:?} with ADD: builds have no network here (BUILD_NETWORK=none) and the engine would fetch it from the host's"
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The instructions of a Dockerfile, one string each (continuations joined, comments
+/// and blank lines gone).
+fn dockerfile_instructions(text: &str) -> Vec<String> {
+    let mut escape = '\\';
+    let mut lines = text.lines().peekable();
+    // Parser directives: `# name=value` lines at the very top.
+    while let Some(line) = lines.peek() {
+        let Some(directive) = line.trim().strip_prefix('#') else {
+            break;
+        };
+        match directive.split_once('=') {
+            Some((name, value)) if !name.trim().contains(' ') => {
+                if name.trim().eq_ignore_ascii_case("escape") {
+                    escape = value.trim().chars().next().unwrap_or('\\');
+                }
+                lines.next();
+            }
+            _ => break,
+        }
+    }
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in lines {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && !current.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix(escape) {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                if !current.trim().is_empty() {
+                    instructions.push(std::mem::take(&mut current));
+                }
+                current.clear();
+            }
+        }
+    }
+    if !current.trim().is_empty() {
+        instructions.push(current);
+    }
+    instructions
 }
 
 /// Whether `reference` is an image repobox made (a snapshot or a build): never pulled.
@@ -721,8 +946,15 @@ impl Images {
         for (name, value) in &request.build_args {
             recipe.build_args.insert(name.clone(), value.clone());
         }
-        if let Some(image) = &recipe.image {
-            validate_reference(&self.config, image)?;
+        match &recipe.image {
+            Some(image) => validate_reference(&self.config, image)?,
+            None => {
+                let text = source
+                    .read(&recipe.dockerfile_in_repo)
+                    .await?
+                    .unwrap_or_default();
+                check_dockerfile(&self.config, &text)?;
+            }
         }
         let tree = match &recipe.image {
             Some(_) => String::new(),
@@ -1324,6 +1556,82 @@ mod tests {
         assert_eq!(registry_host("node:20"), "docker.io");
         assert_eq!(registry_host("127.0.0.1:5000/app:1"), "127.0.0.1:5000");
         assert_eq!(registry_host("index.docker.io/library/x"), "docker.io");
+    }
+
+    #[test]
+    fn a_dockerfile_fetches_only_allowed_bases_and_no_urls() {
+        let mut config = Config::defaults();
+        config.allowed_images = crate::config::List(vec!["docker.io/library/debian:*".to_owned()]);
+        let check =
+            |text: &str| check_dockerfile(&config, text).map_err(|e| e.public_body().detail);
+        assert!(check("FROM debian:12 AS build\nRUN true\nfrom build\nCOPY --from=build /a /b\nCOPY --from=0 /a /b\nADD x.tar /\n").is_ok());
+        assert!(check("FROM scratch\n").is_ok());
+        for bad in [
+            "FROM evil/base\n",
+            "# escape=`\nFROM debian:12\nfrOm `\n  evil/base\n",
+            "FROM \\\n  --platform=linux/amd64 \\\n  evil/base AS x\n",
+            "ARG B=debian:12\nFROM $B\n",
+            "FROM debian:12\nCOPY --from=evil/base /x /x\n",
+            "FROM debian:12\nADD http://127.0.0.1:9/secret /s\n",
+            "FROM debian:12\nadd --chown=1 \\\n HTTPS://x.example/a /a\n",
+            "FROM debian:12\nADD [\"git@github.com:a/b.git\", \"/b\"]\n",
+            "FROM 127.0.0.1:5000/x\n",
+        ] {
+            assert!(check(bad).is_err(), "{bad}");
+        }
+        assert!(
+            check("FROM debian:12\nADD http://x/y /y\n")
+                .unwrap_err()
+                .contains("BUILD_NETWORK")
+        );
+    }
+
+    #[test]
+    fn registries_on_host_only_addresses_need_to_be_named() {
+        let none: Vec<String> = Vec::new();
+        for reference in [
+            "127.0.0.1:5000/x:1",
+            "localhost:5000/x",
+            "localhost/x",
+            "LOCALHOST.:5000/x",
+            "[::1]:5000/x",
+            "[fe80::1]/x",
+            "[::ffff:10.0.0.1]:80/x",
+            "10.1.2.3/x",
+            "192.168.0.1:443/x",
+            "172.16.0.1/x",
+            "169.254.169.254/latest",
+            "100.64.0.1/x",
+            "0.0.0.0:5000/x",
+            "127.1:5000/x",
+            "2130706433:5000/x",
+            "0x7f000001:5000/x",
+            "0177.0.0.1/x",
+        ] {
+            assert!(!allowed(&none, reference), "{reference}");
+            assert!(!allowed(&["*".to_owned()], reference), "{reference}");
+            assert!(!allowed(&["*/x*".to_owned()], reference), "{reference}");
+        }
+        let named = vec!["127.0.0.1:5000/*".to_owned()];
+        assert!(allowed(&named, "127.0.0.1:5000/x:1"));
+        assert!(!allowed(&named, "127.0.0.1:5001/x:1"));
+        assert!(allowed(&["127.0.0.1:*/*".to_owned()], "127.0.0.1:5000/x"));
+        assert!(!allowed(&["127.*/*".to_owned()], "127.0.0.1:5000/x"));
+        assert!(!allowed(&["127.0.0.1/*".to_owned()], "127.0.0.2/x"));
+        for public in [
+            "node:20",
+            "ghcr.io/a/b:1",
+            "8.8.8.8:5000/x",
+            "cafe.be/x",
+            "1.2.3.4/x",
+        ] {
+            assert!(allowed(&none, public), "{public}");
+        }
+        assert_eq!(
+            inet_aton("127.1"),
+            Some(std::net::Ipv4Addr::new(127, 0, 0, 1))
+        );
+        assert_eq!(inet_aton("256.1.1.1"), None);
     }
 
     #[test]

@@ -245,7 +245,7 @@ impl EntryStatus {
 pub struct JobResult {
     /// Position in the request's `repos`.
     pub index: usize,
-    /// Repository URL (credentials removed once its sandbox was made).
+    /// Repository URL, without credentials.
     pub repo_url: String,
     /// Branch checked out (as requested until the sandbox is made).
     pub branch: Option<String>,
@@ -281,7 +281,9 @@ impl JobResult {
     fn pending(index: usize, repo: &JobRepo) -> Self {
         Self {
             index,
-            repo_url: repo.repo_url.clone(),
+            // Never the credentials: results are answered and written to disk, and
+            // an entry that fails before its sandbox exists keeps this URL.
+            repo_url: without_credentials(&repo.repo_url),
             branch: repo.branch.clone(),
             commit: repo.commit.clone(),
             resolved_commit: None,
@@ -339,10 +341,20 @@ pub struct JobView {
 }
 
 /// What is kept on disk about a job besides its results.
+///
+/// Never a credential: the request is written with every repository URL's user name
+/// and password removed, and the entries that had them are listed. The credentialed
+/// URLs live in memory only, so a job that outlives its server cannot run those
+/// entries again: they end `errored` at the next start ([`CREDENTIALS_NOT_KEPT`]).
+/// Keeping them (even encrypted, with a key that would sit beside them) would put a
+/// client's token on the server's disk for as long as the job is kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct JobFile {
     job_id: String,
     request: JobRequest,
+    /// Indices of the entries whose URL carried credentials that were not written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    credentials_dropped: Vec<usize>,
     status: JobStatus,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
@@ -512,10 +524,20 @@ impl Job {
     }
 
     fn file(&self) -> JobFile {
+        let mut request = self.request.clone();
+        let mut credentials_dropped = Vec::new();
+        for (index, repo) in request.repos.iter_mut().enumerate() {
+            let bare = without_credentials(&repo.repo_url);
+            if bare != repo.repo_url {
+                repo.repo_url = bare;
+                credentials_dropped.push(index);
+            }
+        }
         let progress = self.lock();
         JobFile {
             job_id: self.id.clone(),
-            request: self.request.clone(),
+            request,
+            credentials_dropped,
             status: progress.status,
             created_at: self.created_at,
             started_at: progress.started_at,
@@ -994,6 +1016,19 @@ impl Jobs {
     }
 }
 
+/// `raw` without the user name and password of its URL (as it is when it does not
+/// parse: the policy refuses it before it could hold any).
+fn without_credentials(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
 /// How an entry ended.
 enum Outcome {
     Ran(exec::ExecResult),
@@ -1048,12 +1083,48 @@ fn new_job(
     }
 }
 
-/// Reads a job and its results.
+/// Why an entry whose URL had credentials ends at a restart (see [`JobFile`]).
+pub const CREDENTIALS_NOT_KEPT: &str = "the credentials in this entry's repo_url are not kept across a server restart, \
+     so the entry could not run again; resubmit it";
+
+/// Reads a job and its results. Entries not finished whose credentials were not kept
+/// end `errored` (appended to the results file, so that they read so from now on).
 fn load(path: &Path) -> anyhow::Result<Job> {
     let file: JobFile = serde_json::from_slice(&std::fs::read(path)?)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let results_path = dir.join(format!("{}.results.jsonl", file.job_id));
-    let kept = read_results(&results_path)?;
+    let mut kept = read_results(&results_path)?;
+    if !file.status.is_finished() {
+        let mut ended = Vec::new();
+        for &index in &file.credentials_dropped {
+            let Some(repo) = file.request.repos.get(index) else {
+                continue;
+            };
+            if kept
+                .iter()
+                .any(|r| r.index == index && r.status.is_finished())
+            {
+                continue;
+            }
+            let mut result = JobResult::pending(index, repo);
+            result.status = EntryStatus::Errored;
+            result.error = Some(Error::Conflict(CREDENTIALS_NOT_KEPT.to_owned()).public_body());
+            result.finished_at = Some(Utc::now());
+            let mut line = serde_json::to_vec(&result)?;
+            line.push(b'\n');
+            ended.extend_from_slice(&line);
+            kept.push(result);
+        }
+        if !ended.is_empty() {
+            // After a line a crash cut short, not glued to it.
+            ended.insert(0, b'\n');
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&results_path)?
+                .write_all(&ended)?;
+        }
+    }
     let finished = file.status.is_finished();
     let job = new_job(
         file.job_id,
@@ -1086,6 +1157,19 @@ fn read_results(path: &Path) -> std::io::Result<Vec<JobResult>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn result_urls_lose_their_credentials() {
+        assert_eq!(
+            super::without_credentials("https://u:tok@git.example/r.git"),
+            "https://git.example/r.git"
+        );
+        assert_eq!(
+            super::without_credentials("https://tok@git.example/r.git"),
+            "https://git.example/r.git"
+        );
+        assert_eq!(super::without_credentials("not a url"), "not a url");
+    }
+
     use super::*;
 
     fn request(n: usize) -> JobRequest {
@@ -1115,6 +1199,7 @@ mod tests {
         let file = JobFile {
             job_id: "job-1-0".to_owned(),
             request: request(3),
+            credentials_dropped: Vec::new(),
             status: JobStatus::Running,
             created_at: Utc::now(),
             started_at: Some(Utc::now()),
@@ -1152,6 +1237,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn credentials_stay_in_memory_and_their_entries_end_at_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut with_token = request(3);
+        with_token.repos[0].repo_url = "http://u:s3cr3t-T0KEN@git.example/r0".to_owned();
+        with_token.repos[2].repo_url = "http://s3cr3t-T0KEN@git.example/r2".to_owned();
+        let job = new_job(
+            "job-3-0".to_owned(),
+            with_token,
+            Utc::now(),
+            dir.path(),
+            JobStatus::Running,
+            Some(Utc::now()),
+            None,
+            Vec::new(),
+        );
+        assert!(
+            job.request.repos[0].repo_url.contains("s3cr3t"),
+            "in memory"
+        );
+        let file = job.file();
+        let bytes = serde_json::to_vec(&file).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("s3cr3t"));
+        assert_eq!(file.credentials_dropped, [0, 2]);
+        let path = dir.path().join("job-3-0.json");
+        std::fs::write(&path, bytes).unwrap();
+
+        let reloaded = Arc::new(load(&path).unwrap());
+        let view = reloaded.view();
+        assert_eq!((view.counts.errored, view.counts.pending), (2, 1));
+        let results = reloaded.results().await.unwrap();
+        let error = results[2].error.as_ref().unwrap();
+        assert!(error.detail.contains("resubmit"), "{error:?}");
+        assert_eq!(results[2].repo_url, "http://git.example/r2");
+        // Written down: a second restart reads the same, and nothing holds the token.
+        let again = load(&path).unwrap();
+        assert_eq!(again.view().counts.errored, 2);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            assert!(!text.contains("s3cr3t"), "{text}");
+        }
+    }
+
+    #[tokio::test]
     async fn counts_add_up_to_the_total() {
         let dir = tempfile::tempdir().unwrap();
         let job = new_job(
@@ -1184,6 +1312,7 @@ mod tests {
         let file = JobFile {
             job_id: "job-3-0".to_owned(),
             request: request(2),
+            credentials_dropped: Vec::new(),
             status: JobStatus::Completed,
             created_at: Utc::now(),
             started_at: Some(Utc::now()),

@@ -19,6 +19,7 @@
 //! - [`reaper`]: the expiry task.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wiring, background tasks and graceful shutdown.
+//! - [`connections`]: the accept loop: connection cap, eviction, header timeout.
 //! - [`cli`]: the command line: `serve` and the client commands.
 //! - [`mcp`]: the tools for AI agents over MCP (`repobox mcp` on stdio, `/mcp` over HTTP).
 
@@ -28,6 +29,7 @@ pub mod archive;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod docker;
 pub mod error;
 pub mod exec;

@@ -149,7 +149,7 @@ const WRAPPERS: &[&str] = &[
 ];
 
 /// Variables that decide which program a name starts, or that bash runs as code.
-const CODE_VARIABLES: &[&str] = &[
+pub const CODE_VARIABLES: &[&str] = &[
     "PATH",
     "BASH_CMDS",
     "BASH_ALIASES",

@@ -23,19 +23,62 @@ pub const TMP_DIR: &str = "/.repobox/tmp";
 /// Exit code of the scripts when the image has no git.
 const NO_GIT: i64 = 127;
 
-/// Common start of every script: git present, `/workspace` a repository, `g` for git
-/// without hooks, ownership checks or quoted paths.
+/// Common start of every script: git present, `/workspace` a repository, and `g`: git
+/// that reads no configuration of the repository's.
+///
+/// The repository's `.git/config` (and whatever it includes) is the sandbox's, so an
+/// attacker's: `core.fsmonitor`, filter drivers, `diff.external`, textconv, hooks and
+/// many more keys name programs git would run for us. Neutralising keys one by one
+/// means reading the file and then letting git read it again, and anything that can
+/// write it in between (a process, the files API) wins the race; so git is given a
+/// private common directory instead (`GIT_COMMON_DIR`): its `config` holds only the
+/// few keys below, copied as data and checked against that list (the repository's
+/// format, and how its working tree is stored), and `refs`, `logs`, `info`,
+/// `packed-refs` and `shallow` are links to the real ones. No system or global config
+/// is read, variables of the sandbox's environment that steer git are cleared, hooks
+/// and the rest are pinned off on the command line as well, and submodules are not
+/// entered (a submodule's git would read its own config). Left: the private directory
+/// is under `/.repobox/tmp` in the sandbox, where a process that finds its random name
+/// while a script runs could rewrite it; such a process already runs code of its own.
 const PRELUDE: &str = r#"command -v git >/dev/null 2>&1 || { echo "the image has no git" >&2; exit 127; }
 cd /workspace 2>/dev/null || { echo "/workspace is missing" >&2; exit 126; }
-g() { git -c core.hooksPath=/dev/null -c safe.directory='*' -c core.quotepath=false -c color.ui=false "$@"; }
+unset GIT_DIR GIT_WORK_TREE GIT_COMMON_DIR GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES \
+  GIT_CONFIG GIT_CONFIG_PARAMETERS GIT_CONFIG_COUNT GIT_CONFIG_SYSTEM GIT_EXTERNAL_DIFF GIT_DIFF_OPTS GIT_PAGER \
+  PAGER GIT_EDITOR EDITOR VISUAL GIT_SEQUENCE_EDITOR GIT_SSH GIT_SSH_COMMAND GIT_ASKPASS SSH_ASKPASS \
+  GIT_PROXY_COMMAND GIT_EXEC_PATH GIT_TEMPLATE_DIR GIT_NAMESPACE GIT_CEILING_DIRECTORIES GIT_ATTR_SOURCE \
+  GIT_REPLACE_REF_BASE GIT_GRAFT_FILE GIT_SHALLOW_FILE GIT_QUARANTINE_PATH GIT_TRACE GIT_TRACE2 \
+  GIT_TRACE2_EVENT GIT_TRACE2_PERF LD_PRELOAD LD_LIBRARY_PATH LD_AUDIT CDPATH 2>/dev/null
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_TERMINAL_PROMPT=0 GIT_WORK_TREE=/workspace
+__rb_git() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.sshCommand=false -c diff.external= \
+  -c core.pager=cat -c core.editor=false -c sequence.editor=false -c credential.helper= -c protocol.allow=never \
+  -c submodule.recurse=false -c gc.auto=0 -c maintenance.auto=false -c core.untrackedCache=false \
+  -c safe.directory='*' -c core.quotepath=false -c color.ui=false "$@"; }
+__rb_gd=$(__rb_git rev-parse --absolute-git-dir 2>/dev/null) || { echo "/workspace is not a git repository" >&2; exit 125; }
+__rb_common=$(__rb_c=$(__rb_git rev-parse --git-common-dir) && cd -P -- "$__rb_c" && pwd -P) || { echo "the repository's common directory is missing" >&2; exit 125; }
+mkdir -p /.repobox/tmp && __rb_priv=$(mktemp -d /.repobox/tmp/gitdir-XXXXXXXXXX) || { echo "cannot make a private git directory" >&2; exit 124; }
+__rb_rm=
+trap 'rm -rf -- "$__rb_priv" ${__rb_rm:+"$__rb_rm"}' EXIT
+for __rb_f in refs logs info packed-refs shallow reftable objects; do ln -s "$__rb_common/$__rb_f" "$__rb_priv/$__rb_f" || exit 124; done
+: > "$__rb_priv/config" || exit 124
+git config --file "$__rb_common/config" --no-includes --get-regexp '^(core\.(repositoryformatversion|filemode|symlinks|ignorecase|precomposeunicode|autocrlf|eol|safecrlf|sparsecheckout|sparsecheckoutcone|checkstat|trustctime)|extensions\.(objectformat|refstorage)|index\.sparse)$' 2>/dev/null |
+while read -r __rb_k __rb_v; do
+  case $__rb_k in
+    core.repositoryformatversion|core.filemode|core.symlinks|core.ignorecase|core.precomposeunicode|core.autocrlf|core.eol|core.safecrlf|core.sparsecheckout|core.sparsecheckoutcone|core.checkstat|core.trustctime|extensions.objectformat|extensions.refstorage|index.sparse)
+      git config --file "$__rb_priv/config" "$__rb_k" "$__rb_v" ;;
+  esac
+done
+git config --file "$__rb_priv/config" core.bare false || exit 124
+export GIT_DIR="$__rb_gd" GIT_COMMON_DIR="$__rb_priv" GIT_OBJECT_DIRECTORY="$__rb_common/objects"
+g() { __rb_git "$@"; }
 "#;
 
-const STATUS: &str = r#"g status --porcelain=v2 -z --branch --untracked-files=all"#;
+const STATUS: &str =
+    r#"g status --porcelain=v2 -z --branch --untracked-files=all --ignore-submodules=dirty"#;
 
 const DIFF: &str = r#"base=$(g rev-parse --verify --quiet --end-of-options "$__RB_BASE^{commit}") || { echo "unknown base: $__RB_BASE" >&2; exit 3; }
 mkdir -p "${__RB_OUT%/*}" || exit 4
 idx=${__RB_OUT}.index
-trap 'rm -f "$idx"' EXIT
+__rb_rm=$idx
 real=$(g rev-parse --git-path index) || exit 5
 if [ -f "$real" ]; then cp -- "$real" "$idx" || exit 5; fi
 export GIT_INDEX_FILE=$idx
@@ -44,7 +87,7 @@ if [ "$__RB_UNTRACKED" = 1 ]; then g add -A -- . ; else g add -u -- . ; fi || ex
 g diff --cached --binary --full-index -M --no-ext-diff --no-textconv "$base" -- > "$__RB_OUT" || exit 7
 "#;
 
-const APPLY: &str = r#"trap 'rm -f -- "$__RB_PATCH"' EXIT
+const APPLY: &str = r#"__rb_rm=$__RB_PATCH
 g apply --binary --whitespace=nowarn -- "$__RB_PATCH"
 "#;
 
@@ -188,7 +231,16 @@ fn kind(xy: &str) -> ChangeKind {
     }
 }
 
-async fn run(agent: &AgentClient, body: &str, env: Vec<(String, String)>) -> Result<ExecResult> {
+async fn run(
+    agent: &AgentClient,
+    body: &str,
+    mut env: Vec<(String, String)>,
+) -> Result<ExecResult> {
+    // Read by the shell before the script's first line: the sandbox's own
+    // `environment_vars` must not run anything ahead of it.
+    for name in ["BASH_ENV", "ENV"] {
+        env.push((name.to_owned(), String::new()));
+    }
     let command = exec::Command {
         command: format!("{PRELUDE}{body}"),
         working_dir: "/".to_owned(),

@@ -26,9 +26,26 @@ const DOCKER_CHECK_PERIOD: Duration = Duration::from_secs(5);
 /// `Sandboxes::sweep_leftovers`).
 const LATE_SWEEP_WINDOW: Duration = Duration::from_secs(60);
 
+/// The shortest listen queue.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `HOST:PORT` and serves until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind((config.host, config.port)).await?;
+    let address = std::net::SocketAddr::new(config.host, config.port);
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    // A listen queue longer than the connection cap: while a flood of half-open
+    // connections is shed (see `connections`), a new client waits in it instead of
+    // having its handshake dropped (the kernel caps it at `net.core.somaxconn`).
+    let backlog = u32::try_from(config.max_connections.saturating_mul(4))
+        .unwrap_or(u32::MAX)
+        .max(LISTEN_BACKLOG);
+    let listener = socket.listen(backlog)?;
     run(listener, config, shutdown_signal()).await
 }
 
@@ -50,12 +67,15 @@ pub async fn run(
     jobs.start();
     let stop = CancellationToken::new();
 
+    let readiness = Arc::new(api::health::Readiness::default());
     let mut tasks = JoinSet::new();
     tasks.spawn(reaper::run(sandboxes.clone(), stop.clone()));
     tasks.spawn(pool::run(sandboxes.clone(), stop.clone()));
     tasks.spawn(watch_docker(
         sandboxes.clone(),
         metrics.clone(),
+        readiness.clone(),
+        config.docker_base_image.clone(),
         stop.clone(),
     ));
 
@@ -65,6 +85,7 @@ pub async fn run(
         metrics,
         jobs: jobs.clone(),
         started: Instant::now(),
+        readiness,
     };
     let address = listener.local_addr()?;
     tracing::info!(%address, version = env!("CARGO_PKG_VERSION"), agent = crate::agent::AGENT_VERSION, "repobox listening");
@@ -76,18 +97,21 @@ pub async fn run(
     }
 
     let signalled = CancellationToken::new();
-    let server =
-        axum::serve(listener, api::app(state).into_make_service()).with_graceful_shutdown({
-            let signalled = signalled.clone();
-            async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing requests in flight");
-                signalled.cancel();
-            }
-        });
+    let limits = crate::connections::Limits::fitted(
+        config.max_connections,
+        Duration::from_secs(config.header_read_timeout_secs),
+    );
+    let server = crate::connections::serve(listener, api::app(state), limits, {
+        let signalled = signalled.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests in flight");
+            signalled.cancel();
+        }
+    });
     let bound = Duration::from_secs(config.shutdown_timeout_secs);
     tokio::select! {
-        result = server => result?,
+        () = server => {}
         () = async { signalled.cancelled().await; tokio::time::sleep(bound).await } => {
             tracing::warn!(?bound, "requests still in flight at the shutdown bound; dropping them");
         }
@@ -100,16 +124,27 @@ pub async fn run(
     Ok(())
 }
 
-/// Keeps the `docker_up` gauge current and reconciles with Docker as soon as the
+/// Keeps the readiness finding and the `docker_up` gauge current and reconciles with Docker as soon as the
 /// engine is reachable (at start, or later if it was down then).
-async fn watch_docker(sandboxes: Arc<Sandboxes>, metrics: Arc<Metrics>, stop: CancellationToken) {
+async fn watch_docker(
+    sandboxes: Arc<Sandboxes>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<api::health::Readiness>,
+    base_image: String,
+    stop: CancellationToken,
+) {
     let mut reconciled_at: Option<tokio::time::Instant> = None;
     loop {
-        let up = sandboxes
-            .backend()
-            .ping(Duration::from_secs(2))
-            .await
-            .is_ok();
+        let reason = readiness.refresh(&sandboxes, &base_image).await;
+        // Up: the engine answers (a missing base image is not the engine's fault).
+        let up = match &reason {
+            None => true,
+            Some(_) => sandboxes
+                .backend()
+                .ping(Duration::from_secs(2))
+                .await
+                .is_ok(),
+        };
         metrics.docker_up.set(i64::from(up));
         if up && !sandboxes.is_reconciled() {
             match sandboxes.reconcile().await {

@@ -194,14 +194,121 @@ pub async fn delete(agent: &AgentClient, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Largest saved state a session command restores (it travels in the environment,
+/// where one value may not exceed 128 KiB).
+const MAX_STATE_BYTES: usize = 96 * 1024;
+
+/// A session's state as the next command restores it.
+#[derive(Debug, Clone, Default)]
+pub struct Restore {
+    state: String,
+    options: String,
+    skip: String,
+}
+
+/// Reads the state of session `id` for its next command (404 when there is none).
+///
+/// The state files live in the sandbox, where its processes and the files API can
+/// rewrite them, and they are code: sourced as they are, they would run whatever was
+/// written into them. So the server reads them and hands their text to the command
+/// (no later rewrite reaches it), and under `COMMAND_ALLOWLIST` checks that text as
+/// a command first: a state written by the save hook passes (it holds assignments,
+/// checked functions and `cd`); anything else that would start a program not listed
+/// is refused (403), exactly as if it had been sent as a command.
+pub async fn restore(
+    agent: &AgentClient,
+    id: &str,
+    policy: &crate::policy::CommandPolicy,
+) -> Result<Restore> {
+    let missing = || Error::SessionNotFound(format!("no session {id:?} in this sandbox"));
+    if !valid_id(id) {
+        return Err(missing());
+    }
+    let dir = dir(id);
+    let state = read_bounded(agent, &format!("{dir}/state"), MAX_STATE_BYTES)
+        .await?
+        .ok_or_else(missing)?;
+    let options = read_bounded(agent, &format!("{dir}/options"), 16 * 1024)
+        .await?
+        .unwrap_or_default();
+    if policy.allows_everything() {
+        return Ok(Restore {
+            state,
+            options,
+            skip: String::new(),
+        });
+    }
+    policy.check(&state).map_err(|refusal| {
+        Error::CommandNotAllowed(format!(
+            "the session's saved state would start a program COMMAND_ALLOWLIST does not allow (it was changed outside the session's commands?): {refusal}"
+        ))
+    })?;
+    Ok(Restore {
+        state,
+        options: strict_options(&options)?,
+        skip: crate::policy::CODE_VARIABLES.join(" "),
+    })
+}
+
+/// The saved shell options under an allow-list: `set ±o name` lines only (`shopt` is
+/// not allowed to the session's commands, so its lines carry nothing of theirs), and
+/// never `set -o keyword`, which the policy refuses.
+fn strict_options(options: &str) -> Result<String> {
+    let mut kept = String::new();
+    for line in options.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["set", "-o", "keyword"] => {}
+            ["set", sign @ ("-o" | "+o"), name]
+                if name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') =>
+            {
+                kept.push_str(&format!("set {sign} {name}\n"));
+            }
+            ["shopt", "-s" | "-u", name]
+                if name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') => {}
+            [] => {}
+            _ => {
+                return Err(Error::CommandNotAllowed(format!(
+                    "the session's saved options hold a line the server did not write: {line:?}"
+                )));
+            }
+        }
+    }
+    Ok(kept)
+}
+
+async fn read_bounded(agent: &AgentClient, path: &str, limit: usize) -> Result<Option<String>> {
+    let (_, mut stream) = match agent.read(path).await {
+        Ok(opened) => opened,
+        Err(Error::PathNotFound(_)) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk?);
+        if bytes.len() > limit {
+            return Err(Error::Conflict(format!(
+                "the session's saved state is larger than {limit} bytes; start a new session"
+            )));
+        }
+    }
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
 /// The wrapper each session command runs in: restore, run, save on exit. Its inputs
 /// come in the environment (`__RB_DIR`, `__RB_CMD`, `__RB_OWN`: the names of the
-/// command's own `environment`, which win for this command and are not saved).
+/// command's own `environment`, which win for this command and are not saved;
+/// `__RB_STATE` and `__RB_OPTS`: the state as the server read and checked it, see
+/// [`restore`]; `__RB_SKIP`: variables not to save).
 const WRAPPER: &str = r#"__rb_dir=$__RB_DIR; __rb_cmd=$__RB_CMD; read -r -a __rb_own <<< "$__RB_OWN"
-unset __RB_DIR __RB_CMD __RB_OWN
-declare -A __rb_mine=()
+__rb_state=$__RB_STATE; __rb_opts=$__RB_OPTS; read -r -a __rb_skipped <<< "$__RB_SKIP"
+unset __RB_DIR __RB_CMD __RB_OWN __RB_STATE __RB_OPTS __RB_SKIP
+declare -A __rb_mine=() __rb_skip=()
+for __rb_n in "${__rb_skipped[@]}"; do __rb_skip[$__rb_n]=1; done
 for __rb_n in "${__rb_own[@]}"; do __rb_mine[$__rb_n]=${!__rb_n}; unset "$__rb_n"; done
-. "$__rb_dir/state" || { echo "repobox: the session's state is gone" >&2; exit 125; }
+eval "$__rb_state"
 __rb_keep=()
 for __rb_n in "${__rb_own[@]}"; do
   if declare -p "$__rb_n" >/dev/null 2>&1; then __rb_keep+=("$(declare -p "$__rb_n")"); fi
@@ -214,12 +321,14 @@ __rb_save() {
       case $__rb_n in
         __rb_*|BASH*|EUID|PPID|SHELLOPTS|UID|FUNCNAME|GROUPS|DIRSTACK|PIPESTATUS|LINENO|RANDOM|SECONDS|SRANDOM|EPOCHSECONDS|EPOCHREALTIME|HISTCMD|OPTIND|OPTARG|OPTERR|COMP_*|_|PWD|OLDPWD|SHLVL|IFS) continue ;;
       esac
-      [[ -v __rb_mine[$__rb_n] ]] && continue
+      [[ -v __rb_mine[$__rb_n] || -v __rb_skip[$__rb_n] ]] && continue
       [[ ${!__rb_n@a} == *r* ]] && continue
       declare -p "$__rb_n"
     done
     (( ${#__rb_keep[@]} )) && printf '%s\n' "${__rb_keep[@]}"
-    declare -f
+    for __rb_n in $(compgen -A function); do
+      [[ $__rb_n == __rb_* ]] || declare -f "$__rb_n"
+    done
     alias -p
     printf 'cd -- %q || true\n' "$PWD"
   } > "$__rb_dir/state.tmp" 2>/dev/null
@@ -231,14 +340,19 @@ __rb_save() {
 }
 trap __rb_save EXIT
 shopt -s expand_aliases
-. "$__rb_dir/options" 2>/dev/null
+eval "$__rb_opts" 2>/dev/null
 shopt -s expand_aliases
 eval "$__rb_cmd"
 "#;
 
 /// `command` as a command of session `id`: the wrapper, with the command, where to
 /// start (`working_dir`, when the request names one) and its own environment.
-pub fn command(id: &str, mut command: exec::Command, working_dir: Option<&str>) -> exec::Command {
+pub fn command(
+    id: &str,
+    mut command: exec::Command,
+    working_dir: Option<&str>,
+    restore: Restore,
+) -> exec::Command {
     let own: Vec<String> = command.env.iter().map(|(name, _)| name.clone()).collect();
     let user = match working_dir {
         Some(dir) => format!("cd -- {} && {{\n{}\n}}", quoted(dir), command.command),
@@ -248,6 +362,9 @@ pub fn command(id: &str, mut command: exec::Command, working_dir: Option<&str>) 
         ("__RB_DIR".to_owned(), dir(id)),
         ("__RB_CMD".to_owned(), user),
         ("__RB_OWN".to_owned(), own.join(" ")),
+        ("__RB_STATE".to_owned(), restore.state),
+        ("__RB_OPTS".to_owned(), restore.options),
+        ("__RB_SKIP".to_owned(), restore.skip),
     ]);
     command.command = WRAPPER.to_owned();
     command.working_dir = "/".to_owned();
@@ -264,6 +381,37 @@ mod tests {
         assert!(valid_id("sess-42"));
         for bad in ["sess-", "sess-1/../x", "sess-a", "../sess-1", "sess-1 ", ""] {
             assert!(!valid_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn saved_options_keep_set_lines_only_under_an_allow_list() {
+        let saved = "set +o allexport\nset -o braceexpand\nset +o keyword\nset -o keyword\nshopt -s expand_aliases\n";
+        assert_eq!(
+            strict_options(saved).unwrap(),
+            "set +o allexport\nset -o braceexpand\nset +o keyword\n"
+        );
+        for forged in [
+            "touch /pwned",
+            "set -o allexport; touch /x",
+            "shopt -s extdebug; id",
+        ] {
+            assert!(strict_options(forged).is_err(), "{forged}");
+        }
+    }
+
+    #[test]
+    fn a_saved_state_passes_the_policy_and_a_forged_one_does_not() {
+        let policy = crate::policy::CommandPolicy::new(&["ls".to_owned(), "cat".to_owned()]);
+        let saved = "declare -- x=\"1 \\$(touch /y)\"\ndeclare -ax arr=([0]=\"a\" [1]=\"b\")\ndeclare -x HOME=\"/root\"\nf () \n{ \n    ls -la\n}\ncd -- /workspace || true\n";
+        policy.check(saved).unwrap();
+        for forged in [
+            "declare -- x=1\ntouch /pwned\n",
+            "declare -- x=\"$(touch /pwned)\"\n",
+            "f () { touch /pwned; }\nf\n",
+            "PROMPT_COMMAND='touch /pwned'\n",
+        ] {
+            assert!(policy.check(forged).is_err(), "{forged}");
         }
     }
 

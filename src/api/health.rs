@@ -77,31 +77,66 @@ pub async fn health_check(State(state): State<AppState>) -> Json<HealthResponse>
     })
 }
 
+/// The last readiness probe's finding: `None` before the first, then `Ok` (ready) or
+/// why the server is not ready.
+#[derive(Default)]
+pub struct Readiness {
+    found: std::sync::Mutex<Option<std::result::Result<(), String>>>,
+    probing: tokio::sync::Mutex<()>,
+}
+
+impl Readiness {
+    /// The last finding, if there was a probe.
+    pub fn cached(&self) -> Option<std::result::Result<(), String>> {
+        self.found.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Probes the engine (one probe at a time) and keeps the finding: why the server
+    /// is not ready, or `None`.
+    pub async fn refresh(
+        &self,
+        sandboxes: &crate::sandbox::Sandboxes,
+        base_image: &str,
+    ) -> Option<String> {
+        let _one = self.probing.lock().await;
+        let runtime = sandboxes.backend();
+        let reason = match runtime.ping(PROBE_BOUND).await {
+            Err(err) => Some(err.to_string()),
+            Ok(()) => {
+                match tokio::time::timeout(PROBE_BOUND, runtime.image_exists(base_image)).await {
+                    Ok(Ok(true)) => None,
+                    Ok(Ok(false)) => Some(format!(
+                        "base image {base_image} is missing; build it with scripts/build-image.sh"
+                    )),
+                    Ok(Err(err)) => Some(err.to_string()),
+                    Err(_) => Some("Docker did not answer in time".to_owned()),
+                }
+            }
+        };
+        *self.found.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(reason.clone().map_or(Ok(()), Err));
+        reason
+    }
+}
+
 /// Ready for traffic: Docker answers and the base image is present. 503 otherwise.
 #[utoipa::path(get, path = "/health/ready", tag = "health", security(()), responses(
     (status = 200, body = ReadyResponse),
     (status = 503, body = ReadyResponse, description = "Docker unreachable or base image missing"),
 ))]
 pub async fn readiness_check(State(state): State<AppState>) -> Response {
-    let runtime = state.sandboxes.backend();
-    let reason = match runtime.ping(PROBE_BOUND).await {
-        Err(err) => Some(err.to_string()),
-        Ok(()) => match tokio::time::timeout(
-            PROBE_BOUND,
-            runtime.image_exists(&state.config.docker_base_image),
-        )
-        .await
-        {
-            Ok(Ok(true)) => None,
-            Ok(Ok(false)) => Some(format!(
-                "base image {} is missing; build it with scripts/build-image.sh",
-                state.config.docker_base_image
-            )),
-            Ok(Err(err)) => Some(err.to_string()),
-            Err(_) => Some("Docker did not answer in time".to_owned()),
-        },
+    // The watcher (`server::watch_docker`) probes the engine every few seconds; this
+    // route answers from what it found, so an open route costs the engine nothing.
+    // Before its first probe, one request probes (the others wait for it).
+    let reason = match state.readiness.cached() {
+        Some(finding) => finding.err(),
+        None => {
+            state
+                .readiness
+                .refresh(&state.sandboxes, &state.config.docker_base_image)
+                .await
+        }
     };
-    state.metrics.docker_up.set(i64::from(reason.is_none()));
     match reason {
         None => Json(ReadyResponse {
             status: "ready".to_owned(),

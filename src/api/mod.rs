@@ -4,6 +4,7 @@
 //! Routes live one file per resource; each handler is `<verb>_<resource>` and its
 //! name is also its OpenAPI operation id.
 
+mod browsers;
 pub mod containers;
 pub mod docs;
 pub mod exec;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub jobs: Arc<crate::job::Jobs>,
     /// When the server started.
     pub started: Instant,
+    /// What the engine watcher last found (`/health/ready` answers from it).
+    pub readiness: Arc<health::Readiness>,
 }
 
 /// Prefix of every API route.
@@ -117,7 +120,11 @@ fn with_middleware(router: Router<AppState>, state: &AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), browsers::guard))
         .layer(middleware::from_fn_with_state(state.clone(), track_metrics))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_secs(state.config.idle_timeout_secs),
+        ))
         .layer(DefaultBodyLimit::max(state.config.max_request_bytes))
         .layer(middleware::from_fn(close_after_an_early_error))
         .layer(
@@ -214,8 +221,13 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     {
         Some(key) => Some(key),
         // Browsers cannot set headers on a WebSocket: the terminal takes the key as
-        // `?access_token=` (spans log the path only, never the query).
-        None if request.uri().path().ends_with("/terminal") => {
+        // `?access_token=` (spans log the path only, never the query). Its route
+        // template only: not any path that happens to end the same way.
+        None if request
+            .extensions()
+            .get::<MatchedPath>()
+            .is_some_and(|path| path.as_str() == TERMINAL_ROUTE) =>
+        {
             from_query = request.uri().query().and_then(|query| {
                 url::form_urlencoded::parse(query.as_bytes())
                     .find(|(name, _)| name == "access_token")
@@ -228,15 +240,25 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     let Some(presented) = presented else {
         return Error::Unauthorized.into_response();
     };
-    // Compare against every key, without stopping early, in constant time per key.
-    let matched = keys.iter().fold(subtle::Choice::from(0), |found, key| {
-        found | key.as_bytes().ct_eq(presented.as_bytes())
-    });
-    if bool::from(matched) {
+    if key_matches(keys, presented) {
         next.run(request).await
     } else {
         Error::Unauthorized.into_response()
     }
+}
+
+/// The terminal's route template, the one route that takes `?access_token=`.
+const TERMINAL_ROUTE: &str = "/api/v1/containers/{container_id}/terminal";
+
+/// Whether `presented` is one of `keys`. The digests are compared, not the keys: the
+/// time taken says nothing about a key's length or content, and every key is compared.
+fn key_matches(keys: &[String], presented: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let presented = Sha256::digest(presented.as_bytes());
+    let matched = keys.iter().fold(subtle::Choice::from(0), |found, key| {
+        found | Sha256::digest(key.as_bytes()).ct_eq(&presented)
+    });
+    bool::from(matched)
 }
 
 async fn track_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {

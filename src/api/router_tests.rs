@@ -118,6 +118,7 @@ fn harness(edit: impl FnOnce(&mut Config)) -> Harness {
         metrics,
         jobs,
         started: Instant::now(),
+        readiness: Default::default(),
     });
     Harness {
         router,
@@ -443,4 +444,157 @@ async fn the_dashboard_files_need_no_key_and_stay_out_of_the_api() {
     assert_error(status, &error, StatusCode::UNAUTHORIZED, "unauthorized");
     let paths = openapi(&Config::defaults()).paths.paths;
     assert!(paths.keys().all(|path| path.starts_with("/api/v1/")));
+}
+
+/// A request as a web page would have its browser send it.
+fn from_page(method: &str, path: &str, pairs: &[(&str, &str)], body: &str) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    for (name, value) in pairs {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Body::from(body.to_owned())).unwrap()
+}
+
+#[tokio::test]
+async fn without_keys_a_rebound_name_is_refused_on_every_route() {
+    let open = harness(|_| {});
+    for path in [
+        "/api/v1/containers",
+        "/api/v1/info",
+        "/api/v1/health",
+        "/metrics",
+        "/docs/",
+    ] {
+        let (status, error) = open
+            .send(from_page(
+                "GET",
+                path,
+                &[("host", "attacker.example:8000")],
+                "",
+            ))
+            .await;
+        assert_error(status, &error, StatusCode::FORBIDDEN, "forbidden");
+        let (status, _) = open
+            .send(from_page("GET", path, &[("host", "localhost:8000")], ""))
+            .await;
+        assert_ne!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let listed = harness(|config| config.allowed_hosts = List(vec!["box.lan".to_owned()]));
+    let (status, _) = listed
+        .send(from_page(
+            "GET",
+            "/api/v1/info",
+            &[("host", "box.lan:8000")],
+            "",
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // With keys, a page has no key to send: names are not checked.
+    let keyed = harness(|config| config.api_keys = List(vec!["k1".to_owned()]));
+    let (status, _) = keyed
+        .send(from_page(
+            "GET",
+            "/api/v1/info",
+            &[
+                ("host", "repobox.example.com"),
+                ("authorization", "Bearer k1"),
+            ],
+            "",
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn pages_cannot_post_plain_text_or_forms_nor_upgrade_from_elsewhere() {
+    let open = harness(|_| {});
+    let id = "repo-container-1-999";
+    for (path, kind) in [
+        (format!("/api/v1/containers/{id}/git/apply"), "text/plain"),
+        (
+            "/api/v1/jobs/job-1/cancel".to_owned(),
+            "text/plain;charset=UTF-8",
+        ),
+        (
+            "/api/v1/containers".to_owned(),
+            "application/x-www-form-urlencoded",
+        ),
+        (
+            format!("/api/v1/containers/{id}/execute"),
+            "multipart/form-data; boundary=x",
+        ),
+    ] {
+        let (status, error) = open
+            .send(from_page(
+                "POST",
+                &path,
+                &[("host", "127.0.0.1:8000"), ("content-type", kind)],
+                "{}",
+            ))
+            .await;
+        assert_error(
+            status,
+            &error,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        );
+    }
+    // A body-less POST from a foreign page (a "simple" request): refused by its Origin.
+    let (status, error) = open
+        .send(from_page(
+            "POST",
+            "/api/v1/jobs/job-1/cancel",
+            &[
+                ("host", "127.0.0.1:8000"),
+                ("origin", "https://attacker.example"),
+            ],
+            "",
+        ))
+        .await;
+    assert_error(status, &error, StatusCode::FORBIDDEN, "forbidden");
+    // The terminal's WebSocket, keys or not, from a foreign page.
+    let keyed = harness(|config| config.api_keys = List(vec!["k1".to_owned()]));
+    for h in [&open, &keyed] {
+        let (status, error) = h
+            .send(from_page(
+                "GET",
+                &format!("/api/v1/containers/{id}/terminal?access_token=k1"),
+                &[
+                    ("host", "localhost:8000"),
+                    ("origin", "https://attacker.example"),
+                    ("connection", "upgrade"),
+                    ("upgrade", "websocket"),
+                    ("sec-websocket-version", "13"),
+                    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ],
+                "",
+            ))
+            .await;
+        assert_error(status, &error, StatusCode::FORBIDDEN, "forbidden");
+    }
+}
+
+#[tokio::test]
+async fn the_query_token_is_taken_on_the_terminal_route_only() {
+    let harness = harness(|config| config.api_keys = List(vec!["k1".to_owned()]));
+    let id = "repo-container-1-999";
+    // The terminal route: the token is the key (the sandbox does not exist: 404, not 401).
+    let (status, error) = harness
+        .get(&format!("/api/v1/containers/{id}/terminal?access_token=k1"))
+        .await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "container_not_found");
+    // Paths that merely end in /terminal: the token is not a key there.
+    for path in [
+        format!("/api/v1/containers/{id}/files/raw/terminal?access_token=k1"),
+        "/api/v1/terminal?access_token=k1".to_owned(),
+        format!("/api/v1/containers/{id}/browse/terminal?access_token=k1"),
+    ] {
+        let (status, error) = harness.get(&path).await;
+        assert_error(status, &error, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    // Keys of other lengths, and prefixes, do not match.
+    for wrong in ["k", "k10", "K1", ""] {
+        assert!(!super::key_matches(&["k1".to_owned()], wrong), "{wrong:?}");
+    }
+    assert!(super::key_matches(&["x".to_owned(), "k1".to_owned()], "k1"));
 }

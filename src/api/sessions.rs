@@ -158,9 +158,9 @@ pub async fn session_execute(
     let agent = state.sandboxes.agent(&container_id).await?;
     let lock = state.sandboxes.session_lock(&container_id, &session_id);
     let _turn = lock.lock().await;
-    session::get(&agent, &session_id).await?;
+    let restore = session::restore(&agent, &session_id, state.sandboxes.policy()).await?;
     let as_given = command.command.clone();
-    let mut wrapped = session::command(&session_id, command, working_dir.as_deref());
+    let mut wrapped = session::command(&session_id, command, working_dir.as_deref(), restore);
     wrapped.env = sandbox.command_env(wrapped.env);
     let mut result = exec::run(&agent, wrapped, state.config.max_output_bytes).await?;
     // The result names the user's command, not the wrapper.

@@ -61,6 +61,7 @@ fn size(cols: u16, rows: u16) -> Result<TerminalSize> {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, body = ErrorBody, description = "Not a WebSocket request, or a bad size"),
+        (status = 403, body = ErrorBody, description = "COMMAND_ALLOWLIST is set and does not list `bash`, or the page's Origin is foreign"),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 429, body = ErrorBody, description = "MAX_PROCESSES running"),
     ))]
@@ -71,6 +72,15 @@ pub async fn terminal(
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response> {
     let sandbox = state.sandboxes.get(&container_id)?;
+    // A shell runs whatever is typed into it: with COMMAND_ALLOWLIST set, only a list
+    // that names `bash` allows one.
+    if !state.sandboxes.policy().allows_everything()
+        && state.sandboxes.policy().check("bash").is_err()
+    {
+        return Err(Error::CommandNotAllowed(
+            "the terminal is an interactive shell, which COMMAND_ALLOWLIST does not allow (it would need `bash` listed)".to_owned(),
+        ));
+    }
     let upgrade = upgrade.map_err(|rejection| {
         Error::invalid(format!(
             "this route speaks WebSocket: {}",

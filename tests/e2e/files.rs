@@ -719,6 +719,7 @@ fn own_app(config: repobox::config::Config) -> axum::Router {
         metrics,
         jobs,
         started: std::time::Instant::now(),
+        readiness: Default::default(),
     })
 }
 

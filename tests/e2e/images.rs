@@ -58,6 +58,7 @@ async fn a_missing_registry_image_is_pulled_once_for_concurrent_creates() {
     let dir = scratch();
     let mut config = test_config(dir.path());
     config.pool_size = 0;
+    config.allowed_images = naming(&registry);
     let server = spawn_app(config).await;
     let app = &server.app;
     let url = world.git.url(&unique("pull"), "simple");
@@ -117,6 +118,7 @@ async fn refused_pulls_are_422_with_the_reason_and_leave_nothing() {
     let mut config = test_config(dir.path());
     config.pool_size = 0;
     config.image_pull_policy = repobox::config::PullPolicy::Never;
+    config.allowed_images = naming(&registry);
     let server = spawn_app(config).await;
     let (status, body, _) = server
         .app
@@ -136,9 +138,14 @@ async fn refused_pulls_are_422_with_the_reason_and_leave_nothing() {
     server.stop().await;
 
     // The default policy pulls, and the registry's refusal comes back as the reason.
-    let app = &world.app;
+    let dir = scratch();
+    let mut config = test_config(dir.path());
+    config.pool_size = 0;
+    config.allowed_images = naming(&registry);
+    let server = spawn_app(config).await;
     let missing = format!("{}/{}:1", registry.host, unique("no-such-repo"));
-    let (status, body, _) = app
+    let (status, body, _) = server
+        .app
         .create(json!({ "repo_url": url, "image": missing }))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -151,7 +158,9 @@ async fn refused_pulls_are_422_with_the_reason_and_leave_nothing() {
         detail.contains("manifest unknown") || detail.contains("not found"),
         "the registry's reason: {body}"
     );
+    server.stop().await;
     // A reference the engine cannot parse.
+    let app = &world.app;
     let (status, body, _) = app
         .create(json!({ "repo_url": url, "image": "Not/A:Valid:Reference" }))
         .await;
@@ -172,6 +181,11 @@ async fn refused_pulls_are_422_with_the_reason_and_leave_nothing() {
             .any(|sandbox| sandbox["repo_url"] == url.as_str()),
         "a refused create left a sandbox: {list}"
     );
+}
+
+/// `ALLOWED_IMAGES` naming a test registry: one on 127.0.0.1 is refused otherwise.
+fn naming(registry: &registry::Registry) -> repobox::config::List {
+    repobox::config::List(vec![format!("{}/*", registry.host)])
 }
 
 /// The busybox image (made when missing): small, so that pushing it is quick.
@@ -196,7 +210,13 @@ async fn registry_credentials_pull_and_never_show() {
     let body = json!({ "repo_url": url, "image": reference });
 
     // Without credentials the registry refuses, and the create says why.
-    let (status, refused, _) = world.app.create(body.clone()).await;
+    let plain = scratch();
+    let mut config = test_config(plain.path());
+    config.pool_size = 0;
+    config.allowed_images = naming(&registry);
+    let server = spawn_app(config).await;
+    let (status, refused, _) = server.app.create(body.clone()).await;
+    server.stop().await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
     let detail = refused["detail"].as_str().unwrap().to_lowercase();
     assert!(
@@ -215,6 +235,7 @@ async fn registry_credentials_pull_and_never_show() {
         port,
         &[
             ("REGISTRY_AUTH_FILE", auth.display().to_string()),
+            ("ALLOWED_IMAGES", format!("{}/*", registry.host)),
             ("LOG_LEVEL", "debug".to_owned()),
         ],
     );
@@ -550,6 +571,7 @@ async fn a_pooled_registry_image_warms_after_its_pull() {
     let mut config = test_config(dir.path());
     config.pool_size = 1;
     config.pool_images = repobox::config::List(vec![reference.clone()]);
+    config.allowed_images = naming(&registry);
     let server = spawn_app(config).await;
     let app = &server.app;
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -6,6 +6,7 @@ mod agent;
 mod cli;
 mod containers;
 mod containment;
+mod edges;
 mod exec;
 mod files;
 mod health;

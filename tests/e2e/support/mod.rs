@@ -433,6 +433,17 @@ impl Drop for Binary {
 /// cache in `dir`, loopback git, no warm pool) and then `env` over them; its log goes
 /// to `dir/server.log` (`KEEP_SCRATCH=1` keeps it).
 pub fn start_binary(dir: &std::path::Path, port: u16, env: &[(&str, String)]) -> Binary {
+    start_binary_under(&[], dir, port, env)
+}
+
+/// [`start_binary`] run through `wrapper` (a command and its arguments, such as
+/// `prlimit --nofile=1024:1024 --`).
+pub fn start_binary_under(
+    wrapper: &[&str],
+    dir: &std::path::Path,
+    port: u16,
+    env: &[(&str, String)],
+) -> Binary {
     let log = || -> std::process::Stdio {
         std::fs::OpenOptions::new()
             .create(true)
@@ -441,7 +452,14 @@ pub fn start_binary(dir: &std::path::Path, port: u16, env: &[(&str, String)]) ->
             .unwrap()
             .into()
     };
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_repobox"));
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = std::process::Command::new(program);
+            command.args(args).arg(env!("CARGO_BIN_EXE_repobox"));
+            command
+        }
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_repobox")),
+    };
     command
         .arg("serve")
         .env("POOL_SIZE", "0")
