@@ -27,6 +27,8 @@ mod engine;
 )]
 #[path = "../tests/e2e/support/fixtures.rs"]
 mod fixtures;
+#[path = "bench/flood.rs"]
+mod flood;
 #[path = "../tests/e2e/support/git_server.rs"]
 mod git_server;
 #[path = "bench/report.rs"]
@@ -72,7 +74,9 @@ Measures repobox against the raw Docker Engine API (see docs/PERFORMANCE.md).
   --quick   a few samples of everything: checks the benchmark, measures nothing
   --only    run only these groups of figures: exec (1), create (2, 3, 7 and the
             size table), pool (10), throughput (4), stream (5, 8 streaming), files (6),
-            alive (8 with 100 sandboxes, exec latency by sandboxes alive)
+            alive (8 with 100 sandboxes, exec latency by sandboxes alive),
+            flood (14: the server's agent client against fake agents that send
+            all the output the flow control allows)
   --serve   set up (fixtures, git server, repobox) and wait for Ctrl-C instead of
             measuring: for profiling repobox by hand; cleans up as usual
 A full run writes target/bench/latest.json; --quick and --only write
@@ -82,7 +86,7 @@ DOCKER_HOST and the sandbox settings repobox reads (DOCKER_BASE_IMAGE, DEFAULT_C
 
 /// Groups of figures, in the order they run (streaming last: its sync part leaves
 /// repobox's heap larger, which would inflate the later RSS figures).
-const PHASES: [&str; 8] = [
+const PHASES: [&str; 9] = [
     "exec",
     "create",
     "pool",
@@ -91,6 +95,7 @@ const PHASES: [&str; 8] = [
     "files",
     "alive",
     "stream",
+    "flood",
 ];
 
 /// How many samples of what. The full plan keeps a run near 7 minutes on 2 cores.
@@ -501,7 +506,7 @@ async fn bench(
             .note(format!("could not compare configurations: {err:#}")),
     }
 
-    let phases: [(&str, Phase); 8] = [
+    let phases: [(&str, Phase); 9] = [
         ("1 exec round trip", |ctx, s, f| {
             Box::pin(exec_latency(ctx, s, f))
         }),
@@ -516,6 +521,7 @@ async fn bench(
         ("6 browse and read", |ctx, s, f| Box::pin(files(ctx, s, f))),
         ("8 sandboxes alive", |ctx, s, f| Box::pin(alive(ctx, s, f))),
         ("5 streaming", |ctx, s, f| Box::pin(streaming(ctx, s, f))),
+        ("14 a flooding agent", |ctx, _, _| Box::pin(flooding(ctx))),
     ];
     for (key, (name, phase)) in PHASES.into_iter().zip(phases) {
         if !ctx.plan.only.is_empty() && !ctx.plan.only.iter().any(|only| only == key) {
@@ -1771,6 +1777,98 @@ fn watch_memory(pid: u32) -> (Arc<AtomicBool>, tokio::task::JoinHandle<f64>) {
         }
     });
     (stop, handle)
+}
+
+/// Figure 14: the server's memory when sandboxes send all they may. Measured in this
+/// process (the server's agent client and `exec` against fake agents over in-memory
+/// pipes, which the protocol makes indistinguishable from a sandbox): one agent sending
+/// 2 GiB for a command whose answer is capped at 64 KiB, and fifty sending 64 MiB each
+/// at once. The floor is the honest case: the same bytes taken whole as a stream.
+async fn flooding(ctx: &mut Ctx) -> Result<()> {
+    const CAP: usize = 64 * 1024;
+    let (one, fifty) = if ctx.plan.quick {
+        (64u64 << 20, 8u64 << 20)
+    } else {
+        (2u64 << 30, 64u64 << 20)
+    };
+    // Warm the allocator first.
+    let client = flood::flooding_agent(8 << 20).await;
+    repobox::exec::run(&client, flood::command(), CAP).await?;
+    drop(client);
+
+    let honest = |total: u64| async move {
+        let client = flood::flooding_agent(total).await;
+        let mut events = repobox::exec::stream(&client, flood::command()).await?;
+        let mut peak = flood::rss();
+        while let Some(event) = events.recv().await {
+            if let repobox::exec::Event::Exit(_) = event {
+                break;
+            }
+            peak = peak.max(flood::rss());
+        }
+        anyhow::Ok(peak)
+    };
+    let capped = |total: u64| async move {
+        let client = flood::flooding_agent(total).await;
+        let result = repobox::exec::run(&client, flood::command(), CAP).await?;
+        ensure!(result.stdout.len() <= CAP, "the answer passed its cap");
+        anyhow::Ok(flood::rss())
+    };
+    let mib = |bytes: u64| bytes as f64 / f64::from(1u32 << 20);
+
+    let before = flood::rss();
+    let at = Instant::now();
+    let after = capped(one).await?;
+    let rate = mib(one) / at.elapsed().as_secs_f64();
+    let flood_growth = mib(after.saturating_sub(before));
+    let before = flood::rss();
+    let honest_growth = mib(honest(one).await?.saturating_sub(before));
+
+    let before = flood::rss();
+    let floods: Vec<_> = (0..50).map(|_| tokio::spawn(capped(fifty))).collect();
+    let mut peak = before;
+    for flood in floods {
+        peak = peak.max(flood.await??);
+    }
+    let floods_growth = mib(peak.saturating_sub(before));
+    let before = flood::rss();
+    let streams: Vec<_> = (0..50).map(|_| tokio::spawn(honest(fifty))).collect();
+    let mut peak = before;
+    for stream in streams {
+        peak = peak.max(stream.await??);
+    }
+    let streams_growth = mib(peak.saturating_sub(before));
+
+    ctx.report.add(
+        FIGURES,
+        [
+            Row::new(
+                format!("14 RSS growth, one agent sending {} MiB for a 64 KiB answer (floor: taken whole as a stream)", one >> 20),
+                "MiB",
+                1,
+                flood_growth,
+                Some(honest_growth),
+                None,
+            ),
+            Row::new(
+                format!("14 RSS growth, 50 agents sending {} MiB each at once (floor: 50 honest streams; fake agents included)", fifty >> 20),
+                "MiB",
+                1,
+                floods_growth,
+                Some(streams_growth),
+                None,
+            ),
+            Row::new(
+                "14 a flood read and discarded by the server",
+                "MiB/s",
+                1,
+                rate,
+                None,
+                None,
+            ),
+        ],
+    );
+    Ok(())
 }
 
 /// Figure 5 and the streaming part of figure 8.
