@@ -186,6 +186,25 @@ pub fn validate_commit(commit: &str) -> Result<String> {
     Ok(commit.to_ascii_lowercase())
 }
 
+/// Checks a commit-ish a client names (`main`, `v1.2`, `HEAD~3`, a SHA): any git
+/// revision that cannot be read as an option or hold what a shell or git's own syntax
+/// would take for more than one revision; whether it resolves is git's to say (422).
+pub fn validate_commitish(rev: &str) -> Result<String> {
+    let bad = rev.is_empty()
+        || rev.len() > MAX_NAME_LEN
+        || rev.starts_with('-')
+        || rev.contains("..")
+        || rev
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, ':' | '\\'));
+    if bad {
+        return Err(Error::invalid(format!(
+            "base {rev:?} is not a revision: name a commit, branch, tag or an expression such as HEAD~3 (no leading '-', no '..', ':', spaces or control characters)"
+        )));
+    }
+    Ok(rev.to_owned())
+}
+
 /// What `git ls-remote --symref` says of a remote.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Advertised {
@@ -1449,6 +1468,34 @@ mod tests {
 
 #[cfg(test)]
 mod tree_cache {
+
+    #[test]
+    fn commitishes_are_revisions_never_options_or_ranges() {
+        for good in [
+            "main",
+            "v1.2",
+            "HEAD~3",
+            "HEAD^",
+            "feature/x",
+            "abc1234",
+            "@{-1}",
+        ] {
+            assert_eq!(validate_commitish(good).unwrap(), good);
+        }
+        for bad in [
+            "",
+            "-p",
+            "--output=/x",
+            "a..b",
+            "HEAD:file",
+            "a b",
+            "a\nb",
+            "x\\y",
+        ] {
+            assert!(validate_commitish(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

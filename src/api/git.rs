@@ -45,7 +45,8 @@ pub async fn git_status(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DiffQuery {
-    /// The commit to diff from (hex); the sandbox's `resolved_commit` by default.
+    /// The revision to diff from: a commit SHA, a branch, a tag or an expression such
+    /// as `HEAD~3`; the sandbox's `resolved_commit` by default.
     pub base: Option<String>,
     /// Include untracked files (true by default).
     pub untracked: Option<bool>,
@@ -60,7 +61,7 @@ pub struct DiffQuery {
         (status = 200, body = inline(RawBytes), content_type = "text/x-diff"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "Not running, or the image has no git"),
-        (status = 422, body = ErrorBody, description = "Unknown base"),
+        (status = 422, body = ErrorBody, description = "A base that does not resolve to a commit"),
     ))]
 pub async fn git_diff(
     State(state): State<AppState>,
@@ -69,7 +70,7 @@ pub async fn git_diff(
 ) -> Result<Response> {
     let sandbox = state.sandboxes.get(&container_id)?;
     let base = match query.base {
-        Some(base) => crate::git::validate_commit(&base)?,
+        Some(base) => crate::git::validate_commitish(&base)?,
         None => sandbox.resolved_commit.clone(),
     };
     let agent = state.sandboxes.agent(&container_id).await?;

@@ -131,7 +131,13 @@ async fn serve(socket: WebSocket, agent: Arc<AgentClient>, id: u64) {
                 Some(Ok(ProcessEvent::Ended(info))) => {
                     let exit = serde_json::json!({"type": "exit", "exit_code": info.exit_code});
                     let _ = to_client.send(Message::Text(exit.to_string().into())).await;
-                    let _ = to_client.send(Message::Close(None)).await;
+                    // A normal closure (1000), as the contract says: a Close without a
+                    // code reads as 1005 ("no status") to the client.
+                    let normal = axum::extract::ws::CloseFrame {
+                        code: axum::extract::ws::close_code::NORMAL,
+                        reason: "exited".into(),
+                    };
+                    let _ = to_client.send(Message::Close(Some(normal))).await;
                     let _ = agent.remove_process(id).await;
                     // The closing handshake: what the client still sends is read until
                     // its Close (bounded). A socket dropped with unread input is reset,
@@ -151,8 +157,14 @@ async fn serve(socket: WebSocket, agent: Arc<AgentClient>, id: u64) {
             message = from_client.next() => match message {
                 Some(Ok(Message::Binary(bytes))) => {
                     let body = futures_util::stream::once(async move { Ok(bytes) });
-                    if agent.process_stdin(id, Box::pin(body), false).await.is_err() {
-                        break;
+                    match agent.process_stdin(id, Box::pin(body), false).await {
+                        Ok(()) => {}
+                        // The shell has ended (or closed its terminal) while this input
+                        // was on its way, e.g. the Ctrl-D after `exit`: its end and exit
+                        // status are still to come on the output, and must reach the
+                        // client before the socket closes.
+                        Err(Error::Conflict(_) | Error::ProcessNotFound(_)) => {}
+                        Err(_) => break,
                     }
                 }
                 Some(Ok(Message::Text(text))) => {

@@ -25,7 +25,8 @@ pub struct ExecArgs {
     /// An environment variable for this command only (repeatable).
     #[arg(long = "env", short = 'e', value_name = "NAME=VALUE", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
-    /// The command, run by `bash -c`: one argument as is, several joined with spaces.
+    /// The command: one argument is a shell line (`bash -c`); several are a program
+    /// and its arguments, run exactly as given (each quoted for the shell).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
@@ -118,7 +119,7 @@ mod tests {
         };
         assert_eq!(
             args.body(),
-            json!({"command": "echo $HOME", "working_directory": "/tmp", "environment": {"K": "V"}})
+            json!({"command": "echo '$HOME'", "working_directory": "/tmp", "environment": {"K": "V"}})
         );
     }
 

@@ -70,8 +70,8 @@ pub struct RunArgs {
     /// Print the results as JSON lines instead of a table.
     #[arg(long)]
     pub jsonl: bool,
-    /// The command, run by `bash -c` in /workspace: one argument as is, several
-    /// joined with spaces.
+    /// The command, run in /workspace: one argument is a shell line (`bash -c`);
+    /// several are a program and its arguments, run exactly as given.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 }

@@ -239,12 +239,50 @@ pub(crate) fn env_object(pairs: Vec<(String, String)>) -> Option<BTreeMap<String
 /// The command line after `--` as one shell command, as ssh does: one argument is
 /// taken as is (`-- 'make test && echo ok'`), several are joined with spaces.
 pub(crate) fn shell_command(argv: &[String]) -> String {
-    argv.join(" ")
+    match argv {
+        // One argument is a shell line, as typed: `repobox exec ID -- 'a | b'`.
+        [line] => line.clone(),
+        // Several are a program and its arguments, run exactly as given (as
+        // `docker exec` and `kubectl exec` do): each is quoted for the shell.
+        argv => argv
+            .iter()
+            .map(|arg| shell_quote(arg))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// `arg` as one word for a POSIX shell: as is when it holds nothing the shell would
+/// read, else single-quoted (a `'` inside becomes `'\''`).
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_arguments_run_as_given_and_one_is_a_shell_line() {
+        let argv = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        assert_eq!(shell_command(&argv(&["echo a; exit 7"])), "echo a; exit 7");
+        assert_eq!(
+            shell_command(&argv(&["sh", "-c", "echo a; exit 7"])),
+            "sh -c 'echo a; exit 7'"
+        );
+        assert_eq!(
+            shell_command(&argv(&["printf", "%s\\n", "it's", "", "$HOME"])),
+            "printf '%s\\n' 'it'\\''s' '' '$HOME'"
+        );
+    }
 
     #[test]
     fn key_values_split_at_the_first_equals_sign() {

@@ -175,13 +175,15 @@ async fn the_cli_creates_runs_copies_and_removes_a_sandbox() {
             "-e",
             "X=1",
             "--",
-            "pwd;",
-            "echo",
-            "$X",
+            "sh",
+            "-c",
+            "pwd; echo $X; exit 7",
         ],
     )
     .await;
-    assert_eq!(ok(&run), "/tmp\n1\n");
+    // Several arguments run exactly as given (not joined into `sh -c pwd; …`).
+    assert_eq!(run.status.code(), Some(7), "{}", stderr(&run));
+    assert_eq!(stdout(&run), "/tmp\n1\n");
     let run = repobox(app, cwd, &["exec", &id, "--timeout", "1", "--", "sleep 30"]).await;
     assert_eq!(run.status.code(), Some(124), "{}", stderr(&run));
     assert!(stderr(&run).contains("timed out"), "{}", stderr(&run));

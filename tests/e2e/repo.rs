@@ -151,8 +151,32 @@ async fn a_diff_applied_to_a_fresh_sandbox_gives_an_identical_tree() {
         "{tracked}"
     );
     // From another base, and an unknown one.
-    let (status, _) = diff(app, &a.id, &format!("?base={}", world().simple.first)).await;
+    let (status, from_first) = diff(app, &a.id, &format!("?base={}", world().simple.first)).await;
     assert_eq!(status, StatusCode::OK);
+    // Any revision, as users write them: a branch, an expression (two commits were
+    // made in the sandbox on top of the checkout, itself one commit after the first).
+    let (_, from_checkout) = diff(app, &a.id, "").await;
+    let (status, from_branch) = diff(app, &a.id, "?base=origin/trunk").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        from_branch, from_checkout,
+        "origin/trunk is the checkout's commit"
+    );
+    let (status, from_expression) = diff(app, &a.id, "?base=HEAD~2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        from_expression, from_checkout,
+        "HEAD~2 is the checkout's commit"
+    );
+    let (_, from_parent) = diff(app, &a.id, "?base=HEAD~3").await;
+    assert_eq!(from_parent, from_first, "HEAD~3 is trunk's first commit");
+    let (status, body) = diff(app, &a.id, "?base=no-such-branch").await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let (status, body) = diff(app, &a.id, &format!("?base={}", "ab".repeat(20))).await;
     assert_eq!(
         status,

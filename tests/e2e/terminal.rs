@@ -105,6 +105,19 @@ async fn the_terminal_echoes_resizes_and_reports_the_exit() {
         .unwrap();
     let (_, exit) = read_until(&mut socket, "\u{0}never").await;
     assert_eq!(exit, Some(json!({"type": "exit", "exit_code": 5})));
+    // Then a normal closure (1000), not a Close without a code (read as 1005).
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no Close after the exit: {other:?}"),
+        }
+    };
+    let close = close.expect("the Close carries a code");
+    assert_eq!(
+        close.code,
+        tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal
+    );
 
     // A client that goes away ends its shell.
     let (socket, _) = tokio_tungstenite::connect_async(format!(
