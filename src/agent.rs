@@ -1589,6 +1589,157 @@ mod hostile_agent_tests {
         assert!(reason.lock().unwrap().is_none());
     }
 
+    fn flood(id: u64, tag: Tag) -> Out {
+        Out::Flood(Frame::data(tag, id, Bytes::from(vec![b'x'; MAX_CHUNK])))
+    }
+
+    fn a_stat() -> Stat {
+        Stat {
+            kind: repobox_protocol::Kind::File,
+            size: 1,
+            mode: 0o644,
+            mtime_secs: 0,
+            mtime_nanos: 0,
+            link_target: None,
+        }
+    }
+
+    /// Every verb, against an agent that floods it: a stream past its window, or any
+    /// data at all for a verb that takes none. Each is cut off, having cost the server
+    /// no more than a window and a pipe's worth.
+    #[tokio::test]
+    async fn every_verb_is_held_to_its_bounds() {
+        type Call = fn(
+            &AgentClient,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<()>> + Send + '_>,
+        >;
+        async fn drain(stream: Result<(Stat, ByteStream)>) -> Result<()> {
+            let (_, mut bytes) = stream?;
+            // A consumer that takes nothing for a while, as a slow client.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            while let Some(chunk) = bytes.next().await {
+                chunk?;
+            }
+            Ok(())
+        }
+        let verbs: Vec<(&str, Call)> = vec![
+            ("read", |c| {
+                Box::pin(async move { drain(c.read("/f").await).await })
+            }),
+            ("archive_out", |c| {
+                Box::pin(async move { drain(c.archive_out("/d").await).await })
+            }),
+            ("follow", |c| {
+                Box::pin(async move {
+                    let mut events = c.follow_process(1, 0, 0).await?;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    while let Some(event) = events.next().await {
+                        event?;
+                    }
+                    Ok(())
+                })
+            }),
+            ("stat", |c| {
+                Box::pin(async move { c.stat("/", false).await.map(drop) })
+            }),
+            ("list", |c| {
+                Box::pin(async move { c.list("/").await.map(drop) })
+            }),
+            ("mkdir", |c| Box::pin(async move { c.mkdir("/x").await })),
+            ("processes", |c| {
+                Box::pin(async move { c.processes().await.map(drop) })
+            }),
+            ("process", |c| {
+                Box::pin(async move { c.process(1).await.map(drop) })
+            }),
+            ("process_output", |c| {
+                Box::pin(async move { c.process_output(1, 0, 0, 10).await.map(drop) })
+            }),
+            ("signal_process", |c| {
+                Box::pin(async move { c.signal_process(1, 15).await })
+            }),
+            ("remove_process", |c| {
+                Box::pin(async move { c.remove_process(1).await })
+            }),
+            ("start_process", |c| {
+                Box::pin(async move {
+                    c.start_process(ProcessSpec {
+                        command: "true".to_owned(),
+                        cwd: "/".to_owned(),
+                        env: Vec::new(),
+                        stdin_open: false,
+                        tty: None,
+                        timeout: None,
+                        output_bytes: 1024,
+                        max_running: None,
+                    })
+                    .await
+                    .map(drop)
+                })
+            }),
+        ];
+        for (verb, call) in verbs {
+            let (client, reason, fake) = connect(limits(), |id, request| match request {
+                Request::Read { .. } | Request::ArchiveOut { .. } => vec![
+                    Out::Frame(Frame::control(id, &Reply::Opened { stat: a_stat() })),
+                    flood(id, Tag::Data),
+                ],
+                Request::ProcessFollow { .. } => vec![
+                    Out::Frame(Frame::control(
+                        id,
+                        &Reply::Following {
+                            stdout_offset: 0,
+                            stderr_offset: 0,
+                        },
+                    )),
+                    flood(id, Tag::Stdout),
+                ],
+                _ => vec![flood(id, Tag::Stdout)],
+            })
+            .await;
+            let outcome = tokio::time::timeout(Duration::from_secs(10), call(&client))
+                .await
+                .unwrap_or_else(|_| panic!("{verb}: no answer"));
+            let err = outcome.expect_err(verb);
+            assert!(
+                err.to_string().contains("broke the protocol"),
+                "{verb}: {err}"
+            );
+            assert_cut_off(&client, &reason, verb).await;
+            let written = fake.await.unwrap();
+            assert!(
+                written < 4 * WINDOW,
+                "{verb}: the server took {written} bytes"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn kept_output_is_never_more_than_was_asked_for() {
+        let (client, reason, _fake) = connect(limits(), |id, _| {
+            let chunk = |data: Vec<u8>| repobox_protocol::OutputChunk {
+                offset: 0,
+                end: data.len() as u64,
+                data,
+            };
+            vec![Out::Frame(Frame::control(
+                id,
+                &Reply::ProcessOutput {
+                    stdout: chunk(vec![b'o'; 100_000]),
+                    stderr: chunk(vec![b'e'; 100_000]),
+                    status: repobox_protocol::ProcessStatus::Running,
+                    exit_code: None,
+                },
+            ))]
+        })
+        .await;
+        let output = client.process_output(1, 0, 0, 1000).await.unwrap();
+        assert_eq!(output.stdout.data.len(), 1000);
+        assert_eq!(output.stderr.data.len(), 1000);
+        assert!(reason.lock().unwrap().is_none());
+    }
+
     #[tokio::test]
     async fn a_forged_exit_for_another_operation_changes_nothing() {
         // Frames for an id that is not (or no longer) under way are dropped.
