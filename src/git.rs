@@ -343,16 +343,8 @@ impl Source<'_> {
     /// fails; `git` is killed when the stream is dropped.
     pub fn archive(self, tree: &str) -> Result<crate::backend::BodyStream> {
         let mut command = GitCache::command(Some(&self.located.mirror));
-        command
-            .args(["archive", "--format=tar", tree])
-            .stderr(Stdio::null());
-        let mut child = command
-            .spawn()
-            .map_err(|err| Error::internal(format!("cannot run git: {err}")))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::internal("git archive has no stdout"))?;
+        command.args(["archive", "--format=tar", tree]);
+        let (mut child, stdout) = spawn_reading(command)?;
         let body = tokio_util::io::ReaderStream::new(stdout);
         // The mirror stays in use (never evicted) until the archive has been read.
         let in_use = self.located;
@@ -444,6 +436,21 @@ impl Drop for MirrorUse {
             }
         }
     }
+}
+
+/// Starts `command` (stderr dropped) for its stdout, which the caller reads.
+fn spawn_reading(
+    mut command: Command,
+) -> Result<(tokio::process::Child, tokio::process::ChildStdout)> {
+    command.stderr(Stdio::null());
+    let mut child = command
+        .spawn()
+        .map_err(|err| Error::internal(format!("cannot run git: {err}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::internal("git has no stdout"))?;
+    Ok((child, stdout))
 }
 
 /// Bytes an entry of `git ls-tree -l -z` takes in a tar: its size rounded up to tar's
@@ -839,14 +846,7 @@ impl GitCache {
         }
         let mut command = Self::command(Some(mirror));
         command.args(["ls-tree", "-r", "-l", "-z", "--full-tree", sha, "--"]);
-        command.stderr(Stdio::null());
-        let mut child = command
-            .spawn()
-            .map_err(|err| Error::internal(format!("cannot run git: {err}")))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::internal("git ls-tree has no stdout"))?;
+        let (mut child, stdout) = spawn_reading(command)?;
         let mut lines = tokio::io::BufReader::new(stdout).split(0);
         let mut total = history;
         let mut entries = 0u64;

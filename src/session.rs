@@ -60,20 +60,10 @@ fn quoted(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
+/// A small file of the session's (at most 64 KiB: it is the sandbox's to write, so a
+/// larger one is refused, never read whole).
 async fn read_text(agent: &AgentClient, path: &str) -> Result<Option<String>> {
-    let (_, mut stream) = match agent.read(path).await {
-        Ok(opened) => opened,
-        Err(Error::PathNotFound(_)) => return Ok(None),
-        Err(err) => return Err(err),
-    };
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        bytes.extend_from_slice(&chunk?);
-        if bytes.len() > 64 * 1024 {
-            return Err(Error::internal(format!("{path} is unexpectedly large")));
-        }
-    }
-    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    read_bounded(agent, path, 64 * 1024).await
 }
 
 async fn write_text(agent: &AgentClient, path: &str, text: String) -> Result<()> {
@@ -290,7 +280,7 @@ async fn read_bounded(agent: &AgentClient, path: &str, limit: usize) -> Result<O
         bytes.extend_from_slice(&chunk?);
         if bytes.len() > limit {
             return Err(Error::Conflict(format!(
-                "the session's saved state is larger than {limit} bytes; start a new session"
+                "the session's file {path} is larger than {limit} bytes; start a new session"
             )));
         }
     }
