@@ -21,8 +21,10 @@ if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
     echo "sdk/typescript: node $(node --version) is too old (20 or later)" >&2
     exit 1
 fi
-if [ ! -x node_modules/.bin/tsc ] || ! cmp -s package-lock.json node_modules/.package-lock.json 2>/dev/null; then
+# node_modules/.lock-installed: the lockfile it was installed from (npm ci only when it changed).
+if [ ! -x node_modules/.bin/tsc ] || ! cmp -s package-lock.json node_modules/.lock-installed 2>/dev/null; then
     npm ci --no-audit --no-fund --silent
+    cp package-lock.json node_modules/.lock-installed
 fi
 
 if [ -z "${REPOBOX_BIN:-}" ]; then
