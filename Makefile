@@ -27,6 +27,7 @@ test: setup lint
 	bash scripts/smoke-container.sh
 	bash scripts/schemathesis.sh
 	bash sdk/python/run-tests.sh -q
+	bash sdk/typescript/run-tests.sh
 	bash scripts/ui-test.sh
 
 lint:
