@@ -21,7 +21,8 @@ run: setup
 ## test: formatting, lints, unit tests, the end-to-end suite against the real engine,
 ## the engine-restart test, the container smoke test (repobox itself in a container)
 ## schemathesis against the OpenAPI document, the Python SDK's tests (pytest, real server),
-## and the dashboard's (headless Chromium, real servers)
+## the TypeScript SDK's (node --test, real servers) and the dashboard's (headless
+## Chromium, real servers)
 test: setup lint
 	$(CARGO) test --locked --workspace --all-targets
 	bash scripts/smoke-container.sh
