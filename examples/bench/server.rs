@@ -34,6 +34,9 @@ pub fn spawn(binary: &Path, root: &Path, port: u16, log: &Path) -> Result<Child>
         .env("CACHE_DIR", root.join("cache"))
         .env("ALLOWED_GIT_HOSTS", "127.0.0.1")
         .env("MAX_CONTAINERS", "256")
+        // As many sandboxes as the floor runs raw: their memory limits together may
+        // pass the host's memory by far (they use a few MiB each).
+        .env("MEMORY_OVERCOMMIT", "16")
         // The pool of figure 10 (the user's POOL_SIZE, when set, wins).
         .env(
             "POOL_SIZE",
