@@ -37,6 +37,13 @@ const RESERVED_FDS: usize = 128;
 /// How long a new connection waits for an evicted one to close before another is
 /// evicted.
 const EVICTION_WAIT: Duration = Duration::from_millis(200);
+/// A connection that has not had an answer is not evicted before it is this old: a
+/// client sends its request as soon as it connects, and a busy server may not have
+/// read it yet.
+const FRESH: Duration = Duration::from_millis(500);
+/// How long the accept loop waits before looking again when every connection is
+/// busy or fresh.
+const RECHECK: Duration = Duration::from_millis(50);
 
 /// How connections are served.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +99,11 @@ fn parse_open_file_limit(limits: &str) -> Option<usize> {
 struct Slot {
     /// Requests in progress (from headers received to the end of the response).
     busy: AtomicUsize,
+    /// Requests answered: a kept-alive client's connection has some, a half-sent
+    /// request's (a slow-loris) none.
+    served: AtomicUsize,
+    /// When it was accepted.
+    born: std::time::Instant,
     /// Closes the connection (chosen while it had no request in progress).
     evict: CancellationToken,
 }
@@ -147,11 +159,18 @@ struct Table {
 
 impl Table {
     fn insert(&self) -> (u64, Arc<Slot>) {
+        self.insert_born(std::time::Instant::now())
+    }
+
+    /// [`Self::insert`] for a connection accepted at `born`.
+    fn insert_born(&self, born: std::time::Instant) -> (u64, Arc<Slot>) {
         let mut guard = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let id = guard.0;
         guard.0 += 1;
         let slot = Arc::new(Slot {
             busy: AtomicUsize::new(0),
+            served: AtomicUsize::new(0),
+            born,
             evict: CancellationToken::new(),
         });
         guard.1.insert(id, slot.clone());
@@ -167,12 +186,26 @@ impl Table {
     }
 
     /// Asks the oldest idle connection not yet asked to close; false when there is none.
+    /// Connections that never got an answer (half-sent requests) go first: a client
+    /// whose kept-alive connection is idle between its requests keeps it while any
+    /// of those are left.
     fn evict_oldest_idle(&self) -> bool {
         let guard = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = |slot: &&Arc<Slot>| {
+            slot.busy.load(Ordering::Acquire) == 0 && !slot.evict.is_cancelled()
+        };
         let victim = guard
             .1
             .values()
-            .find(|slot| slot.busy.load(Ordering::Acquire) == 0 && !slot.evict.is_cancelled());
+            .filter(idle)
+            .find(|slot| slot.served.load(Ordering::Acquire) == 0 && slot.born.elapsed() >= FRESH)
+            .or_else(|| {
+                guard
+                    .1
+                    .values()
+                    .filter(idle)
+                    .find(|slot| slot.served.load(Ordering::Acquire) > 0)
+            });
         match victim {
             Some(slot) => {
                 slot.evict.cancel();
@@ -220,11 +253,14 @@ pub async fn serve(
                 break Some(permit);
             }
             if !table.evict_oldest_idle() {
-                // Every connection is busy: wait for one to end.
-                break tokio::select! {
-                    permit = permits.clone().acquire_owned() => permit.ok(),
-                    () = &mut shutdown => None,
-                };
+                // Every connection is busy or just opened: wait for one to end, and
+                // look again shortly (a fresh one may turn out to be a half-sent
+                // request).
+                tokio::select! {
+                    permit = permits.clone().acquire_owned() => break permit.ok(),
+                    () = &mut shutdown => break None,
+                    () = tokio::time::sleep(RECHECK) => continue,
+                }
             }
             if let Ok(Ok(permit)) =
                 tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned()).await
@@ -241,9 +277,11 @@ pub async fn serve(
             hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 let router = router.clone();
                 let busy = Busy::new(slot.clone());
+                let slot = slot.clone();
                 async move {
                     let response = router.oneshot(request.map(Body::new)).await;
                     let response = response.unwrap_or_else(|never| match never {});
+                    slot.served.fetch_add(1, Ordering::AcqRel);
                     // Busy until the body is sent: a streamed answer is not idle.
                     Ok::<_, Infallible>(
                         response.map(|body| Body::new(Guarded { body, _busy: busy })),
@@ -297,9 +335,9 @@ mod tests {
     #[test]
     fn eviction_takes_the_oldest_idle_connection_once() {
         let table = Table::default();
-        let (_, busy) = table.insert();
-        let (_, idle_old) = table.insert();
-        let (_, idle_new) = table.insert();
+        let (_, busy) = table.insert_born(std::time::Instant::now() - FRESH);
+        let (_, idle_old) = table.insert_born(std::time::Instant::now() - FRESH);
+        let (_, idle_new) = table.insert_born(std::time::Instant::now() - FRESH);
         busy.busy.store(1, Ordering::Release);
         assert!(table.evict_oldest_idle());
         assert!(idle_old.evict.is_cancelled());
@@ -307,5 +345,21 @@ mod tests {
         assert!(table.evict_oldest_idle());
         assert!(idle_new.evict.is_cancelled());
         assert!(!table.evict_oldest_idle());
+    }
+
+    #[test]
+    fn a_connection_that_was_answered_goes_after_those_never_answered() {
+        let table = Table::default();
+        let (_, kept_alive) = table.insert_born(std::time::Instant::now() - FRESH);
+        let (_, half_sent) = table.insert_born(std::time::Instant::now() - FRESH);
+        kept_alive.served.store(3, Ordering::Release);
+        assert!(table.evict_oldest_idle());
+        assert!(half_sent.evict.is_cancelled() && !kept_alive.evict.is_cancelled());
+        assert!(table.evict_oldest_idle());
+        assert!(kept_alive.evict.is_cancelled());
+        // A connection just opened, not yet answered, is left to send its request.
+        let (_, fresh) = table.insert();
+        assert!(!table.evict_oldest_idle());
+        assert!(!fresh.evict.is_cancelled());
     }
 }

@@ -96,6 +96,20 @@ impl RepoUrl {
         self.url.as_str()
     }
 
+    /// The URL's credentials as git's `http.extraHeader` setting (basic auth), so that
+    /// a clone can name the URL without them: `clone` writes the URL it is given into
+    /// the new repository's config, on the server's disk. `None` without credentials.
+    fn auth_setting(&self) -> Option<String> {
+        use base64::Engine as _;
+        if self.url.username().is_empty() && self.url.password().is_none() {
+            return None;
+        }
+        let user = percent_decoded(self.url.username());
+        let password = percent_decoded(self.url.password().unwrap_or(""));
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Some(format!("http.extraHeader=Authorization: Basic {token}"))
+    }
+
     /// Cache key: a hash of the full URL, so two credentials never share a mirror.
     fn key(&self) -> String {
         let digest = Sha256::digest(self.url.as_str().as_bytes());
@@ -105,6 +119,27 @@ impl RepoUrl {
             .map(|byte| format!("{byte:02x}"))
             .collect()
     }
+}
+
+/// `%XX` escapes decoded (lossy UTF-8); a malformed escape is kept as it is.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2))
+            && let (Some(h), Some(l)) = (hex(h), hex(l))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn redact(url: &Url) -> String {
@@ -934,19 +969,22 @@ impl GitCache {
                 .to_str()
                 .ok_or_else(|| Error::internal("non-UTF-8 cache path"))?;
             let result = async {
-                self.git(
-                    None,
-                    &[
-                        "clone",
-                        "--quiet",
-                        "--mirror",
-                        "--",
-                        repo.secret(),
-                        building_str,
-                    ],
-                    Some(repo),
-                )
-                .await?;
+                // The URL without its credentials (they go in a header, on the command
+                // line only): `clone` writes the URL into the mirror's config.
+                let auth = repo.auth_setting();
+                let mut args = Vec::new();
+                if let Some(auth) = &auth {
+                    args.extend(["-c", auth.as_str()]);
+                }
+                args.extend([
+                    "clone",
+                    "--quiet",
+                    "--mirror",
+                    "--",
+                    repo.redacted(),
+                    building_str,
+                ]);
+                self.git(None, &args, Some(repo)).await?;
                 // The origin URL may hold credentials; later fetches name the URL explicitly.
                 self.git(Some(&building), &["remote", "remove", "origin"], None)
                     .await?;
@@ -1401,6 +1439,22 @@ mod tests {
             443,
             &hosts(&["github.com"])
         ));
+    }
+
+    #[test]
+    fn credentials_become_a_header_never_part_of_the_url() {
+        let allowed = vec!["example.com".to_owned()];
+        let url = RepoUrl::parse("https://us%40er:p%3Ass@example.com/a/b", &allowed).unwrap();
+        let setting = url.auth_setting().unwrap();
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode("us@er:p:ss");
+        assert_eq!(
+            setting,
+            format!("http.extraHeader=Authorization: Basic {token}")
+        );
+        let plain = RepoUrl::parse("https://example.com/a/b", &allowed).unwrap();
+        assert!(plain.auth_setting().is_none());
+        assert_eq!(percent_decoded("a%2Fb%zz%4"), "a/b%zz%4");
     }
 
     #[test]
