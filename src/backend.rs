@@ -168,6 +168,8 @@ pub struct BuildSpec {
     pub network: bool,
     /// Memory limit of each build step, in MiB.
     pub memory_mb: u64,
+    /// Most processes the build's steps may run together.
+    pub pids: i64,
 }
 
 /// The limits of a running container that can change after its creation.

@@ -30,6 +30,9 @@ pub enum PullPolicy {
     Never,
 }
 
+/// Where the host's cgroup tree is mounted (`BUILD_CGROUP_ROOT`).
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
 /// The network of build steps (`BUILD_NETWORK`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -118,6 +121,13 @@ pub struct Config {
     /// Network of build steps: `none` (default) or `default` (the engine's bridge).
     #[arg(long, env = "BUILD_NETWORK", value_enum, default_value_t = BuildNetwork::None)]
     pub build_network: BuildNetwork,
+    /// Most processes one build's steps may run together (a cgroup's `pids.max`).
+    #[arg(long, env = "BUILD_PIDS_LIMIT", default_value_t = 512, value_parser = clap::value_parser!(i64).range(16..))]
+    pub build_pids_limit: i64,
+    /// Where the server sees the engine host's cgroup tree: builds make a cgroup
+    /// there to limit their steps' processes (Docker's cgroupfs driver).
+    #[arg(long, env = "BUILD_CGROUP_ROOT", default_value = DEFAULT_CGROUP_ROOT)]
+    pub build_cgroup_root: std::path::PathBuf,
     /// Bound on one image build.
     #[arg(long, env = "IMAGE_BUILD_TIMEOUT_SECS", default_value_t = 1800)]
     pub image_build_timeout_secs: u64,

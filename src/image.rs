@@ -1443,6 +1443,7 @@ impl BuildWork {
             ]),
             network: self.config.build_network == BuildNetwork::Default,
             memory_mb: self.config.max_memory_mb,
+            pids: self.config.build_pids_limit,
         };
         let bound = Duration::from_secs(self.config.image_build_timeout_secs);
         let build = &self.build;

@@ -57,7 +57,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
-    let backend: Arc<dyn Backend> = Arc::new(Runtime::connect(&config.docker_host)?);
+    let backend: Arc<dyn Backend> = Arc::new(
+        Runtime::connect(&config.docker_host)?.with_build_cgroup_root(&config.build_cgroup_root),
+    );
     let sandboxes = Arc::new(Sandboxes::open(config.clone(), backend, metrics.clone())?);
     let jobs = Arc::new(crate::job::Jobs::open(
         config.clone(),

@@ -215,6 +215,8 @@ pub struct ImagesInfo {
     pub build_network: String,
     /// Bound on one build.
     pub build_timeout_secs: u64,
+    /// Most processes one build's steps run together.
+    pub build_pids_limit: i64,
     /// Most built images kept.
     pub max_images: usize,
 }
@@ -336,6 +338,7 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
             }
             .to_owned(),
             build_timeout_secs: config.image_build_timeout_secs,
+            build_pids_limit: config.build_pids_limit,
             max_images: config.max_images,
         },
         network: NetworkInfo {

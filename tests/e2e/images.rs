@@ -687,3 +687,72 @@ async fn a_restart_forgets_vanished_images_and_removes_unrecorded_ones() {
     assert_eq!(done["status"], "ready", "{done}");
     server.stop().await;
 }
+
+/// A build step is a process bomb's home no more: a step that forks 1,500 sleeping
+/// processes (1,505 ran before builds had a limit) starts fewer than the server's
+/// `BUILD_PIDS_LIMIT` of 64, the build still ends, and its cgroup is gone after it.
+#[tokio::test]
+async fn a_build_step_cannot_start_more_processes_than_the_build_limit() {
+    let world = world();
+    let name = unique("fork-bomb");
+    let perl = "my $n = 0; for (1..1500) { my $pid = fork; last unless defined $pid; \
+                if (!$pid) { sleep 20; exit 0 } $n++ } print qq(started $n children\\n);";
+    fixtures::bare_repo(
+        &world.git.root,
+        &name,
+        &[(
+            "Dockerfile",
+            format!("FROM {SANDBOX_IMAGE}\nRUN perl -e '{perl}'\n"),
+        )],
+    );
+    let url = world.git.url(&unique("fork-bomb"), &name);
+    let dir = scratch();
+    let mut config = test_config(dir.path());
+    config.pool_size = 0;
+    config.allow_image_builds = true;
+    config.build_pids_limit = 64;
+    let server = spawn_app(config).await;
+    let app = &server.app;
+    let (status, image) = app
+        .post(
+            "/api/v1/images",
+            &json!({ "repo_url": url, "from": "dockerfile" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{image}");
+    let _cleanup = BuiltImage(image["image"].as_str().unwrap().to_owned());
+    let (output, done) = follow(app, image["image_id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "ready", "{done}\n{output}");
+    let started: u32 = output
+        .rsplit("started ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the step's count is in its output: {output}"));
+    assert!(
+        (1..64).contains(&started),
+        "the step started {started} processes"
+    );
+    let builds = std::path::Path::new("/sys/fs/cgroup/pids/repobox-builds");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<_> = std::fs::read_dir(builds)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "build cgroups left behind: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop().await;
+}

@@ -6,6 +6,7 @@
 //! reached over the container's attach stream.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -18,20 +19,22 @@ use bollard::models::{
     HostConfig,
 };
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CommitContainerOptionsBuilder,
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    RenameContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CommitContainerOptionsBuilder, CreateContainerOptionsBuilder,
+    CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RenameContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
 use crate::backend::{
-    AGENT_PATH, Backend, BodyStream, BuildEvent, BuildSpec, BuildStream, ContainerInfo,
-    ContainerState, Credentials, DiskLimits, ImageInfo, LABEL_AGENT_PROTOCOL, LABEL_ID,
-    LABEL_INSTANCE, LABEL_MANAGED, LABEL_POOL, LABEL_PREFIX, Limits, ManagedContainer, Network,
-    PullProgress, PullStream, SandboxSpec, Transport, WORKSPACE,
+    AGENT_PATH, Backend, BodyStream, BuildSpec, BuildStream, ContainerInfo, ContainerState,
+    Credentials, DiskLimits, ImageInfo, LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_INSTANCE,
+    LABEL_MANAGED, LABEL_POOL, LABEL_PREFIX, Limits, ManagedContainer, Network, PullProgress,
+    PullStream, SandboxSpec, Transport, WORKSPACE,
 };
 use crate::error::{Error, Result};
+
+mod build;
 
 /// Capabilities a sandbox keeps; everything else is dropped. These are what package
 /// managers and build tools running as root inside the container ordinarily need
@@ -161,6 +164,8 @@ pub struct Runtime {
     /// Made on first use: bollard refuses to build a client for a socket that does
     /// not exist yet, and the server must start (and report) while Docker is down.
     client: Arc<OnceLock<Docker>>,
+    /// Where the engine host's cgroup tree is seen (`BUILD_CGROUP_ROOT`).
+    build_cgroup_root: Arc<Path>,
 }
 
 /// How long any single engine call may take before we give up on the engine; long
@@ -194,6 +199,39 @@ impl Storage {
 }
 
 impl Runtime {
+    /// A cgroup for one build, limited to the build's processes.
+    async fn build_cgroup(&self, spec: &BuildSpec) -> Result<build::BuildCgroup> {
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let info = self
+            .client()?
+            .info()
+            .await
+            .map_err(unavailable_or_internal)?;
+        let driver = info
+            .cgroup_driver
+            .map(|driver| driver.to_string())
+            .unwrap_or_default();
+        let name = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_millis(),
+            BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let root = self.build_cgroup_root.clone();
+        let pids = spec.pids;
+        tokio::task::spawn_blocking(move || build::BuildCgroup::make(&root, &driver, &name, pids))
+            .await
+            .map_err(|err| Error::internal(err.to_string()))?
+    }
+
+    /// Sets where the engine host's cgroup tree is seen (builds make their cgroups
+    /// there).
+    #[must_use]
+    pub fn with_build_cgroup_root(mut self, root: &Path) -> Self {
+        self.build_cgroup_root = root.into();
+        self
+    }
+
     /// The engine's storage driver and what lies under it.
     async fn storage(&self) -> Result<Storage> {
         let info = self
@@ -223,6 +261,7 @@ impl Runtime {
         Ok(Self {
             host: host.into(),
             client: Arc::new(OnceLock::new()),
+            build_cgroup_root: Path::new(crate::config::DEFAULT_CGROUP_ROOT).into(),
         })
     }
 
@@ -431,66 +470,21 @@ impl Backend for Runtime {
     }
 
     fn build(&self, context: BodyStream, spec: BuildSpec) -> BuildStream {
-        let client = match self.client() {
-            Ok(client) => client.clone(),
-            Err(err) => return Box::pin(futures_util::stream::once(async move { Err(err) })),
-        };
-        // The classic builder: it takes a network mode and limits (BuildKit's
-        // sessions are not needed for a context sent whole).
-        let memory = i32::try_from(spec.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i32::MAX);
-        let options = BuildImageOptionsBuilder::default()
-            .dockerfile(&spec.dockerfile)
-            .t(&spec.reference)
-            .rm(true)
-            .forcerm(true)
-            .memory(memory)
-            .memswap(memory)
-            .buildargs(&spec.build_args)
-            .labels(&spec.labels)
-            .networkmode(if spec.network { "default" } else { "none" })
-            .build();
-        // bollard's build stream borrows its client: a task of its own drives it,
-        // and stops as soon as the returned stream is dropped.
+        let runtime = self.clone();
+        // The build runs in a task of its own, which stops as soon as the returned
+        // stream is dropped (and removes the build's cgroup as it ends).
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            let mut build = std::pin::pin!(client.build_image(
-                options,
-                None,
-                Some(bollard::body_try_stream(context))
-            ));
-            loop {
-                let item = tokio::select! {
-                    () = tx.closed() => return,
-                    item = build.next() => item,
-                };
-                let Some(item) = item else { return };
-                let events = match item {
-                    Ok(info) => {
-                        let mut events = Vec::new();
-                        if let Some(text) = info.stream.filter(|text| !text.is_empty()) {
-                            events.push(Ok(BuildEvent::Log(text)));
-                        }
-                        if let Some(status) = info.status.filter(|text| !text.is_empty()) {
-                            events.push(Ok(BuildEvent::Log(format!("{status}\n"))));
-                        }
-                        if let Some(image) = info.aux
-                            && let Some(id) = image.id
-                        {
-                            events.push(Ok(BuildEvent::Built(id)));
-                        }
-                        events
-                    }
-                    Err(DockerError::DockerStreamError { error }) => {
-                        vec![Err(Error::ImageUnavailable(error))]
-                    }
-                    Err(err) => vec![Err(build_error(err))],
-                };
-                for event in events {
-                    let failed = event.is_err();
-                    if tx.send(event).await.is_err() || failed {
-                        return;
-                    }
+            let cgroup = match runtime.build_cgroup(&spec).await {
+                Ok(cgroup) => cgroup,
+                Err(err) => {
+                    let _ = tx.send(Err(err)).await;
+                    return;
                 }
+            };
+            if let Err(err) = build::run(&runtime.host, context, &spec, cgroup.parent(), &tx).await
+            {
+                let _ = tx.send(Err(err)).await;
             }
         });
         Box::pin(tokio_stream_of(rx))
@@ -796,13 +790,6 @@ fn pull_error(reference: &str, err: DockerError) -> Error {
 }
 
 /// A build the engine refused (its reason), or an engine that cannot be reached.
-fn build_error(err: DockerError) -> Error {
-    match err {
-        DockerError::DockerResponseServerError { message, .. } => Error::ImageUnavailable(message),
-        other => unavailable_or_internal(other),
-    }
-}
-
 fn exec_error(err: DockerError) -> Error {
     match err {
         DockerError::DockerResponseServerError {
