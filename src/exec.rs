@@ -392,4 +392,63 @@ mod tests {
         let out = carry.decode(&Bytes::from_static(b"a\xffb")) + &carry.finish();
         assert_eq!(out, "a\u{fffd}b");
     }
+
+    mod against_a_hostile_agent {
+        //! exec's own bounds, with the agent a fake that lies.
+        use super::*;
+        use crate::agent::hostile_agent_tests::{Out, connect, exit, limits, started};
+        use repobox_protocol::{Frame, Tag};
+
+        #[tokio::test]
+        async fn output_past_the_cap_is_not_kept_even_within_the_window() {
+            let (client, _, _fake) = connect(limits(), |id, _| {
+                vec![
+                    started(id),
+                    // 512 KiB, all within the window, though the cap asked for is 1000.
+                    Out::Frame(Frame::data(
+                        Tag::Stdout,
+                        id,
+                        Bytes::from(vec![b'a'; 256 * 1024]),
+                    )),
+                    Out::Frame(Frame::data(
+                        Tag::Stderr,
+                        id,
+                        Bytes::from(vec![b'b'; 256 * 1024]),
+                    )),
+                    exit(id, 0),
+                ]
+            })
+            .await;
+            let command = Command {
+                command: "true".to_owned(),
+                working_dir: "/".to_owned(),
+                timeout: Duration::from_secs(5),
+                env: Vec::new(),
+                stdin: None,
+            };
+            let result = run(&client, command, 1000).await.unwrap();
+            assert_eq!(result.stdout.len(), 1000);
+            assert_eq!(result.stderr.len(), 1000);
+            assert!(result.stdout_truncated && result.stderr_truncated);
+        }
+
+        #[tokio::test]
+        async fn a_forged_exit_for_another_operation_changes_nothing() {
+            // Frames for an id that is not (or no longer) under way are dropped.
+            let (client, reason, _fake) = connect(limits(), |id, _| {
+                vec![started(id), exit(id + 1000, 0), exit(id, 7)]
+            })
+            .await;
+            let command = Command {
+                command: "exit 7".to_owned(),
+                working_dir: "/".to_owned(),
+                timeout: Duration::from_secs(5),
+                env: Vec::new(),
+                stdin: None,
+            };
+            let result = run(&client, command, 1000).await.unwrap();
+            assert_eq!(result.exit_code, 7);
+            assert!(reason.lock().unwrap().is_none());
+        }
+    }
 }
