@@ -26,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::AgentClient;
 use crate::backend::{Limits, Network};
 use crate::metrics::Metrics;
-use crate::sandbox::Sandboxes;
 
 /// Members made at once (each is a container create and start: the engine's work,
 /// on a small machine mostly CPU).
@@ -304,9 +303,26 @@ impl Pool {
     }
 }
 
+/// What the pool's task needs of the service: making and removing members. The
+/// sandbox service implements it; the pool knows nothing else of it.
+#[async_trait::async_trait]
+pub trait Supplier: Send + Sync + 'static {
+    /// The pool being kept.
+    fn pool(&self) -> &Pool;
+    /// Whether the service is ready for members (its sandboxes are reconciled with
+    /// the engine).
+    fn is_reconciled(&self) -> bool;
+    /// The disk limit every member gets (`None`: the engine enforces none).
+    async fn pool_disk_mb(&self) -> crate::error::Result<Option<u64>>;
+    /// Makes a started member on `image`.
+    async fn make_pool_member(&self, image: &str) -> crate::error::Result<Member>;
+    /// Removes a member, trying `tries` times.
+    async fn remove_pool_member(&self, engine_id: &str, tries: usize);
+}
+
 /// Keeps the pool topped up until `stop`, then removes its members. Starts filling
 /// once the sandboxes are reconciled with the engine.
-pub async fn run(sandboxes: Arc<Sandboxes>, stop: CancellationToken) {
+pub async fn run(sandboxes: Arc<impl Supplier>, stop: CancellationToken) {
     let pool = sandboxes.pool();
     if pool.size() == 0 || pool.images().is_empty() {
         return;

@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::Sandboxes;
 
 #[derive(Default)]
 struct Schedule {
@@ -62,8 +61,18 @@ impl Expiries {
     }
 }
 
+/// What the reaper needs of the service: its deadlines, and ending a sandbox whose
+/// time is up. The sandbox service implements it.
+#[async_trait::async_trait]
+pub trait Expire: Send + Sync + 'static {
+    /// The deadlines.
+    fn expiries(&self) -> &Expiries;
+    /// Ends sandbox `id`, whose deadline has come.
+    async fn expire(&self, id: &str);
+}
+
 /// Runs until `shutdown`: destroys each sandbox at its deadline.
-pub async fn run(sandboxes: Arc<Sandboxes>, shutdown: CancellationToken) {
+pub async fn run(sandboxes: Arc<impl Expire>, shutdown: CancellationToken) {
     let expiries = sandboxes.expiries();
     loop {
         let (due, next) = expiries.take_due(Utc::now());

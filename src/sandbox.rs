@@ -1249,6 +1249,36 @@ fn hostname_for(name: &str) -> String {
 
 /// Owns a container until its create has committed. Dropped armed (the request went
 /// away mid-create), it removes the container in the background. Until the engine
+
+#[async_trait::async_trait]
+impl crate::pool::Supplier for Sandboxes {
+    fn pool(&self) -> &Pool {
+        &self.pool
+    }
+    fn is_reconciled(&self) -> bool {
+        Sandboxes::is_reconciled(self)
+    }
+    async fn pool_disk_mb(&self) -> Result<Option<u64>> {
+        Sandboxes::pool_disk_mb(self).await
+    }
+    async fn make_pool_member(&self, image: &str) -> Result<Member> {
+        Sandboxes::make_pool_member(self, image).await
+    }
+    async fn remove_pool_member(&self, engine_id: &str, tries: usize) {
+        Sandboxes::remove_pool_member(self, engine_id, tries).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::reaper::Expire for Sandboxes {
+    fn expiries(&self) -> &Expiries {
+        &self.expiries
+    }
+    async fn expire(&self, id: &str) {
+        Sandboxes::expire(self, id).await;
+    }
+}
+
 /// has answered the create, the container is known by its (unique) name.
 struct ContainerGuard {
     backend: Arc<dyn Backend>,
