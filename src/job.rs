@@ -30,12 +30,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use crate::api::containers::{CreateContainerRequest, ResourcesRequest};
 use crate::backend::{Network, WORKSPACE};
 use crate::config::Config;
 use crate::error::{Error, ErrorBody, Result};
 use crate::exec;
 use crate::metrics::Metrics;
+use crate::request::{CreateContainerRequest, ResourcesRequest};
 use crate::sandbox::{NewSandbox, Sandboxes};
 
 /// How often an entry that found `MAX_CONTAINERS` reached tries again.
@@ -125,10 +125,10 @@ impl JobRequest {
 
     /// Each entry's command deadline.
     pub fn timeout(&self, config: &Config) -> Result<Duration> {
-        crate::api::validate_timeout(
+        crate::request::validate_timeout(
             config,
             self.timeout_secs
-                .unwrap_or_else(|| crate::api::default_timeout_secs(config)),
+                .unwrap_or_else(|| crate::request::default_timeout_secs(config)),
         )
     }
 

@@ -15,6 +15,7 @@
 //! - [`exec`]: running commands: timeouts that kill, capped and streamed output.
 //! - [`policy`]: the command policy (COMMAND_ALLOWLIST): which programs a command may start.
 //! - [`files`]: a sandbox's files: listing, reading, writing, archives.
+//! - [`request`]: what a client asks of a sandbox, validated (API, jobs, CLI).
 //! - [`job`]: jobs: one command across many repositories.
 //! - [`reaper`]: the expiry task.
 //! - [`metrics`]: Prometheus metrics.
@@ -44,6 +45,7 @@ pub mod pool;
 pub mod reaper;
 pub mod registry;
 pub mod repo;
+pub mod request;
 pub mod sandbox;
 pub mod server;
 pub mod session;

@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-
 #[derive(Default)]
 struct Schedule {
     queue: BTreeSet<(DateTime<Utc>, String)>,

@@ -1,6 +1,5 @@
 //! Sandboxes: create, list, status, destroy.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -10,72 +9,18 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{AppState, Json, validate_env};
-use crate::backend::{Network, WORKSPACE};
-use crate::config::Config;
+use super::{AppState, Json};
+use crate::backend::WORKSPACE;
 use crate::error::{Error, ErrorBody, Result};
 use crate::exec::ExecResult;
-use crate::git::{RepoUrl, validate_branch, validate_commit};
-use crate::registry::{Resources, Sandbox};
-use crate::sandbox::{Condition, NewSandbox, Status};
+use crate::registry::Sandbox;
+use crate::request::CreateContainerRequest;
+use crate::sandbox::{Condition, Status};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_container, list_containers))
         .routes(routes!(get_container, destroy_container, update_container))
-}
-
-/// Body of `POST /containers`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CreateContainerRequest {
-    /// `http`/`https` URL of a git repository on an allowed host (required unless
-    /// `snapshot_id` is given).
-    #[schema(example = "https://github.com/fastapi/fastapi")]
-    pub repo_url: Option<String>,
-    /// (ext) Start from this snapshot's filesystem instead of a checkout (then no
-    /// `repo_url`, `branch`, `commit` or `image`).
-    pub snapshot_id: Option<String>,
-    /// Branch to check out; the remote's default branch when omitted.
-    pub branch: Option<String>,
-    /// Commit to check out (full or at least 7 hex digits).
-    pub commit: Option<String>,
-    /// Lifetime in seconds; no expiry when omitted.
-    pub max_runtime_secs: Option<i64>,
-    /// Environment for the container and every command in it.
-    pub environment_vars: Option<BTreeMap<String, String>>,
-    /// Command run once in `/workspace` after the checkout.
-    pub initial_command: Option<String>,
-    /// (ext) Image to use instead of `DOCKER_BASE_IMAGE`: any reference within
-    /// `ALLOWED_IMAGES`, pulled when missing (`IMAGE_PULL_POLICY`).
-    pub image: Option<String>,
-    /// (ext) An image built by `POST /images`: the sandbox runs on it, with the
-    /// checkout of its repository (at its commit unless `branch`/`commit` say
-    /// otherwise), its devcontainer's `containerEnv` under `environment_vars`, and its
-    /// `postCreateCommand` as `initial_command` when none is given. `repo_url` may be
-    /// omitted; given, it must be the image's.
-    pub image_id: Option<String>,
-    /// Set for a job's entries: the image of `image_id` runs any repository.
-    #[serde(skip)]
-    #[schema(ignore)]
-    pub any_repo: bool,
-    /// (ext) Resource limits, bounded by the server's maxima.
-    pub resources: Option<ResourcesRequest>,
-    /// (ext) `none` (default) or `bridge` (only when `ALLOW_NETWORK=true`).
-    pub network: Option<Network>,
-}
-
-/// Requested resources; omitted fields take the server's defaults.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-pub struct ResourcesRequest {
-    /// CPUs (fractions allowed).
-    pub cpus: Option<f64>,
-    /// Memory limit in MiB.
-    pub memory_mb: Option<u64>,
-    /// Process limit.
-    pub pids: Option<i64>,
-    /// What the sandbox may write, in MiB (its writable layer, `/workspace` included);
-    /// only where the engine can enforce it (see `/info`'s `disk_limits`), 400 otherwise.
-    pub disk_mb: Option<u64>,
 }
 
 /// A sandbox, as every container endpoint returns it.
@@ -142,192 +87,6 @@ pub struct ContainerListResponse {
     pub total_count: usize,
     /// How many are `running`.
     pub active_count: usize,
-}
-
-impl CreateContainerRequest {
-    pub(crate) fn validate(
-        mut self,
-        config: &Config,
-        sandboxes: &crate::sandbox::Sandboxes,
-    ) -> Result<NewSandbox> {
-        let snapshots = sandboxes.snapshots();
-        let built = match &self.image_id {
-            None => None,
-            Some(_) if self.image.is_some() || self.snapshot_id.is_some() => {
-                return Err(Error::invalid(
-                    "image_id names the image: leave out image and snapshot_id",
-                ));
-            }
-            Some(id) => {
-                let image = sandboxes.images().get(id)?.record();
-                match image.status {
-                    crate::image::ImageStatus::Ready => {}
-                    crate::image::ImageStatus::Building => {
-                        return Err(Error::Conflict(format!(
-                            "image {id} is still building; wait for it (GET /images/{id}/logs)"
-                        )));
-                    }
-                    crate::image::ImageStatus::Failed => {
-                        return Err(Error::Conflict(format!(
-                            "image {id} failed to build: {}",
-                            image.error.as_deref().unwrap_or("no reason recorded")
-                        )));
-                    }
-                }
-                let given =
-                    |field: &Option<String>| field.as_deref().is_some_and(|v| !v.is_empty());
-                let own_repo = match &self.repo_url {
-                    None => true,
-                    Some(url) => {
-                        let parsed = RepoUrl::parse(url, config.allowed_git_hosts.items())?;
-                        parsed.redacted() == image.repo_url
-                    }
-                };
-                if !own_repo && !self.any_repo {
-                    return Err(Error::invalid(format!(
-                        "image {id} was built from {}: repo_url must be that repository (or left out)",
-                        image.repo_url
-                    )));
-                }
-                if self.repo_url.is_none() {
-                    self.repo_url = Some(image.repo_url.clone());
-                }
-                if own_repo && !given(&self.branch) && !given(&self.commit) {
-                    self.commit = Some(image.resolved_commit.clone());
-                }
-                let mut env = image.container_env.clone();
-                env.extend(self.environment_vars.take().unwrap_or_default());
-                self.environment_vars = Some(env);
-                if self.initial_command.is_none() {
-                    self.initial_command = image.post_create_command.clone();
-                }
-                self.image = Some(image.image.clone());
-                Some(image)
-            }
-        };
-        let (repo, snapshot) = match (&self.repo_url, &self.snapshot_id) {
-            (Some(url), None) => (
-                Some(RepoUrl::parse(url, config.allowed_git_hosts.items())?),
-                None,
-            ),
-            (None, Some(id)) => {
-                let given =
-                    |field: &Option<String>| field.as_deref().is_some_and(|v| !v.is_empty());
-                if given(&self.branch) || given(&self.commit) || self.image.is_some() {
-                    return Err(Error::invalid(
-                        "a sandbox from a snapshot takes the snapshot's repository, commit and image: leave out branch, commit and image",
-                    ));
-                }
-                (None, Some(snapshots.get(id)?))
-            }
-            (Some(_), Some(_)) => {
-                return Err(Error::invalid(
-                    "give either repo_url or snapshot_id, not both",
-                ));
-            }
-            (None, None) => return Err(Error::invalid("repo_url is required")),
-        };
-        // An empty string is what some clients send for "not given".
-        let branch = self.branch.filter(|branch| !branch.is_empty());
-        if let Some(branch) = &branch {
-            validate_branch(branch)?;
-        }
-        let commit_as_requested = self.commit.filter(|commit| !commit.is_empty());
-        let commit = commit_as_requested
-            .as_deref()
-            .map(validate_commit)
-            .transpose()?;
-        let max_runtime = match self.max_runtime_secs {
-            None => None,
-            Some(secs) if secs <= 0 => {
-                return Err(Error::invalid("max_runtime_secs must be positive"));
-            }
-            Some(secs) if secs.unsigned_abs() > config.max_runtime_secs => {
-                return Err(Error::invalid(format!(
-                    "max_runtime_secs must be at most {}",
-                    config.max_runtime_secs
-                )));
-            }
-            Some(secs) => Some(Duration::from_secs(secs.unsigned_abs())),
-        };
-        let env = self.environment_vars.unwrap_or_default();
-        validate_env("environment_vars", &env)?;
-        if let Some(command) = &self.initial_command
-            && (command.trim().is_empty() || command.contains('\0'))
-        {
-            return Err(Error::invalid(
-                "initial_command must be a non-empty command without NUL bytes",
-            ));
-        }
-        let image = match self.image {
-            None if snapshot.is_some() => snapshot
-                .as_ref()
-                .map(|snapshot| snapshot.image.clone())
-                .unwrap_or_default(),
-            None => config.docker_base_image.clone(),
-            // Built here: no allowlist (it was checked at the build, where it applies).
-            Some(image) if built.is_some() => image,
-            Some(image) => {
-                crate::image::validate_reference(config, &image)?;
-                image
-            }
-        };
-        let requested = self.resources.unwrap_or_default();
-        let resources = Resources {
-            cpus: requested.cpus.unwrap_or(config.default_cpus),
-            memory_mb: requested.memory_mb.unwrap_or(config.default_memory_mb),
-            pids: requested.pids.unwrap_or(config.default_pids),
-            // Decided with the engine's abilities (`Sandboxes::apply_disk_limit`).
-            disk_mb: requested.disk_mb,
-        };
-        if let Some(disk_mb) = resources.disk_mb
-            && !(1..=config.max_disk_mb).contains(&disk_mb)
-        {
-            return Err(Error::invalid(format!(
-                "resources.disk_mb must be in [1, {}]",
-                config.max_disk_mb
-            )));
-        }
-        if !(resources.cpus > 0.0 && resources.cpus <= config.max_cpus) {
-            return Err(Error::invalid(format!(
-                "resources.cpus must be in (0, {}]",
-                config.max_cpus
-            )));
-        }
-        if !(6..=config.max_memory_mb).contains(&resources.memory_mb) {
-            return Err(Error::invalid(format!(
-                "resources.memory_mb must be in [6, {}]",
-                config.max_memory_mb
-            )));
-        }
-        if !(16..=config.max_pids).contains(&resources.pids) {
-            return Err(Error::invalid(format!(
-                "resources.pids must be in [16, {}]",
-                config.max_pids
-            )));
-        }
-        let network = self.network.unwrap_or(Network::None);
-        if network == Network::Bridge && !config.allow_network {
-            return Err(Error::invalid(
-                "network \"bridge\" is disabled on this server (ALLOW_NETWORK=false)",
-            ));
-        }
-        Ok(NewSandbox {
-            repo,
-            snapshot,
-            branch,
-            commit,
-            commit_as_requested,
-            max_runtime,
-            env,
-            initial_command: self.initial_command,
-            image,
-            resources,
-            network,
-            job_id: None,
-            image_id: built.map(|image| image.image_id),
-        })
-    }
 }
 
 /// Create a sandbox from a git repository; returns once it is usable.

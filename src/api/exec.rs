@@ -13,10 +13,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{AppState, Json, json_body, validate_env};
+use super::{AppState, Json, json_body};
 use crate::config::Config;
 use crate::error::{Error, ErrorBody, Result};
 use crate::exec::{self, Event, ExecResult};
+use crate::request::validate_env;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     // The bodies may carry `stdin`: their bound is the handlers' own (see `body_limit`).
@@ -60,11 +61,11 @@ impl ExecuteCommandRequest {
         if self.command.contains('\0') {
             return Err(Error::invalid("command must not contain NUL bytes"));
         }
-        let working_dir = super::validate_working_dir(self.working_directory)?;
-        let timeout = super::validate_timeout(
+        let working_dir = crate::request::validate_working_dir(self.working_directory)?;
+        let timeout = crate::request::validate_timeout(
             config,
             self.timeout_secs
-                .unwrap_or_else(|| super::default_timeout_secs(config)),
+                .unwrap_or_else(|| crate::request::default_timeout_secs(config)),
         )?;
         let env = self.environment.unwrap_or_default();
         validate_env("environment", &env)?;

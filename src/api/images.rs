@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{AppState, Json, validate_env};
+use super::{AppState, Json};
 use crate::error::{ErrorBody, Result};
 use crate::git::{RepoUrl, validate_branch, validate_commit};
 use crate::image::{Build, BuildFrom, BuildRequest, Image};
+use crate::request::validate_env;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -358,84 +358,12 @@ impl From<QueryRejection> for Error {
     }
 }
 
-/// A command's `working_directory` (default `/workspace`): absolute, bounded, no NUL.
-pub(crate) fn validate_working_dir(given: Option<String>) -> Result<String, Error> {
-    let dir = given.unwrap_or_else(|| crate::backend::WORKSPACE.to_owned());
-    if !dir.starts_with('/') || dir.contains('\0') || dir.len() > 4096 {
-        return Err(Error::invalid(format!(
-            "working_directory must be an absolute path, got {dir:?}"
-        )));
-    }
-    Ok(dir)
-}
-
-/// A command's `timeout_secs`: 1 … `MAX_EXEC_TIMEOUT_SECS`.
-pub(crate) fn validate_timeout(config: &Config, secs: i64) -> Result<std::time::Duration, Error> {
-    if secs < 1 || secs.unsigned_abs() > config.max_exec_timeout_secs {
-        return Err(Error::invalid(format!(
-            "timeout_secs must be between 1 and {} (MAX_EXEC_TIMEOUT_SECS)",
-            config.max_exec_timeout_secs
-        )));
-    }
-    Ok(std::time::Duration::from_secs(secs.unsigned_abs()))
-}
-
-/// The default `timeout_secs` (`DEFAULT_EXEC_TIMEOUT_SECS`).
-pub(crate) fn default_timeout_secs(config: &Config) -> i64 {
-    i64::try_from(config.default_exec_timeout_secs).unwrap_or(30)
-}
-
-/// Checks environment variable names and values a client sends.
-pub fn validate_env(
-    field: &str,
-    env: &std::collections::BTreeMap<String, String>,
-) -> Result<(), Error> {
-    const MAX_VARS: usize = 256;
-    if env.len() > MAX_VARS {
-        return Err(Error::invalid(format!(
-            "{field}: at most {MAX_VARS} variables"
-        )));
-    }
-    for (name, value) in env {
-        let mut chars = name.chars();
-        let valid = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(Error::invalid(format!(
-                "{field}: {name:?} is not a valid variable name (letters, digits and '_', not starting with a digit)"
-            )));
-        }
-        if value.contains('\0') {
-            return Err(Error::invalid(format!(
-                "{field}: the value of {name} contains a NUL byte"
-            )));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod router_tests;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    #[test]
-    fn env_names_must_be_shell_names() {
-        let ok = BTreeMap::from([
-            ("A_1".to_owned(), "x y".to_owned()),
-            ("_b".to_owned(), String::new()),
-        ]);
-        assert!(validate_env("environment", &ok).is_ok());
-        for bad in ["1A", "A-B", "", "A=B", "A B"] {
-            let env = BTreeMap::from([(bad.to_owned(), "v".to_owned())]);
-            assert!(validate_env("environment", &env).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn trailing_slashes_are_trimmed_on_api_routes_only() {

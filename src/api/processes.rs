@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{AppState, Json, Query, json_body, validate_env};
+use super::{AppState, Json, Query, json_body};
 use crate::agent::{ProcessEvent, ProcessInfo, ProcessSpec, ProcessStatus, TerminalSize};
 use crate::error::{Error, ErrorBody, Result};
+use crate::request::validate_env;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -150,10 +151,10 @@ pub async fn start_process(
             "command must be a non-empty command without NUL bytes",
         ));
     }
-    let cwd = super::validate_working_dir(request.working_directory)?;
+    let cwd = crate::request::validate_working_dir(request.working_directory)?;
     let timeout = request
         .timeout_secs
-        .map(|secs| super::validate_timeout(&state.config, secs))
+        .map(|secs| crate::request::validate_timeout(&state.config, secs))
         .transpose()?;
     let env = request.environment.unwrap_or_default();
     validate_env("environment", &env)?;

@@ -11,9 +11,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::exec::{ExecuteCommandRequest, body_limit};
-use super::{AppState, Json, json_body, validate_env};
+use super::{AppState, Json, json_body};
 use crate::error::{Error, ErrorBody, Result};
 use crate::exec::{self, ExecResult};
+use crate::request::validate_env;
 use crate::session::{self, SessionInfo};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -61,7 +62,7 @@ pub async fn create_session(
     state.sandboxes.get(&container_id)?;
     let request: CreateSessionRequest =
         json_body(&headers, body, state.config.max_request_bytes).await?;
-    let working_dir = super::validate_working_dir(request.working_directory)?;
+    let working_dir = crate::request::validate_working_dir(request.working_directory)?;
     let env = request.environment.unwrap_or_default();
     validate_env("environment", &env)?;
     state

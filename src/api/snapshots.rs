@@ -12,9 +12,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::containers::ContainerResponse;
-use super::{AppState, Json, json_body, validate_env};
+use super::{AppState, Json, json_body};
 use crate::error::{Error, ErrorBody, Result};
 use crate::metrics::Metrics;
+use crate::request::validate_env;
 use crate::sandbox::{Condition, NewSandbox, Status};
 use crate::snapshot::Snapshot;
 
