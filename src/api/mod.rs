@@ -57,7 +57,7 @@ pub struct AppState {
 }
 
 /// Prefix of every API route.
-pub const API_PREFIX: &str = "/api/v1";
+pub use repobox_client::API_PREFIX;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The API routes with their OpenAPI description.

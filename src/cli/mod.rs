@@ -14,14 +14,13 @@
 //! reached (its `error` and `detail` on stderr), 2 for a usage error (as clap does);
 //! `exec` and `shell` exit with the remote command's status.
 
-pub mod client;
+pub use repobox_client as client;
 pub mod containers;
 pub mod cp;
 pub mod exec;
 pub mod jobs;
 pub mod output;
 pub mod shell;
-pub mod sse;
 
 use std::collections::BTreeMap;
 
@@ -143,39 +142,7 @@ impl Cli {
     }
 }
 
-/// Why a client command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// The server answered with an error.
-    #[error("{error}: {detail}")]
-    Api {
-        /// HTTP status.
-        status: u16,
-        /// The error's title (`error` of the body).
-        error: String,
-        /// What went wrong (`detail` of the body).
-        detail: String,
-    },
-    /// The command line does not make sense (exit 2, as clap's own errors).
-    #[error("{0}")]
-    Usage(String),
-    /// Anything else: the server unreachable, a local file, a broken stream.
-    #[error("{0:#}")]
-    Other(#[from] anyhow::Error),
-}
-
-impl CliError {
-    /// The exit status for this error.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            CliError::Usage(_) => 2,
-            CliError::Api { .. } | CliError::Other(_) => 1,
-        }
-    }
-}
-
-/// Result of a client command: the exit status to end with.
-pub type CliResult<T = i32> = std::result::Result<T, CliError>;
+pub use repobox_client::{Error as CliError, Result as CliResult};
 
 /// Runs a client command (anything but `serve`) to its end; returns the exit status.
 pub async fn run(args: ClientArgs, command: Command) -> i32 {

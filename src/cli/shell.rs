@@ -49,7 +49,7 @@ pub fn terminal_url(base: &str, id: &str, cols: u16, rows: u16) -> String {
         .unwrap_or_else(|| base.to_owned());
     format!(
         "{base}{}/containers/{id}/terminal?cols={cols}&rows={rows}",
-        crate::api::API_PREFIX
+        repobox_client::API_PREFIX
     )
 }
 

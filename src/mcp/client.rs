@@ -11,9 +11,7 @@ use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use serde_json::Value;
 use tower::ServiceExt as _;
 
-use crate::api::API_PREFIX;
-use crate::cli::CliError;
-use crate::cli::client::{Client, error_from_body};
+use repobox_client::{API_PREFIX, Client, Error as CliError, error_from_body};
 
 /// One request to the API.
 #[derive(Debug, Clone)]
@@ -146,7 +144,7 @@ impl ApiClient for OverHttp {
                 .body(bytes),
         };
         let response = self.0.send(request).await?;
-        Ok(crate::cli::client::json(response).await?)
+        Ok(repobox_client::json(response).await?)
     }
 }
 

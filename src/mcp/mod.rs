@@ -166,7 +166,7 @@ fn container(id: &str) -> String {
 }
 
 fn query(value: &str) -> String {
-    crate::cli::client::encode(value)
+    repobox_client::encode(value)
 }
 
 #[tool_router]
@@ -437,7 +437,7 @@ impl ServerHandler for Tools {}
 
 /// `repobox mcp`: serves the tools on stdin/stdout until the peer closes them; calls
 /// go to the server `client` talks to. Exit status 0, or 1 when MCP itself failed.
-pub async fn serve_stdio(client: crate::cli::client::Client) -> crate::cli::CliResult {
+pub async fn serve_stdio(client: repobox_client::Client) -> repobox_client::Result {
     let tools = Tools::new(Arc::new(client::OverHttp(client)));
     let running = tools
         .serve(rmcp::transport::stdio())

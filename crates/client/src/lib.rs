@@ -1,5 +1,7 @@
 //! A small HTTP client of the repobox API: the base URL and key in one place, every
-//! error answer turned into [`CliError::Api`] with the server's `error` and `detail`.
+//! error answer turned into [`Error::Api`] with the server's `error` and `detail`.
+//! The CLI and the MCP tools reach a server through it; it knows nothing of the
+//! server's own modules.
 
 use std::time::Duration;
 
@@ -8,9 +10,46 @@ use futures_util::{Stream, StreamExt};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
-use super::sse::{SseEvent, SseParser};
-use super::{CliError, CliResult};
-use crate::api::API_PREFIX;
+pub mod sse;
+
+use sse::{SseEvent, SseParser};
+
+/// Where the API lives under a server's base URL.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error.
+    #[error("{error}: {detail}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error's title (`error` of the body).
+        error: String,
+        /// What went wrong (`detail` of the body).
+        detail: String,
+    },
+    /// The command line does not make sense (exit 2, as clap's own errors).
+    #[error("{0}")]
+    Usage(String),
+    /// Anything else: the server unreachable, a local file, a broken stream.
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+impl Error {
+    /// The exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Api { .. } | Error::Other(_) => 1,
+        }
+    }
+}
+
+/// Result of a call; for a command, the exit status to end with.
+pub type Result<T = i32> = std::result::Result<T, Error>;
 
 /// A client of one server.
 #[derive(Debug, Clone)]
@@ -24,7 +63,7 @@ pub struct Client {
 impl Client {
     /// A client of the server at `url` (`http://host:port`; a trailing `/` or
     /// `/api/v1` is accepted), sending `key` as a bearer token when given.
-    pub fn new(url: &str, key: Option<String>) -> CliResult<Self> {
+    pub fn new(url: &str, key: Option<String>) -> Result<Self> {
         let base = normalize_base(url)?;
         // No overall timeout: creates clone repositories, streams last as long as
         // their command. Connecting is bounded.
@@ -63,8 +102,8 @@ impl Client {
         }
     }
 
-    /// Sends `request`; an error status becomes [`CliError::Api`].
-    pub async fn send(&self, request: RequestBuilder) -> CliResult<Response> {
+    /// Sends `request`; an error status becomes [`Error::Api`].
+    pub async fn send(&self, request: RequestBuilder) -> Result<Response> {
         let response = request.send().await.map_err(|err| self.unreachable(err))?;
         if response.status().is_success() {
             Ok(response)
@@ -73,22 +112,22 @@ impl Client {
         }
     }
 
-    fn unreachable(&self, err: reqwest::Error) -> CliError {
+    fn unreachable(&self, err: reqwest::Error) -> Error {
         let what = if err.is_connect() {
             format!("cannot reach the server at {}", self.base)
         } else {
             format!("request to {} failed", self.base)
         };
-        CliError::Other(anyhow::Error::new(err).context(what))
+        Error::Other(anyhow::Error::new(err).context(what))
     }
 
     /// GET `path` → JSON.
-    pub async fn get(&self, path: &str) -> CliResult<Value> {
+    pub async fn get(&self, path: &str) -> Result<Value> {
         json(self.send(self.request(Method::GET, path)).await?).await
     }
 
     /// POST JSON `body` to `path` → JSON.
-    pub async fn post(&self, path: &str, body: &Value) -> CliResult<Value> {
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
         json(
             self.send(self.request(Method::POST, path).json(body))
                 .await?,
@@ -97,7 +136,7 @@ impl Client {
     }
 
     /// PATCH JSON `body` to `path` → JSON.
-    pub async fn patch(&self, path: &str, body: &Value) -> CliResult<Value> {
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value> {
         json(
             self.send(self.request(Method::PATCH, path).json(body))
                 .await?,
@@ -106,7 +145,7 @@ impl Client {
     }
 
     /// DELETE `path` (the answer's body, if any, is dropped).
-    pub async fn delete(&self, path: &str) -> CliResult<()> {
+    pub async fn delete(&self, path: &str) -> Result<()> {
         self.send(self.request(Method::DELETE, path)).await?;
         Ok(())
     }
@@ -115,7 +154,7 @@ impl Client {
     pub async fn events(
         &self,
         request: RequestBuilder,
-    ) -> CliResult<impl Stream<Item = CliResult<SseEvent>> + Unpin + use<>> {
+    ) -> Result<impl Stream<Item = Result<SseEvent>> + Unpin + use<>> {
         let response = self
             .send(request.header(reqwest::header::ACCEPT, "text/event-stream"))
             .await?;
@@ -124,7 +163,7 @@ impl Client {
             .bytes_stream()
             .map(move |chunk| match chunk {
                 Ok(chunk) => Ok(parser.push(&chunk)),
-                Err(err) => Err(CliError::Other(
+                Err(err) => Err(Error::Other(
                     anyhow::Error::new(err).context("the event stream broke"),
                 )),
             })
@@ -139,11 +178,11 @@ impl Client {
 }
 
 /// `url` without a trailing `/` or API prefix; only `http` and `https`.
-fn normalize_base(url: &str) -> CliResult<String> {
+fn normalize_base(url: &str) -> Result<String> {
     let parsed = url::Url::parse(url)
-        .map_err(|err| CliError::Usage(format!("--url {url:?} is not a URL: {err}")))?;
+        .map_err(|err| Error::Usage(format!("--url {url:?} is not a URL: {err}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(CliError::Usage(format!(
+        return Err(Error::Usage(format!(
             "--url {url:?} must be an http:// or https:// URL of a server"
         )));
     }
@@ -153,7 +192,7 @@ fn normalize_base(url: &str) -> CliResult<String> {
 }
 
 /// The JSON of a successful answer (`Null` for none).
-pub async fn json(response: Response) -> CliResult<Value> {
+pub async fn json(response: Response) -> Result<Value> {
     if response.status() == StatusCode::NO_CONTENT {
         return Ok(Value::Null);
     }
@@ -169,14 +208,14 @@ pub async fn json(response: Response) -> CliResult<Value> {
 
 /// The error an error answer stands for: its JSON `error` and `detail` when it has
 /// them, else the status and whatever text came.
-pub async fn api_error(response: Response) -> CliError {
+pub async fn api_error(response: Response) -> Error {
     let status = response.status();
     let body = response.bytes().await.unwrap_or_default();
     error_from_body(status, &body)
 }
 
 /// [`api_error`] for a status and body already read (the terminal's refused upgrade).
-pub fn error_from_body(status: StatusCode, body: &[u8]) -> CliError {
+pub fn error_from_body(status: StatusCode, body: &[u8]) -> Error {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let field = |name: &str| {
         parsed
@@ -195,7 +234,7 @@ pub fn error_from_body(status: StatusCode, body: &[u8]) -> CliError {
             text
         }
     });
-    CliError::Api {
+    Error::Api {
         status: status.as_u16(),
         error,
         detail,
@@ -230,10 +269,7 @@ mod tests {
             "https://box.example/repobox"
         );
         for bad in ["127.0.0.1:8000", "ftp://h", "not a url"] {
-            assert!(
-                matches!(normalize_base(bad), Err(CliError::Usage(_))),
-                "{bad}"
-            );
+            assert!(matches!(normalize_base(bad), Err(Error::Usage(_))), "{bad}");
         }
     }
 
