@@ -290,14 +290,9 @@ fn process_error(kind: ErrorKind, message: String) -> Error {
 }
 
 impl AgentClient {
-    /// Speaks to the agent at the other end of `transport`: says hello (which also
-    /// ends whatever an earlier connection left running) and waits, within `bound`,
-    /// for the answer.
-    pub async fn connect(transport: Transport, bound: Duration) -> Result<Self> {
-        Self::connect_with(transport, bound, Limits::default(), Box::new(|_| {})).await
-    }
-
-    /// [`Self::connect`], holding the agent to `limits`; `on_violation` is called once,
+    /// Speaks to the agent at the other end of `transport` (says hello, which also
+    /// ends whatever an earlier connection left running, and waits within `bound`
+    /// for the answer), holding the agent to `limits`; `on_violation` is called once,
     /// with the reason, if the agent breaks the protocol (the connection is then gone).
     pub async fn connect_with(
         transport: Transport,

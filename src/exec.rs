@@ -22,9 +22,6 @@ use utoipa::ToSchema;
 use crate::agent::{AgentClient, ExecEvent, ExecSpec, Execution};
 use crate::error::Result;
 
-/// Exit code reported for a command stopped at its deadline (as `timeout(1)` does).
-pub const TIMEOUT_EXIT_CODE: i64 = 124;
-
 /// Most output bytes gathered into one streamed event.
 const BATCH_BYTES: usize = 256 * 1024;
 

@@ -599,11 +599,6 @@ impl Sandboxes {
         Ok(())
     }
 
-    /// The expiry schedule (for the reaper).
-    pub fn expiries(&self) -> &Expiries {
-        &self.expiries
-    }
-
     /// The sandboxes recorded for job `job_id`.
     pub fn of_job(&self, job_id: &str) -> Vec<Arc<Sandbox>> {
         self.registry
