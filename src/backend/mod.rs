@@ -31,6 +31,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::{Error, Result};
 
+pub mod local;
+
 /// Label set on every container repobox owns.
 pub const LABEL_MANAGED: &str = "repobox.managed";
 /// Label naming the repobox instance (one `DATA_DIR`) that owns the container, so
@@ -420,7 +422,14 @@ pub fn connect(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<
             crate::docker::Runtime::connect(&config.docker_host)?
                 .with_build_cgroup_root(&config.build_cgroup_root),
         ),
-        BackendKind::Local => anyhow::bail!("BACKEND=local is not built yet"),
+        BackendKind::Local => {
+            let root = if config.local_root.is_empty() {
+                config.data_dir.join("local")
+            } else {
+                std::path::PathBuf::from(&config.local_root)
+            };
+            std::sync::Arc::new(local::Local::new(&root)?)
+        }
     })
 }
 
