@@ -439,3 +439,27 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Lent<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_lent_pipe_goes_back_to_its_sandbox_when_dropped() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let home = Arc::new(Mutex::new(None));
+        let mut lent = Lent::new(near, home.clone());
+        lent.write_all(b"first").await.unwrap();
+        // A shutdown is not passed on: the pipe stays open for the next connection.
+        lent.shutdown().await.unwrap();
+        drop(lent);
+        let mut again = Lent::new(lock(&home).take().expect("returned"), home.clone());
+        again.write_all(b" second").await.unwrap();
+        drop(again);
+        let mut read = vec![0; 12];
+        far.read_exact(&mut read).await.unwrap();
+        assert_eq!(read, b"first second");
+        assert!(lock(&home).is_some());
+    }
+}
