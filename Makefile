@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: setup engine image run test lint unit e2e bench smoke schemathesis ui-test soak clean
+.PHONY: setup engine image run test lint unit e2e conformance conformance-local bench smoke schemathesis ui-test soak clean
 
 ## setup: a Docker engine and the sandbox image (no-op when both are there)
 setup: image
@@ -40,6 +40,14 @@ unit:
 
 e2e: setup
 	$(CARGO) test --locked --test e2e
+
+## conformance: the same cases against every backend (Docker and the local test backend)
+conformance: setup
+	$(CARGO) test --locked --test conformance
+
+## conformance-local: the local backend's cases alone (seconds; no Docker needed)
+conformance-local:
+	$(CARGO) test --locked --test conformance -- local::
 
 ## bench: repobox against the raw Docker Engine API (prints a table, writes target/bench/latest.json)
 ## BENCH_ARGS=--quick: a few samples of every figure (checks the benchmark, measures nothing)

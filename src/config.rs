@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+pub use crate::backend::BackendKind;
+
 /// The default sandbox image, built by `scripts/build-image.sh`.
 pub const DEFAULT_BASE_IMAGE: &str = "repobox/sandbox:bookworm";
 
@@ -77,6 +79,15 @@ pub struct Config {
     /// Image for sandboxes when a request names none.
     #[arg(long, env = "DOCKER_BASE_IMAGE", default_value = DEFAULT_BASE_IMAGE)]
     pub docker_base_image: String,
+    /// Where sandboxes run: `docker` (the default), or `local` (a test backend: the
+    /// agent as a child process of the server in namespaces of its own, with no
+    /// isolation and no images; never for production).
+    #[arg(long, env = "BACKEND", value_enum, default_value_t = BackendKind::Docker)]
+    pub backend: BackendKind,
+    /// Where the local backend keeps each sandbox's directory (`BACKEND=local`);
+    /// empty: `<DATA_DIR>/local`.
+    #[arg(long, env = "LOCAL_ROOT", default_value = "")]
+    pub local_root: String,
     /// Docker Engine address (`unix:///var/run/docker.sock`, `tcp://host:2375`).
     #[arg(
         long,

@@ -75,9 +75,14 @@ pub enum Error {
     /// `MAX_CONTAINERS` reached (429).
     #[error("the limit of {0} containers is reached; destroy one first")]
     TooManyContainers(usize),
-    /// The Docker engine cannot be reached (503).
+    /// The backend's engine (Docker, …) cannot be reached (503). Its code stays
+    /// `docker_unavailable`, as the contract and its clients name it.
     #[error("{0}")]
-    DockerUnavailable(String),
+    EngineUnavailable(String),
+    /// What this server's backend cannot do (an image store on a backend without one)
+    /// (501).
+    #[error("{0}")]
+    NotSupported(String),
     /// No image (built from a repository) with this id (404).
     #[error("{0}")]
     ImageNotFound(String),
@@ -142,7 +147,8 @@ impl Error {
             | Error::ImageUnavailable(_)
             | Error::Sandbox(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::TooManyContainers(_) | Error::LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
-            Error::DockerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -173,7 +179,8 @@ impl Error {
             Error::Checkout(_) => ("Checkout failed", "checkout_failed"),
             Error::MissingTool(_) => ("Image lacks a required tool", "missing_tool"),
             Error::TooManyContainers(_) => ("Too many containers", "too_many_containers"),
-            Error::DockerUnavailable(_) => ("Docker unavailable", "docker_unavailable"),
+            Error::EngineUnavailable(_) => ("Engine unavailable", "docker_unavailable"),
+            Error::NotSupported(_) => ("Not supported by this backend", "not_supported"),
             Error::Sandbox(_) => ("Operation failed in the sandbox", "sandbox_error"),
             Error::NoCapacity(_) => ("Not enough capacity", "no_capacity"),
             Error::Internal(_) => ("Internal server error", "internal"),
@@ -205,8 +212,8 @@ impl Error {
                 tracing::error!(error = ?source, "internal error");
                 "the server failed to handle this request; see its logs".to_owned()
             }
-            Error::DockerUnavailable(reason) => {
-                tracing::warn!(%reason, "docker unavailable");
+            Error::EngineUnavailable(reason) => {
+                tracing::warn!(%reason, "engine unavailable");
                 self.to_string()
             }
             other => other.to_string(),

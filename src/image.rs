@@ -30,7 +30,8 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::backend::{
-    Backend, BuildEvent, BuildSpec, Credentials, LABEL_IMAGE_ID, LABEL_IMAGE_INSTANCE,
+    Backend, BuildEvent, BuildSpec, Credentials, ImageInfo, LABEL_IMAGE_ID, LABEL_IMAGE_INSTANCE,
+    image_store,
 };
 use crate::config::{BuildNetwork, Config, PullPolicy};
 use crate::error::{Error, Result};
@@ -820,7 +821,7 @@ impl From<PullFailure> for Error {
     fn from(failure: PullFailure) -> Self {
         match failure {
             PullFailure::Refused(reason) => Error::ImageUnavailable(reason),
-            PullFailure::Engine(reason) => Error::DockerUnavailable(reason),
+            PullFailure::Engine(reason) => Error::EngineUnavailable(reason),
         }
     }
 }
@@ -930,6 +931,7 @@ impl Images {
     /// being made). Resolving the repository and reading its recipe happen before it
     /// answers, so a bad repository or recipe is a 4xx, never a failed record.
     pub async fn build(&self, git: &GitCache, request: BuildRequest) -> Result<Image> {
+        image_store(&*self.backend)?;
         if !self.config.allow_image_builds {
             return Err(Error::BuildsDisabled(
                 "image builds are off on this server (ALLOW_IMAGE_BUILDS=false): they run the repository's own instructions on the engine".to_owned(),
@@ -1145,7 +1147,9 @@ impl Images {
             )));
         }
         if record.built {
-            self.backend.remove_image(&record.image).await?;
+            image_store(&*self.backend)?
+                .remove_image(&record.image)
+                .await?;
         }
         self.forget(image_id);
         Ok(())
@@ -1154,8 +1158,11 @@ impl Images {
     /// Brings the engine's images of ours and the records into agreement: an image
     /// without a record is removed, a ready record whose image is gone reads `failed`.
     pub async fn reconcile(&self) -> Result<()> {
+        let Some(store) = self.backend.images() else {
+            return Ok(());
+        };
         let label = format!("{LABEL_IMAGE_INSTANCE}={}", self.instance);
-        let images = self.backend.list_images(&label).await?;
+        let images = store.list_images(&label).await?;
         for image in &images {
             let known = image
                 .labels
@@ -1163,7 +1170,7 @@ impl Images {
                 .is_some_and(|id| self.get(id).is_ok());
             if !known {
                 tracing::info!(image = %image.id, "removing a built image without a record");
-                if let Err(err) = self.backend.remove_image(&image.id).await {
+                if let Err(err) = store.remove_image(&image.id).await {
                     tracing::warn!(image = %image.id, %err, "could not remove a built image");
                 }
             }
@@ -1179,7 +1186,7 @@ impl Images {
             let record = build.record();
             if record.built
                 && record.status == ImageStatus::Ready
-                && self.backend.image(&record.image).await?.is_none()
+                && store.image(&record.image).await?.is_none()
             {
                 tracing::warn!(image = %record.image_id, "an image's record outlived its image");
                 build.update(|record| {
@@ -1270,8 +1277,12 @@ impl Puller {
     /// `DOCKER_BASE_IMAGE` and pool members are pulled only when missing).
     pub async fn ensure(&self, reference: &str, named: bool) -> Result<()> {
         let policy = self.config.image_pull_policy;
+        let Some(store) = self.backend.images() else {
+            // No image store: the engine resolves the image itself.
+            return Ok(());
+        };
         let always = policy == PullPolicy::Always && named && !is_ours(reference);
-        if !always && self.backend.image_exists(reference).await? {
+        if !always && store.image_exists(reference).await? {
             return Ok(());
         }
         if is_ours(reference) {
@@ -1350,12 +1361,13 @@ async fn pull_once(
             ))
         })?
     };
+    let store = image_store(&*backend).map_err(failure)?;
     tracing::info!(image = %reference, authenticated = credentials.is_some(), "pulling an image");
     let mut layers: HashMap<String, u64> = HashMap::new();
     let mut done = 0usize;
     let mut logged = Instant::now();
     let run = async {
-        let mut stream = backend.pull(&reference, credentials);
+        let mut stream = store.pull(&reference, credentials);
         while let Some(progress) = stream.next().await {
             let progress = progress?;
             if progress.status == "Downloading" && progress.total > 0 {
@@ -1378,7 +1390,7 @@ async fn pull_once(
         Ok::<_, Error>(())
     };
     let outcome = match tokio::time::timeout(bound, run).await {
-        Ok(Ok(())) => match backend.image_exists(&reference).await {
+        Ok(Ok(())) => match store.image_exists(&reference).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(PullFailure::Refused(format!(
                 "cannot pull image {reference:?}: the engine reported no error, yet has no such image"
@@ -1411,9 +1423,14 @@ async fn pull_once(
 
 fn failure(err: Error) -> PullFailure {
     match err {
-        Error::DockerUnavailable(reason) => PullFailure::Engine(reason),
+        Error::EngineUnavailable(reason) => PullFailure::Engine(reason),
         other => PullFailure::Refused(other.to_string()),
     }
+}
+
+/// The image `reference` names, from `backend`'s image store.
+async fn image_info(backend: &dyn Backend, reference: &str) -> Result<Option<ImageInfo>> {
+    image_store(backend)?.image(reference).await
 }
 
 /// What a build's task needs, owned.
@@ -1448,7 +1465,7 @@ impl BuildWork {
         let bound = Duration::from_secs(self.config.image_build_timeout_secs);
         let build = &self.build;
         let run = async {
-            let mut stream = self.backend.build(context, spec);
+            let mut stream = image_store(&*self.backend)?.build(context, spec);
             let mut built = false;
             while let Some(event) = stream.next().await {
                 match event? {
@@ -1459,7 +1476,7 @@ impl BuildWork {
             Ok::<_, Error>(built)
         };
         let outcome = match tokio::time::timeout(bound, run).await {
-            Ok(Ok(true)) => match self.backend.image(&record.image).await {
+            Ok(Ok(true)) => match image_info(&*self.backend, &record.image).await {
                 Ok(Some(info)) => Ok(info.size_bytes),
                 Ok(None) => Err("the engine reported success, yet has no image".to_owned()),
                 Err(err) => Err(err.to_string()),
@@ -1476,14 +1493,16 @@ impl BuildWork {
             .observe(started.elapsed().as_secs_f64());
         if outcome.is_err() {
             // A timed-out or failed build may have left its image half-tagged.
-            let _ = self.backend.remove_image(&record.image).await;
+            if let Some(store) = self.backend.images() {
+                let _ = store.remove_image(&record.image).await;
+            }
         }
         self.finish(outcome).await;
     }
 
     async fn finish_pulled(self, pulled: Result<()>) {
         let outcome = match pulled {
-            Ok(()) => match self.backend.image(&self.build.record().image).await {
+            Ok(()) => match image_info(&*self.backend, &self.build.record().image).await {
                 Ok(Some(info)) => Ok(info.size_bytes),
                 Ok(None) => Err("the image is not on the engine after its pull".to_owned()),
                 Err(err) => Err(err.to_string()),

@@ -38,8 +38,10 @@ pub struct Resources {
 pub struct Sandbox {
     /// Our id (also the container's name).
     pub id: String,
-    /// Docker's id.
-    pub docker_id: String,
+    /// The backend's id for it (a container's id, a child process's own id); records
+    /// written before the backend split call it `docker_id`.
+    #[serde(alias = "docker_id")]
+    pub engine_id: String,
     /// Repository URL, without credentials.
     pub repo_url: String,
     /// Branch checked out (`None`: detached HEAD).
@@ -446,7 +448,7 @@ mod tests {
     fn record(id: String) -> Sandbox {
         Sandbox {
             id,
-            docker_id: "engine".into(),
+            engine_id: "engine".into(),
             repo_url: "https://example.com/r".into(),
             branch: None,
             commit: None,
@@ -466,6 +468,16 @@ mod tests {
             image_id: None,
             env: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn records_written_before_the_backend_split_still_read() {
+        let mut old = serde_json::to_value(record("a".into())).unwrap();
+        let object = old.as_object_mut().unwrap();
+        let id = object.remove("engine_id").unwrap();
+        object.insert("docker_id".into(), id);
+        let read: Sandbox = serde_json::from_value(old).unwrap();
+        assert_eq!(read.engine_id, "engine");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

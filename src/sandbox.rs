@@ -22,10 +22,11 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::agent::{AGENT_BINARY, AgentClient};
+use crate::agent::AgentClient;
 use crate::backend::{
-    Backend, ContainerInfo, ContainerState, DiskLimits, LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_POOL,
-    LABEL_PREFIX, Limits, Network, SandboxSpec, WORKSPACE,
+    ANNOTATION_CREATED_AT, ANNOTATION_EXPIRES_AT, ANNOTATION_REPO_URL, Backend, ContainerInfo,
+    ContainerState, DiskLimits, LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_POOL, LABEL_PREFIX, Limits,
+    Network, SandboxSpec, WORKSPACE, image_store,
 };
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -271,6 +272,7 @@ impl Sandboxes {
     /// Snapshots the sandbox `id` (409 unless running; 429 past `MAX_SNAPSHOTS`). A
     /// failure leaves neither image nor record.
     pub async fn snapshot(&self, id: &str, name: Option<String>) -> Result<Arc<Snapshot>> {
+        let store = image_store(&*self.backend)?;
         let sandbox = self.get(id)?;
         let condition = self.status(&sandbox).await?;
         if condition.status != Status::Running {
@@ -301,9 +303,8 @@ impl Sandboxes {
                 sandbox.resolved_commit.clone(),
             ),
         ]);
-        let image = self
-            .backend
-            .snapshot(&sandbox.docker_id, &reference, labels)
+        let image = store
+            .snapshot(&sandbox.engine_id, &reference, labels)
             .await?;
         let record = Snapshot {
             snapshot_id: snapshot_id.clone(),
@@ -326,7 +327,7 @@ impl Sandboxes {
                 Ok(snapshot)
             }
             Err(err) => {
-                let _ = self.backend.remove_image(&reference).await;
+                let _ = store.remove_image(&reference).await;
                 Err(err)
             }
         }
@@ -334,6 +335,7 @@ impl Sandboxes {
 
     /// Deletes a snapshot and its image; 409 while a sandbox runs on it.
     pub async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
+        let store = image_store(&*self.backend)?;
         let snapshot = self.snapshots.get(snapshot_id)?;
         if let Some(user) = self
             .registry
@@ -346,7 +348,7 @@ impl Sandboxes {
                 user.id
             )));
         }
-        self.backend.remove_image(&snapshot.image).await?;
+        store.remove_image(&snapshot.image).await?;
         self.snapshots.remove(snapshot_id);
         tracing::info!(snapshot = %snapshot_id, "snapshot deleted");
         Ok(())
@@ -354,8 +356,10 @@ impl Sandboxes {
 
     /// Snapshot images and records into agreement (part of [`Self::reconcile`]).
     async fn reconcile_snapshots(&self) -> Result<()> {
-        let images = self
-            .backend
+        let Some(store) = self.backend.images() else {
+            return Ok(());
+        };
+        let images = store
             .list_images(&format!(
                 "{}={}",
                 crate::backend::LABEL_SNAPSHOT_INSTANCE,
@@ -376,7 +380,7 @@ impl Sandboxes {
                 Err(_) if self.snapshots.is_pending(&id) => {}
                 Err(_) => {
                     tracing::info!(image = %image.id, "removing a snapshot image without a record (an interrupted snapshot)");
-                    if let Err(err) = self.backend.remove_image(&image.id).await {
+                    if let Err(err) = store.remove_image(&image.id).await {
                         tracing::warn!(image = %image.id, %err, "could not remove a snapshot image");
                     }
                 }
@@ -460,6 +464,7 @@ impl Sandboxes {
             pids: limits.pids,
             network: Network::None,
             labels: HashMap::from([(LABEL_POOL.to_owned(), image.to_owned())]),
+            annotations: HashMap::new(),
             runtime: self.runtime(),
             disk_mb,
         };
@@ -467,7 +472,7 @@ impl Sandboxes {
         let made = async {
             // A pooled image the engine lacks is pulled first (the pool warms after).
             self.images.ensure(image, false).await?;
-            let engine_id = self.backend.create(&spec, AGENT_BINARY).await?;
+            let engine_id = self.backend.create(&spec).await?;
             guard.engine_id = engine_id.clone();
             let agent = self.connect_agent(&engine_id).await?;
             Ok::<_, Error>(Member {
@@ -641,7 +646,7 @@ impl Sandboxes {
             return Ok(client.clone());
         }
         *connected = None;
-        match self.connect_agent(&sandbox.docker_id).await {
+        match self.connect_agent(&sandbox.engine_id).await {
             Ok(client) => {
                 *connected = Some(client.clone());
                 Ok(client)
@@ -679,7 +684,11 @@ impl Sandboxes {
     /// Refuses an image that declares `VOLUME`s: the engine would put them outside the
     /// container's writable layer, where `disk_mb` does not reach (422).
     async fn refuse_volumes(&self, image: &str) -> Result<()> {
-        if let Some(info) = self.backend.image(image).await?
+        let Some(store) = self.backend.images() else {
+            // The engine resolves the image itself, and keeps to its own volumes.
+            return Ok(());
+        };
+        if let Some(info) = store.image(image).await?
             && !info.volumes.is_empty()
         {
             let mut volumes = info.volumes;
@@ -703,9 +712,9 @@ impl Sandboxes {
 
     /// Puts a failure to reach a sandbox's agent in the client's terms.
     async fn unreachable(&self, sandbox: &Sandbox, err: Error) -> Error {
-        match self.backend.inspect(&sandbox.docker_id).await {
+        match self.backend.inspect(&sandbox.engine_id).await {
             Ok(Some(info)) if info.state == ContainerState::Running => match err {
-                Error::DockerUnavailable(_) => err,
+                Error::EngineUnavailable(_) => err,
                 other => Error::NotRunning(format!(
                     "the agent of container {} does not answer: {other}",
                     sandbox.id
@@ -793,7 +802,7 @@ impl Sandboxes {
                 if named {
                     self.refuse_volumes(&spec.image).await?;
                 }
-                let engine_id = self.backend.create(&spec, AGENT_BINARY).await?;
+                let engine_id = self.backend.create(&spec).await?;
                 guard.engine_id = engine_id.clone();
                 let agent = self.connect_agent(&engine_id).await?;
                 Ok::<_, Error>((engine_id, agent))
@@ -877,7 +886,7 @@ impl Sandboxes {
             };
             let sandbox = Sandbox {
                 id: id.clone(),
-                docker_id: engine_id,
+                engine_id,
                 repo_url,
                 branch,
                 commit: request.commit_as_requested.clone(),
@@ -922,20 +931,23 @@ impl Sandboxes {
         created_at: DateTime<Utc>,
         expires_at: Option<DateTime<Utc>>,
     ) -> SandboxSpec {
-        let mut labels = HashMap::from([
+        // Identity in labels; the rest (kept in the record) as annotations, for
+        // people looking at the engine.
+        let mut annotations = HashMap::from([
             (
-                format!("{LABEL_PREFIX}repo_url"),
+                ANNOTATION_REPO_URL.to_owned(),
                 match (&request.repo, &request.snapshot) {
                     (Some(repo), _) => repo.redacted().to_owned(),
                     (None, Some(snapshot)) => snapshot.repo_url.clone(),
                     (None, None) => String::new(),
                 },
             ),
-            (format!("{LABEL_PREFIX}created_at"), created_at.to_rfc3339()),
+            (ANNOTATION_CREATED_AT.to_owned(), created_at.to_rfc3339()),
         ]);
         if let Some(at) = expires_at {
-            labels.insert(format!("{LABEL_PREFIX}expires_at"), at.to_rfc3339());
+            annotations.insert(ANNOTATION_EXPIRES_AT.to_owned(), at.to_rfc3339());
         }
+        let mut labels = HashMap::new();
         if let Some(job) = &request.job_id {
             labels.insert(crate::backend::LABEL_JOB.to_owned(), job.clone());
         }
@@ -951,6 +963,7 @@ impl Sandboxes {
             pids: request.resources.pids,
             network: request.network,
             labels,
+            annotations,
             runtime: self.runtime(),
             disk_mb: request.resources.disk_mb,
         }
@@ -959,7 +972,7 @@ impl Sandboxes {
     /// A sandbox's status, read from the engine. A sandbox whose container vanished is
     /// forgotten and answers 404.
     pub async fn status(&self, sandbox: &Sandbox) -> Result<Condition> {
-        if let Some(reason) = self.broken_reason(&sandbox.docker_id) {
+        if let Some(reason) = self.broken_reason(&sandbox.engine_id) {
             return Ok(Condition {
                 status: Status::Failed,
                 reason: Some(format!(
@@ -967,7 +980,7 @@ impl Sandboxes {
                 )),
             });
         }
-        match self.backend.inspect(&sandbox.docker_id).await? {
+        match self.backend.inspect(&sandbox.engine_id).await? {
             Some(info) => Ok(Condition::of(&info)),
             None => {
                 self.forget(&sandbox.id, "vanished");
@@ -990,8 +1003,8 @@ impl Sandboxes {
             .collect();
         let mut listed = Vec::new();
         for sandbox in records {
-            match states.get(&sandbox.docker_id) {
-                Some(_) if self.broken_reason(&sandbox.docker_id).is_some() => {
+            match states.get(&sandbox.engine_id) {
+                Some(_) if self.broken_reason(&sandbox.engine_id).is_some() => {
                     if let Ok(condition) = self.status(&sandbox).await {
                         listed.push((sandbox, condition));
                     }
@@ -1019,7 +1032,7 @@ impl Sandboxes {
     /// Destroys a sandbox at a client's request.
     pub async fn destroy(&self, id: &str) -> Result<()> {
         let sandbox = self.get(id)?;
-        self.backend.remove(&sandbox.docker_id).await?;
+        self.backend.remove(&sandbox.engine_id).await?;
         self.forget(id, "api");
         tracing::info!(sandbox = %id, "sandbox destroyed");
         Ok(())
@@ -1068,7 +1081,7 @@ impl Sandboxes {
             }
             None => return,
         }
-        match self.backend.remove(&sandbox.docker_id).await {
+        match self.backend.remove(&sandbox.engine_id).await {
             Ok(()) => {
                 self.forget(id, "expired");
                 tracing::info!(sandbox = %id, "sandbox expired and destroyed");
@@ -1094,7 +1107,7 @@ impl Sandboxes {
             self.broken
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&sandbox.docker_id);
+                .remove(&sandbox.engine_id);
         }
         if self.registry.remove(id).is_some() {
             Metrics::count(&self.metrics.destroys, reason);
@@ -1124,7 +1137,7 @@ impl Sandboxes {
         let records = self.registry.all();
         let by_engine_id: HashMap<&str, &Arc<Sandbox>> = records
             .iter()
-            .map(|sandbox| (sandbox.docker_id.as_str(), sandbox))
+            .map(|sandbox| (sandbox.engine_id.as_str(), sandbox))
             .collect();
         let containers = self.backend.list_managed(self.registry.instance()).await?;
         let now = Utc::now();
@@ -1197,7 +1210,7 @@ impl Sandboxes {
     /// sandbox before it stops counting as under way).
     pub async fn sweep_leftovers(&self) -> Result<()> {
         let recorded = |records: &[Arc<Sandbox>], engine_id: &str| {
-            records.iter().any(|sandbox| sandbox.docker_id == engine_id)
+            records.iter().any(|sandbox| sandbox.engine_id == engine_id)
         };
         let records = self.registry.all();
         for container in self.backend.list_managed(self.registry.instance()).await? {

@@ -11,9 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
-use crate::backend::Backend;
 use crate::config::Config;
-use crate::docker::Runtime;
 use crate::metrics::Metrics;
 use crate::pool;
 use crate::reaper;
@@ -57,9 +55,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
-    let backend: Arc<dyn Backend> = Arc::new(
-        Runtime::connect(&config.docker_host)?.with_build_cgroup_root(&config.build_cgroup_root),
-    );
+    let backend = crate::backend::connect(&config)?;
     let sandboxes = Arc::new(Sandboxes::open(config.clone(), backend, metrics.clone())?);
     let jobs = Arc::new(crate::job::Jobs::open(
         config.clone(),

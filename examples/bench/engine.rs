@@ -125,6 +125,7 @@ impl Engine {
                 (LABEL_RUN.to_owned(), self.run.to_string()),
                 (LABEL_PID.to_owned(), std::process::id().to_string()),
             ]),
+            annotations: HashMap::new(),
             runtime: (!limits.runtime.is_empty()).then(|| limits.runtime.clone()),
             disk_mb: None,
         });

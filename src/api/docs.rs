@@ -93,12 +93,18 @@ pub(super) fn complete(openapi: &mut utoipa::openapi::OpenApi) {
             }
             if on_sandbox {
                 add("404", "Unknown container");
-                add("503", "Docker unreachable");
+                add("503", "The engine is unreachable");
                 if !(matches!(method, HttpMethod::Delete)
                     || (matches!(method, HttpMethod::Get) && path.ends_with("{container_id}")))
                 {
                     add("409", "The sandbox is not running");
                 }
+            }
+            if crate::backend::image_store_route(path).is_some() {
+                add(
+                    "501",
+                    "Not supported by this backend (it has no image store)",
+                );
             }
             if let Some(body) = &operation.request_body {
                 add("400", "Invalid request body");

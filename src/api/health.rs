@@ -11,7 +11,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{AppState, Json};
 use crate::backend::Network;
-use crate::docker::KEPT_CAPABILITIES;
 use crate::error::Error;
 use crate::registry::Resources;
 
@@ -102,14 +101,21 @@ impl Readiness {
         let runtime = sandboxes.backend();
         let reason = match runtime.ping(PROBE_BOUND).await {
             Err(err) => Some(err.to_string()),
+            // Without an image store the engine resolves images itself, at create.
+            Ok(()) if runtime.images().is_none() => None,
             Ok(()) => {
-                match tokio::time::timeout(PROBE_BOUND, runtime.image_exists(base_image)).await {
+                let exists = async {
+                    crate::backend::image_store(runtime)?
+                        .image_exists(base_image)
+                        .await
+                };
+                match tokio::time::timeout(PROBE_BOUND, exists).await {
                     Ok(Ok(true)) => None,
                     Ok(Ok(false)) => Some(format!(
                         "base image {base_image} is missing; build it with scripts/build-image.sh"
                     )),
                     Ok(Err(err)) => Some(err.to_string()),
-                    Err(_) => Some("Docker did not answer in time".to_owned()),
+                    Err(_) => Some("the engine did not answer in time".to_owned()),
                 }
             }
         };
@@ -183,6 +189,8 @@ pub struct InfoResponse {
     pub network: NetworkInfo,
     /// Capabilities a sandbox keeps (all others are dropped).
     pub capabilities: Vec<String>,
+    /// The backend sandboxes run on, and what it cannot serve.
+    pub backend: BackendInfo,
     /// Whether API keys are required.
     pub auth_required: bool,
     /// The agent placed in every sandbox.
@@ -311,10 +319,23 @@ pub struct Limits {
     pub max_resources: Resources,
 }
 
+/// The backend sandboxes run on (`BACKEND`).
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct BackendInfo {
+    /// `docker` or `local`.
+    pub kind: String,
+    /// The engine's version (`null` when it cannot be asked).
+    pub version: Option<String>,
+    /// Route templates and features this backend cannot serve: they answer 501
+    /// (`code: "not_supported"`).
+    pub unsupported: Vec<String>,
+}
+
 /// API configuration and limits.
 #[utoipa::path(get, path = "/info", tag = "health", responses((status = 200, body = InfoResponse)))]
 pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse>, Error> {
     let config = &state.config;
+    let backend = state.sandboxes.backend();
     Ok(Json(InfoResponse {
         name: "repobox".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -345,10 +366,19 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
             default: Network::None,
             allow_bridge: config.allow_network,
         },
-        capabilities: KEPT_CAPABILITIES
+        capabilities: backend
+            .capabilities()
             .iter()
             .map(|&cap| cap.to_owned())
             .collect(),
+        backend: BackendInfo {
+            kind: backend.kind().as_str().to_owned(),
+            version: tokio::time::timeout(PROBE_BOUND, backend.version())
+                .await
+                .ok()
+                .and_then(std::result::Result::ok),
+            unsupported: crate::backend::unsupported(backend),
+        },
         auth_required: !config.api_keys.is_empty(),
         disk_limits: state.sandboxes.disk_limits().await.unwrap_or_else(|err| {
             crate::backend::DiskLimits {

@@ -119,6 +119,7 @@ fn with_middleware(router: Router<AppState>, state: &AppState) -> Router {
     router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_unsupported))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), browsers::guard))
         .layer(middleware::from_fn_with_state(state.clone(), track_metrics))
@@ -204,6 +205,27 @@ fn is_open_route(path: &str) -> bool {
     }
     let path = path.trim_end_matches('/');
     path == "/api/v1/health/live" || path == "/api/v1/health/ready"
+}
+
+/// Answers 501 (`not_supported`) for the routes of an image store (images, snapshots,
+/// forks) when the backend has none; runs after the key check, so an unauthenticated
+/// client learns nothing of the backend.
+async fn refuse_unsupported(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.sandboxes.backend().images().is_none()
+        && let Some(route) = crate::backend::image_store_route(request.uri().path())
+    {
+        let backend = state.sandboxes.backend().kind().as_str();
+        return Error::NotSupported(format!(
+            "{} {route} is not supported by the {backend} backend: it has no image store (see /api/v1/info, backend.unsupported)",
+            request.method()
+        ))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -19,38 +19,34 @@ use crate::metrics::Metrics;
 use crate::sandbox::Sandboxes;
 
 /// A backend with no engine: every call fails as an unreachable engine would.
-struct NoEngine;
+/// `store`: whether it has an image store.
+struct NoEngine {
+    store: bool,
+}
 
 fn unreachable() -> Error {
-    Error::DockerUnavailable("no engine behind this test backend".to_owned())
+    Error::EngineUnavailable("no engine behind this test backend".to_owned())
 }
 
 #[async_trait::async_trait]
 impl Backend for NoEngine {
+    fn kind(&self) -> crate::backend::BackendKind {
+        crate::backend::BackendKind::Docker
+    }
+    fn images(&self) -> Option<&dyn crate::backend::ImageStore> {
+        self.store
+            .then_some(self as &dyn crate::backend::ImageStore)
+    }
+    fn capabilities(&self) -> &'static [&'static str] {
+        crate::docker::KEPT_CAPABILITIES
+    }
     async fn ping(&self, _bound: Duration) -> Result<()> {
         Err(unreachable())
     }
     async fn version(&self) -> Result<String> {
         Err(unreachable())
     }
-    async fn image(&self, _reference: &str) -> Result<Option<crate::backend::ImageInfo>> {
-        Err(unreachable())
-    }
-    fn pull(
-        &self,
-        _reference: &str,
-        _credentials: Option<crate::backend::Credentials>,
-    ) -> crate::backend::PullStream {
-        Box::pin(futures_util::stream::once(async { Err(unreachable()) }))
-    }
-    fn build(
-        &self,
-        _context: crate::backend::BodyStream,
-        _spec: crate::backend::BuildSpec,
-    ) -> crate::backend::BuildStream {
-        Box::pin(futures_util::stream::once(async { Err(unreachable()) }))
-    }
-    async fn create(&self, _spec: &SandboxSpec, _agent: &'static [u8]) -> Result<String> {
+    async fn create(&self, _spec: &SandboxSpec) -> Result<String> {
         Err(unreachable())
     }
     async fn assign(
@@ -59,20 +55,6 @@ impl Backend for NoEngine {
         _spec: &SandboxSpec,
         _current: crate::backend::Limits,
     ) -> Result<()> {
-        Err(unreachable())
-    }
-    async fn snapshot(
-        &self,
-        _engine_id: &str,
-        _reference: &str,
-        _labels: std::collections::HashMap<String, String>,
-    ) -> Result<crate::backend::ImageInfo> {
-        Err(unreachable())
-    }
-    async fn remove_image(&self, _reference: &str) -> Result<()> {
-        Err(unreachable())
-    }
-    async fn list_images(&self, _label: &str) -> Result<Vec<crate::backend::ImageInfo>> {
         Err(unreachable())
     }
     async fn attach(&self, _engine_id: &str) -> Result<Transport> {
@@ -92,6 +74,41 @@ impl Backend for NoEngine {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::backend::ImageStore for NoEngine {
+    async fn image(&self, _reference: &str) -> Result<Option<crate::backend::ImageInfo>> {
+        Err(unreachable())
+    }
+    fn pull(
+        &self,
+        _reference: &str,
+        _credentials: Option<crate::backend::Credentials>,
+    ) -> crate::backend::PullStream {
+        Box::pin(futures_util::stream::once(async { Err(unreachable()) }))
+    }
+    fn build(
+        &self,
+        _context: crate::backend::BodyStream,
+        _spec: crate::backend::BuildSpec,
+    ) -> crate::backend::BuildStream {
+        Box::pin(futures_util::stream::once(async { Err(unreachable()) }))
+    }
+    async fn snapshot(
+        &self,
+        _engine_id: &str,
+        _reference: &str,
+        _labels: std::collections::HashMap<String, String>,
+    ) -> Result<crate::backend::ImageInfo> {
+        Err(unreachable())
+    }
+    async fn remove_image(&self, _reference: &str) -> Result<()> {
+        Err(unreachable())
+    }
+    async fn list_images(&self, _label: &str) -> Result<Vec<crate::backend::ImageInfo>> {
+        Err(unreachable())
+    }
+}
+
 struct Harness {
     router: axum::Router,
     sandboxes: Arc<Sandboxes>,
@@ -99,6 +116,10 @@ struct Harness {
 }
 
 fn harness(edit: impl FnOnce(&mut Config)) -> Harness {
+    harness_on(NoEngine { store: true }, edit)
+}
+
+fn harness_on(backend: NoEngine, edit: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::defaults();
     config.data_dir = dir.path().join("data");
@@ -108,7 +129,7 @@ fn harness(edit: impl FnOnce(&mut Config)) -> Harness {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let sandboxes =
-        Arc::new(Sandboxes::open(config.clone(), Arc::new(NoEngine), metrics.clone()).unwrap());
+        Arc::new(Sandboxes::open(config.clone(), Arc::new(backend), metrics.clone()).unwrap());
     let jobs = Arc::new(
         crate::job::Jobs::open(config.clone(), sandboxes.clone(), metrics.clone()).unwrap(),
     );
@@ -172,6 +193,37 @@ fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &s
         chrono::DateTime::parse_from_rfc3339(body["timestamp"].as_str().unwrap_or("")).is_ok(),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn a_backend_without_an_image_store_answers_501_for_images_snapshots_and_forks() {
+    let harness = harness_on(NoEngine { store: false }, |_| {});
+    for path in [
+        "/api/v1/images",
+        "/api/v1/images/img-1",
+        "/api/v1/snapshots",
+        "/api/v1/snapshots/snap-1",
+        "/api/v1/containers/c-1/snapshots",
+    ] {
+        let (status, body) = harness.get(path).await;
+        assert_error(status, &body, StatusCode::NOT_IMPLEMENTED, "not_supported");
+    }
+    let (status, body) = harness
+        .post_json("/api/v1/containers/c-1/fork", &json!({"count": 1}))
+        .await;
+    assert_error(status, &body, StatusCode::NOT_IMPLEMENTED, "not_supported");
+    let (status, body) = harness.post_json("/api/v1/images", &json!({})).await;
+    assert_error(status, &body, StatusCode::NOT_IMPLEMENTED, "not_supported");
+    // Other routes go on as before.
+    let (status, _) = harness.get("/api/v1/containers/c-1").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, info) = harness.get("/api/v1/info").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(info["backend"]["kind"], "docker", "{info}");
+    assert_eq!(info["backend"]["version"], Value::Null, "{info}");
+    let unsupported = info["backend"]["unsupported"].as_array().unwrap();
+    assert!(unsupported.contains(&json!("/api/v1/containers/{container_id}/fork")));
+    assert!(unsupported.contains(&json!("/api/v1/images")));
 }
 
 #[tokio::test]

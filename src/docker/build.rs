@@ -244,7 +244,7 @@ pub(super) async fn run(
     tx: &tokio::sync::mpsc::Sender<Result<BuildEvent>>,
 ) -> Result<()> {
     let unavailable =
-        |err: &dyn std::fmt::Display| Error::DockerUnavailable(format!("Docker build: {err}"));
+        |err: &dyn std::fmt::Display| Error::EngineUnavailable(format!("Docker build: {err}"));
     let frames: fn(
         std::io::Result<bytes::Bytes>,
     ) -> std::io::Result<hyper::body::Frame<bytes::Bytes>> =

@@ -1,4 +1,4 @@
-//! Docker, the [`Backend`] of today: every call to the engine is here.
+//! Docker, the default [`Backend`] (with an [`ImageStore`]): every call to the engine is here.
 //!
 //! Nothing outside this module sees a bollard type. Hardening lives in one function,
 //! [`container_config`], so a reviewer can read the whole security posture of a
@@ -26,11 +26,13 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
+use crate::agent::AGENT_BINARY;
 use crate::backend::{
-    AGENT_PATH, Backend, BodyStream, BuildSpec, BuildStream, ContainerInfo, ContainerState,
-    Credentials, DiskLimits, ImageInfo, LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_INSTANCE,
-    LABEL_MANAGED, LABEL_POOL, LABEL_PREFIX, Limits, ManagedContainer, Network, PullProgress,
-    PullStream, SandboxSpec, Transport, WORKSPACE,
+    AGENT_PATH, ANNOTATION_CREATED_AT, ANNOTATION_EXPIRES_AT, ANNOTATION_REPO_URL, Backend,
+    BackendKind, BodyStream, BuildSpec, BuildStream, ContainerInfo, ContainerState, Credentials,
+    DiskLimits, ImageInfo, ImageStore, LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_INSTANCE,
+    LABEL_MANAGED, LABEL_POOL, Limits, ManagedContainer, Network, PullProgress, PullStream,
+    SandboxSpec, Transport, WORKSPACE,
 };
 use crate::error::{Error, Result};
 
@@ -66,13 +68,15 @@ pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
     let mut labels: HashMap<String, String> = [
         LABEL_POOL.to_owned(),
         crate::backend::LABEL_JOB.to_owned(),
-        format!("{LABEL_PREFIX}repo_url"),
-        format!("{LABEL_PREFIX}created_at"),
-        format!("{LABEL_PREFIX}expires_at"),
+        ANNOTATION_REPO_URL.to_owned(),
+        ANNOTATION_CREATED_AT.to_owned(),
+        ANNOTATION_EXPIRES_AT.to_owned(),
     ]
     .into_iter()
     .map(|key| (key, String::new()))
     .collect();
+    // Docker has no annotations, and its labels hold any value: both go there.
+    labels.extend(spec.annotations.clone());
     labels.extend(spec.labels.clone());
     labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
     labels.insert(LABEL_ID.to_owned(), spec.id.clone());
@@ -278,7 +282,7 @@ impl Runtime {
             Docker::connect_with_http(host, CLIENT_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION)
         }
         .map_err(|err| {
-            Error::DockerUnavailable(format!("Docker engine unreachable at {host}: {err}"))
+            Error::EngineUnavailable(format!("Docker engine unreachable at {host}: {err}"))
         })?;
         Ok(self.client.get_or_init(|| client))
     }
@@ -378,14 +382,26 @@ fn container_state(status: Option<ContainerStateStatusEnum>) -> ContainerState {
 
 #[async_trait::async_trait]
 impl Backend for Runtime {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Docker
+    }
+
+    fn images(&self) -> Option<&dyn ImageStore> {
+        Some(self)
+    }
+
+    fn capabilities(&self) -> &'static [&'static str] {
+        KEPT_CAPABILITIES
+    }
+
     async fn ping(&self, bound: Duration) -> Result<()> {
         let client = self.client()?;
         match tokio::time::timeout(bound, client.ping()).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(Error::DockerUnavailable(format!(
+            Ok(Err(err)) => Err(Error::EngineUnavailable(format!(
                 "Docker engine unreachable: {err}"
             ))),
-            Err(_) => Err(Error::DockerUnavailable(format!(
+            Err(_) => Err(Error::EngineUnavailable(format!(
                 "Docker engine did not answer within {bound:?}"
             ))),
         }
@@ -400,96 +416,7 @@ impl Backend for Runtime {
         Ok(version.version.unwrap_or_default())
     }
 
-    async fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
-        match self.client()?.inspect_image(reference).await {
-            Ok(inspect) => Ok(Some(ImageInfo {
-                id: inspect.id.unwrap_or_default(),
-                size_bytes: inspect
-                    .size
-                    .and_then(|size| u64::try_from(size).ok())
-                    .unwrap_or(0),
-                volumes: inspect
-                    .config
-                    .as_ref()
-                    .and_then(|config| config.volumes.clone())
-                    .unwrap_or_default(),
-                labels: inspect
-                    .config
-                    .and_then(|config| config.labels)
-                    .unwrap_or_default(),
-            })),
-            Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
-            // A reference the engine cannot parse names no image it has.
-            Err(DockerError::DockerResponseServerError {
-                status_code: 400, ..
-            }) => Ok(None),
-            Err(err) => Err(unavailable_or_internal(err)),
-        }
-    }
-
-    fn pull(&self, reference: &str, credentials: Option<Credentials>) -> PullStream {
-        let client = match self.client() {
-            Ok(client) => client.clone(),
-            Err(err) => return Box::pin(futures_util::stream::once(async move { Err(err) })),
-        };
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(reference)
-            .build();
-        let credentials = credentials.map(|credentials| DockerCredentials {
-            username: Some(credentials.username),
-            password: Some(credentials.password),
-            serveraddress: Some(credentials.server),
-            ..Default::default()
-        });
-        let reference = reference.to_owned();
-        Box::pin(
-            client
-                .create_image(Some(options), None, credentials)
-                .map(move |item| match item {
-                    Ok(info) => Ok(PullProgress {
-                        layer: info.id.unwrap_or_default(),
-                        status: info.status.unwrap_or_default(),
-                        current: info
-                            .progress_detail
-                            .as_ref()
-                            .and_then(|detail| detail.current)
-                            .and_then(|n| u64::try_from(n).ok())
-                            .unwrap_or(0),
-                        total: info
-                            .progress_detail
-                            .as_ref()
-                            .and_then(|detail| detail.total)
-                            .and_then(|n| u64::try_from(n).ok())
-                            .unwrap_or(0),
-                    }),
-                    Err(err) => Err(pull_error(&reference, err)),
-                }),
-        )
-    }
-
-    fn build(&self, context: BodyStream, spec: BuildSpec) -> BuildStream {
-        let runtime = self.clone();
-        // The build runs in a task of its own, which stops as soon as the returned
-        // stream is dropped (and removes the build's cgroup as it ends).
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let cgroup = match runtime.build_cgroup(&spec).await {
-                Ok(cgroup) => cgroup,
-                Err(err) => {
-                    let _ = tx.send(Err(err)).await;
-                    return;
-                }
-            };
-            if let Err(err) = build::run(&runtime.host, context, &spec, cgroup.parent(), &tx).await
-            {
-                let _ = tx.send(Err(err)).await;
-            }
-        });
-        Box::pin(tokio_stream_of(rx))
-    }
-    async fn create(&self, spec: &SandboxSpec, agent: &'static [u8]) -> Result<String> {
+    async fn create(&self, spec: &SandboxSpec) -> Result<String> {
         let options = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
@@ -498,7 +425,7 @@ impl Backend for Runtime {
             .create_container(Some(options), container_config(spec))
             .await
             .map_err(|err| Self::map_create_error(spec, err))?;
-        if let Err(err) = self.provision(&created.id, agent).await {
+        if let Err(err) = self.provision(&created.id, AGENT_BINARY).await {
             let _ = self.remove_container(&created.id).await;
             return Err(err);
         }
@@ -527,90 +454,6 @@ impl Backend for Runtime {
         };
         let (renamed, updated) = tokio::join!(rename, update);
         renamed.and(updated)
-    }
-
-    async fn snapshot(
-        &self,
-        docker_id: &str,
-        reference: &str,
-        labels: HashMap<String, String>,
-    ) -> Result<ImageInfo> {
-        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
-        let options = CommitContainerOptionsBuilder::default()
-            .container(docker_id)
-            .repo(repo)
-            .tag(tag)
-            .pause(true)
-            .build();
-        let config = bollard::models::ContainerConfig {
-            labels: Some(labels),
-            ..Default::default()
-        };
-        let client = self.client()?;
-        let committed = client
-            .commit_container(options, config)
-            .await
-            .map_err(exec_error)?;
-        let inspect = client
-            .inspect_image(reference)
-            .await
-            .map_err(unavailable_or_internal)?;
-        Ok(ImageInfo {
-            id: committed.id,
-            volumes: Vec::new(),
-            size_bytes: inspect
-                .size
-                .and_then(|size| u64::try_from(size).ok())
-                .unwrap_or(0),
-            labels: inspect
-                .config
-                .and_then(|config| config.labels)
-                .unwrap_or_default(),
-        })
-    }
-
-    async fn remove_image(&self, reference: &str) -> Result<()> {
-        let options = RemoveImageOptionsBuilder::default().force(false).build();
-        match self
-            .client()?
-            .remove_image(reference, Some(options), None)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(DockerError::DockerResponseServerError {
-                status_code: 409,
-                message,
-            }) => Err(Error::Conflict(format!(
-                "the engine still uses the image: {message}"
-            ))),
-            Err(err) => Err(unavailable_or_internal(err)),
-        }
-    }
-
-    async fn list_images(&self, label: &str) -> Result<Vec<ImageInfo>> {
-        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
-        let options = ListImagesOptionsBuilder::default()
-            .all(false)
-            .filters(&filters)
-            .build();
-        let images = self
-            .client()?
-            .list_images(Some(options))
-            .await
-            .map_err(unavailable_or_internal)?;
-        Ok(images
-            .into_iter()
-            .map(|image| ImageInfo {
-                id: image.id,
-                size_bytes: u64::try_from(image.size).unwrap_or(0),
-                labels: image.labels,
-                // Not listed by the engine; read with `image()` where it matters.
-                volumes: Vec::new(),
-            })
-            .collect())
     }
 
     async fn attach(&self, docker_id: &str) -> Result<Transport> {
@@ -748,6 +591,183 @@ impl Backend for Runtime {
     }
 }
 
+#[async_trait::async_trait]
+impl ImageStore for Runtime {
+    async fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        match self.client()?.inspect_image(reference).await {
+            Ok(inspect) => Ok(Some(ImageInfo {
+                id: inspect.id.unwrap_or_default(),
+                size_bytes: inspect
+                    .size
+                    .and_then(|size| u64::try_from(size).ok())
+                    .unwrap_or(0),
+                volumes: inspect
+                    .config
+                    .as_ref()
+                    .and_then(|config| config.volumes.clone())
+                    .unwrap_or_default(),
+                labels: inspect
+                    .config
+                    .and_then(|config| config.labels)
+                    .unwrap_or_default(),
+            })),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            // A reference the engine cannot parse names no image it has.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 400, ..
+            }) => Ok(None),
+            Err(err) => Err(unavailable_or_internal(err)),
+        }
+    }
+
+    fn pull(&self, reference: &str, credentials: Option<Credentials>) -> PullStream {
+        let client = match self.client() {
+            Ok(client) => client.clone(),
+            Err(err) => return Box::pin(futures_util::stream::once(async move { Err(err) })),
+        };
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
+        let credentials = credentials.map(|credentials| DockerCredentials {
+            username: Some(credentials.username),
+            password: Some(credentials.password),
+            serveraddress: Some(credentials.server),
+            ..Default::default()
+        });
+        let reference = reference.to_owned();
+        Box::pin(
+            client
+                .create_image(Some(options), None, credentials)
+                .map(move |item| match item {
+                    Ok(info) => Ok(PullProgress {
+                        layer: info.id.unwrap_or_default(),
+                        status: info.status.unwrap_or_default(),
+                        current: info
+                            .progress_detail
+                            .as_ref()
+                            .and_then(|detail| detail.current)
+                            .and_then(|n| u64::try_from(n).ok())
+                            .unwrap_or(0),
+                        total: info
+                            .progress_detail
+                            .as_ref()
+                            .and_then(|detail| detail.total)
+                            .and_then(|n| u64::try_from(n).ok())
+                            .unwrap_or(0),
+                    }),
+                    Err(err) => Err(pull_error(&reference, err)),
+                }),
+        )
+    }
+
+    fn build(&self, context: BodyStream, spec: BuildSpec) -> BuildStream {
+        let runtime = self.clone();
+        // The build runs in a task of its own, which stops as soon as the returned
+        // stream is dropped (and removes the build's cgroup as it ends).
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let cgroup = match runtime.build_cgroup(&spec).await {
+                Ok(cgroup) => cgroup,
+                Err(err) => {
+                    let _ = tx.send(Err(err)).await;
+                    return;
+                }
+            };
+            if let Err(err) = build::run(&runtime.host, context, &spec, cgroup.parent(), &tx).await
+            {
+                let _ = tx.send(Err(err)).await;
+            }
+        });
+        Box::pin(tokio_stream_of(rx))
+    }
+
+    async fn snapshot(
+        &self,
+        docker_id: &str,
+        reference: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<ImageInfo> {
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        let options = CommitContainerOptionsBuilder::default()
+            .container(docker_id)
+            .repo(repo)
+            .tag(tag)
+            .pause(true)
+            .build();
+        let config = bollard::models::ContainerConfig {
+            labels: Some(labels),
+            ..Default::default()
+        };
+        let client = self.client()?;
+        let committed = client
+            .commit_container(options, config)
+            .await
+            .map_err(exec_error)?;
+        let inspect = client
+            .inspect_image(reference)
+            .await
+            .map_err(unavailable_or_internal)?;
+        Ok(ImageInfo {
+            id: committed.id,
+            volumes: Vec::new(),
+            size_bytes: inspect
+                .size
+                .and_then(|size| u64::try_from(size).ok())
+                .unwrap_or(0),
+            labels: inspect
+                .config
+                .and_then(|config| config.labels)
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        let options = RemoveImageOptionsBuilder::default().force(false).build();
+        match self
+            .client()?
+            .remove_image(reference, Some(options), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) => Err(Error::Conflict(format!(
+                "the engine still uses the image: {message}"
+            ))),
+            Err(err) => Err(unavailable_or_internal(err)),
+        }
+    }
+
+    async fn list_images(&self, label: &str) -> Result<Vec<ImageInfo>> {
+        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+        let options = ListImagesOptionsBuilder::default()
+            .all(false)
+            .filters(&filters)
+            .build();
+        let images = self
+            .client()?
+            .list_images(Some(options))
+            .await
+            .map_err(unavailable_or_internal)?;
+        Ok(images
+            .into_iter()
+            .map(|image| ImageInfo {
+                id: image.id,
+                size_bytes: u64::try_from(image.size).unwrap_or(0),
+                labels: image.labels,
+                // Not listed by the engine; read with `image()` where it matters.
+                volumes: Vec::new(),
+            })
+            .collect())
+    }
+}
+
 /// Size of the filesystem holding `path` (`df`), when it is on this machine.
 fn filesystem_bytes(path: &str) -> Option<u64> {
     if !std::path::Path::new(path).exists() {
@@ -815,7 +835,7 @@ fn unavailable_or_internal(err: DockerError) -> Error {
         DockerError::JsonDataError { .. } | DockerError::JsonSerdeError { .. } => {
             Error::internal(format!("unexpected answer from Docker: {err}"))
         }
-        other => Error::DockerUnavailable(format!("Docker engine unreachable: {other}")),
+        other => Error::EngineUnavailable(format!("Docker engine unreachable: {other}")),
     }
 }
 
@@ -850,6 +870,7 @@ mod tests {
             pids: 128,
             network: Network::None,
             labels: HashMap::new(),
+            annotations: HashMap::new(),
             runtime: None,
             disk_mb: None,
         }

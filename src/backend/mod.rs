@@ -1,11 +1,25 @@
-//! The backend boundary: where sandboxes live. Container lifecycle on one side (create
-//! with the agent in it, inspect, list, remove), and on the other the byte stream to
-//! each sandbox's agent, which [`crate::agent`] speaks its protocol over.
+//! The backend boundary: where sandboxes live. Two roles:
 //!
-//! Docker ([`crate::docker::Runtime`]) is the implementation today. A Kubernetes
-//! backend would be a second one: a pod per sandbox (the agent as its container's
-//! command, copied in by an init container), `pods/attach` for the stream, labels
-//! for ownership. Nothing above this trait names an engine.
+//! - [`Backend`], *placement*: create a sandbox with its agent in it, bind a warm-pool
+//!   member to a sandbox, attach to the agent's stdin/stdout (the byte stream
+//!   [`crate::agent`] speaks its protocol over), inspect, remove, list what it owns.
+//!   Every backend has it.
+//! - [`ImageStore`]: image lookup, pull, build, snapshot, remove and list images. A
+//!   backend may lack one ([`Backend::images`] is `None`): the routes of images,
+//!   snapshots and forks then answer 501 (`not_supported`), and a sandbox's image is
+//!   resolved by the engine itself.
+//!
+//! Implementations: Docker ([`crate::docker::Runtime`], both roles) and the local test
+//! backend ([`local::Local`], placement only, no isolation). A Kubernetes backend
+//! would be a third: a pod per sandbox (the agent as its container's command, copied
+//! in by an init container), `pods/attach` for the stream, labels for ownership.
+//! Nothing above this module names an engine.
+//!
+//! Labels ([`SandboxSpec::labels`]) hold identity alone (managed, instance, id, pool,
+//! job, protocol version): short values any engine can hold as labels (Kubernetes
+//! label values cannot hold URLs or timestamps). Descriptive metadata goes in
+//! [`SandboxSpec::annotations`], which an engine keeps where it can (Docker: labels
+//! too; Kubernetes: annotations); nothing reads it back.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -15,7 +29,9 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+pub mod local;
 
 /// Label set on every container repobox owns.
 pub const LABEL_MANAGED: &str = "repobox.managed";
@@ -43,6 +59,12 @@ pub const LABEL_IMAGE_INSTANCE: &str = "repobox.image.instance";
 pub const LABEL_IMAGE_ID: &str = "repobox.image.id";
 /// Label prefix for sandbox metadata that must survive a restart.
 pub const LABEL_PREFIX: &str = "repobox.";
+/// Annotation holding the sandbox's repository URL (credentials removed).
+pub const ANNOTATION_REPO_URL: &str = "repobox.repo_url";
+/// Annotation holding when the sandbox was made (RFC 3339).
+pub const ANNOTATION_CREATED_AT: &str = "repobox.created_at";
+/// Annotation holding when the sandbox expires (RFC 3339).
+pub const ANNOTATION_EXPIRES_AT: &str = "repobox.expires_at";
 
 /// Where checkouts go inside a sandbox.
 pub const WORKSPACE: &str = "/workspace";
@@ -82,8 +104,12 @@ pub struct SandboxSpec {
     pub pids: i64,
     /// Network mode.
     pub network: Network,
-    /// Labels (metadata that must outlive the server process).
+    /// Identity labels (short values: see the module's docs), read back by
+    /// [`Backend::list_managed`].
     pub labels: HashMap<String, String>,
+    /// Descriptive metadata (repository URL, times) for people looking at the engine;
+    /// never read back (the record holds it).
+    pub annotations: HashMap<String, String>,
     /// OCI runtime (e.g. `runsc`); `None`: the engine's default.
     pub runtime: Option<String>,
     /// Most the sandbox may write, in MiB (`None`: no limit).
@@ -256,15 +282,84 @@ pub struct Transport {
     pub writer: Pin<Box<dyn AsyncWrite + Send>>,
 }
 
-/// Where sandboxes live: the verbs the service needs from an engine.
+/// Which backend a server runs on (`BACKEND`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Docker Engine (the default): containers, images, snapshots.
+    Docker,
+    /// Child processes of the server in namespaces of their own: a test backend with
+    /// no isolation and no image store. Never for production.
+    Local,
+}
+
+impl BackendKind {
+    /// Its name, as `BACKEND` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Docker => "docker",
+            BackendKind::Local => "local",
+        }
+    }
+}
+
+/// Where sandboxes live: the placement verbs the service needs from an engine.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+
+    /// The backend's image store; `None` when it has none (images, snapshots and
+    /// forks are then not supported).
+    fn images(&self) -> Option<&dyn ImageStore>;
+
+    /// The Linux capabilities a sandbox's processes keep (reported by `/info`).
+    fn capabilities(&self) -> &'static [&'static str];
+
+    /// Features of the API this backend cannot serve, for `/info` (the routes of an
+    /// image store are added when [`Self::images`] is `None`).
+    fn unsupported(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Checks the engine answers, within `bound`.
     async fn ping(&self, bound: Duration) -> Result<()>;
 
     /// The engine's version string.
     async fn version(&self) -> Result<String>;
 
+    /// Creates and starts a sandbox whose main process is the agent (the backend
+    /// provisions it: see [`AGENT_PATH`]); returns the engine's id. A failed start
+    /// leaves nothing behind.
+    async fn create(&self, spec: &SandboxSpec) -> Result<String>;
+
+    /// Makes a started pool member the sandbox `spec` describes: renames it to
+    /// `spec.name` and applies `spec`'s resources (cpus, memory, pids) when they
+    /// differ from `current`. What only creation can set (image, runtime, network,
+    /// disk limit, host name) is the pool key's and the member's own.
+    async fn assign(&self, engine_id: &str, spec: &SandboxSpec, current: Limits) -> Result<()>;
+
+    /// Attaches to the agent's stdin and stdout.
+    async fn attach(&self, engine_id: &str) -> Result<Transport>;
+
+    /// Removes a sandbox, killing it if running; one already gone is not an error.
+    async fn remove(&self, engine_id: &str) -> Result<()>;
+
+    /// Every sandbox (running or not) of repobox instance `instance`.
+    async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>>;
+
+    /// Whether the engine can enforce a sandbox's disk limit.
+    async fn disk_limits(&self) -> Result<DiskLimits>;
+
+    /// A sandbox's state; `None` when it no longer exists.
+    async fn inspect(&self, engine_id: &str) -> Result<Option<ContainerInfo>>;
+}
+
+/// The images of an engine: what sandboxes start from, and what snapshots make.
+#[async_trait::async_trait]
+pub trait ImageStore: Send + Sync {
     /// Whether `image` is present.
     async fn image_exists(&self, image: &str) -> Result<bool> {
         Ok(self.image(image).await?.is_some())
@@ -278,17 +373,6 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Builds an image from `context` (a tar) as `spec` says.
     fn build(&self, context: BodyStream, spec: BuildSpec) -> BuildStream;
-
-    /// Creates and starts a sandbox whose main process is `agent` (a static binary,
-    /// placed at [`AGENT_PATH`]); returns the engine's id. A failed start leaves
-    /// nothing behind.
-    async fn create(&self, spec: &SandboxSpec, agent: &'static [u8]) -> Result<String>;
-
-    /// Makes a started pool member the sandbox `spec` describes: renames it to
-    /// `spec.name` and applies `spec`'s resources (cpus, memory, pids) when they
-    /// differ from `current`. What only creation can set (image, runtime, network,
-    /// disk limit, host name) is the pool key's and the member's own.
-    async fn assign(&self, engine_id: &str, spec: &SandboxSpec, current: Limits) -> Result<()>;
 
     /// Copies a sandbox's whole filesystem into the image `reference` (`repo:tag`)
     /// labelled `labels`, pausing the sandbox for the moment of the copy at most.
@@ -305,19 +389,90 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Every image labelled `label` (`key=value`).
     async fn list_images(&self, label: &str) -> Result<Vec<ImageInfo>>;
+}
 
-    /// Attaches to the agent's stdin and stdout.
-    async fn attach(&self, engine_id: &str) -> Result<Transport>;
+/// The API's route templates that need an image store (501 without one).
+pub const IMAGE_STORE_ROUTES: &[&str] = &[
+    "/api/v1/images",
+    "/api/v1/images/{image_id}",
+    "/api/v1/images/{image_id}/logs",
+    "/api/v1/snapshots",
+    "/api/v1/snapshots/{snapshot_id}",
+    "/api/v1/containers/{container_id}/snapshots",
+    "/api/v1/containers/{container_id}/fork",
+];
 
-    /// Removes a sandbox, killing it if running; one already gone is not an error.
-    async fn remove(&self, engine_id: &str) -> Result<()>;
+/// The template of [`IMAGE_STORE_ROUTES`] that `path` (a request's path) falls under.
+pub fn image_store_route(path: &str) -> Option<&'static str> {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').collect();
+    IMAGE_STORE_ROUTES.iter().copied().find(|template| {
+        let pattern: Vec<&str> = template.split('/').collect();
+        pattern.len() == segments.len()
+            && pattern.iter().zip(&segments).all(|(pattern, segment)| {
+                (pattern.starts_with('{') && !segment.is_empty()) || pattern == segment
+            })
+    })
+}
 
-    /// Every sandbox (running or not) of repobox instance `instance`.
-    async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>>;
+/// The backend `config` names (`BACKEND`), connected.
+pub fn connect(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Backend>> {
+    Ok(match config.backend {
+        BackendKind::Docker => std::sync::Arc::new(
+            crate::docker::Runtime::connect(&config.docker_host)?
+                .with_build_cgroup_root(&config.build_cgroup_root),
+        ),
+        BackendKind::Local => {
+            let root = if config.local_root.is_empty() {
+                config.data_dir.join("local")
+            } else {
+                std::path::PathBuf::from(&config.local_root)
+            };
+            std::sync::Arc::new(local::Local::new(&root)?)
+        }
+    })
+}
 
-    /// Whether the engine can enforce a sandbox's disk limit.
-    async fn disk_limits(&self) -> Result<DiskLimits>;
+/// `backend`'s image store, or 501 (`not_supported`) when it has none.
+pub fn image_store(backend: &dyn Backend) -> Result<&dyn ImageStore> {
+    backend.images().ok_or_else(|| {
+        Error::NotSupported(format!(
+            "the {} backend has no image store: images, snapshots and forks are not supported",
+            backend.kind().as_str()
+        ))
+    })
+}
 
-    /// A sandbox's state; `None` when it no longer exists.
-    async fn inspect(&self, engine_id: &str) -> Result<Option<ContainerInfo>>;
+/// What a backend cannot serve, as `/info.backend.unsupported` lists it.
+pub fn unsupported(backend: &dyn Backend) -> Vec<String> {
+    let mut unsupported: Vec<String> = if backend.images().is_none() {
+        IMAGE_STORE_ROUTES
+            .iter()
+            .map(|route| (*route).to_owned())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    unsupported.extend(backend.unsupported());
+    unsupported
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_fall_under_image_store_routes() {
+        assert_eq!(image_store_route("/api/v1/images"), Some("/api/v1/images"));
+        assert_eq!(
+            image_store_route("/api/v1/containers/abc/fork"),
+            Some("/api/v1/containers/{container_id}/fork")
+        );
+        assert_eq!(
+            image_store_route("/api/v1/images/img-1/logs"),
+            Some("/api/v1/images/{image_id}/logs")
+        );
+        assert_eq!(image_store_route("/api/v1/containers/abc"), None);
+        assert_eq!(image_store_route("/api/v1/containers/abc/execute"), None);
+    }
 }

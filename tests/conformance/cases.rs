@@ -1,0 +1,473 @@
+//! The cases: each takes the backend's kind and holds for every backend.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::Kind;
+use crate::harness::{app, config, git, simple_url};
+use crate::support::{TestApp, scratch, spawn_app};
+
+/// A sandbox of the shared server of `kind`, destroyed when dropped.
+struct Sandbox {
+    app: TestApp,
+    id: String,
+}
+
+impl Sandbox {
+    async fn new(kind: Kind, body: Value) -> (Self, Value) {
+        let app = app(kind);
+        let mut body = body;
+        if body.get("repo_url").is_none() {
+            body["repo_url"] = json!(simple_url("conformance"));
+        }
+        let (status, created) = app.post("/api/v1/containers", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{kind:?}: {created}");
+        let id = created["container_id"].as_str().unwrap().to_owned();
+        (Self { app, id }, created)
+    }
+
+    fn path(&self, rest: &str) -> String {
+        format!("/api/v1/containers/{}{rest}", self.id)
+    }
+
+    async fn exec(&self, command: &str) -> Value {
+        self.app.exec(&self.id, command).await
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let app = self.app.clone();
+        let path = self.path("");
+        // On a thread of its own: the test's runtime may be ending.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let _ = app.request(Method::DELETE, &path).send().await;
+                })
+        })
+        .join();
+    }
+}
+
+pub async fn creates_from_a_repository(kind: Kind) {
+    let (sandbox, created) =
+        Sandbox::new(kind, json!({"initial_command": "echo ready > made"})).await;
+    assert_eq!(created["status"], "running", "{created}");
+    assert_eq!(created["resolved_commit"], git().simple.trunk_head.as_str());
+    assert_eq!(created["branch"], "trunk");
+    assert_eq!(
+        created["initial_command_result"]["exit_code"], 0,
+        "{created}"
+    );
+    let (status, got) = sandbox.app.get(&sandbox.path("")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["status"], "running");
+    let result = sandbox
+        .exec("pwd; git rev-parse HEAD; cat made; head -1 README.md")
+        .await;
+    assert_eq!(result["exit_code"], 0, "{result}");
+    assert_eq!(
+        result["stdout"],
+        format!("/workspace\n{}\nready\n# simple\n", git().simple.trunk_head)
+    );
+    // The agent is PID 1 of the sandbox, as in a container.
+    let init = sandbox.exec("cat /proc/1/cmdline | tr '\\0' ' '").await;
+    assert!(init["stdout"].as_str().unwrap().contains("agent"), "{init}");
+    let (_, list) = sandbox.app.get("/api/v1/containers").await;
+    assert!(
+        list["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["container_id"] == sandbox.id.as_str()),
+        "{list}"
+    );
+}
+
+pub async fn executes_whole_and_streamed(kind: Kind) {
+    let (sandbox, _) = Sandbox::new(kind, json!({})).await;
+    let result = sandbox
+        .app
+        .exec_with(
+            &sandbox.id,
+            json!({"command": "echo out; echo err >&2; read -r x; echo $x $GREETING; exit 3",
+                   "stdin": "fed\n", "environment": {"GREETING": "hi"}}),
+        )
+        .await;
+    assert_eq!(result["exit_code"], 3, "{result}");
+    assert_eq!(result["stdout"], "out\nfed hi\n");
+    assert_eq!(result["stderr"], "err\n");
+    let timed_out = sandbox
+        .app
+        .exec_with(
+            &sandbox.id,
+            json!({"command": "sleep 30", "timeout_secs": 1}),
+        )
+        .await;
+    assert_eq!(timed_out["exit_code"], 124, "{timed_out}");
+
+    let response = sandbox
+        .app
+        .request(Method::POST, &sandbox.path("/execute/stream"))
+        .json(&json!({"command": "for i in 1 2 3; do echo line $i; done; echo done >&2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    while let Some(chunk) = body.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let mut stdout = String::new();
+    let mut exit = Value::Null;
+    for block in text.split("\n\n") {
+        let event = block
+            .lines()
+            .find_map(|line| line.strip_prefix("event:"))
+            .map(str::trim);
+        let data: String = block
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(|data| data.strip_prefix(' ').unwrap_or(data))
+            .collect();
+        match event {
+            Some("stdout") => {
+                let data: Value = serde_json::from_str(&data).unwrap();
+                stdout.push_str(data["data"].as_str().unwrap_or_default());
+            }
+            Some("exit") => exit = serde_json::from_str(&data).unwrap(),
+            _ => {}
+        }
+    }
+    assert_eq!(stdout, "line 1\nline 2\nline 3\n", "{text}");
+    assert_eq!(exit["exit_code"], 0, "{text}");
+}
+
+pub async fn runs_processes(kind: Kind) {
+    let (sandbox, _) = Sandbox::new(kind, json!({})).await;
+    let base = sandbox.path("/processes");
+    let (status, process) = sandbox
+        .app
+        .post(&base, &json!({"command": "echo started; sleep 300"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{process}");
+    assert_eq!(process["working_directory"], "/workspace");
+    let pid = process["process_id"].as_str().unwrap().to_owned();
+    let (_, list) = sandbox.app.get(&base).await;
+    assert!(
+        list["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["process_id"] == pid.as_str() && p["status"] == "running"),
+        "{list}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, out) = sandbox
+            .app
+            .get(&format!(
+                "{base}/{pid}/output?stdout_offset=0&stderr_offset=0"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{out}");
+        if out["stdout"] == "started\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no output: {out}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = sandbox
+        .app
+        .post(
+            &format!("{base}/{pid}/signal"),
+            &json!({"signal": "SIGTERM"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let info = loop {
+        let (_, info) = sandbox.app.get(&format!("{base}/{pid}")).await;
+        if info["status"] != "running" {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "never ended: {info}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(info["status"], "killed", "{info}");
+    let left = sandbox
+        .exec("ps -eo args | grep -c '[s]leep 300' || true")
+        .await;
+    assert_eq!(left["stdout"], "0\n", "the process's child survived");
+    let deleted = sandbox
+        .app
+        .request(Method::DELETE, &format!("{base}/{pid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+}
+
+pub async fn keeps_session_state(kind: Kind) {
+    let (sandbox, _) = Sandbox::new(kind, json!({})).await;
+    let (status, session) = sandbox
+        .app
+        .post(&sandbox.path("/sessions"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let session = session["session_id"].as_str().unwrap().to_owned();
+    let run = |command: &'static str| {
+        let app = sandbox.app.clone();
+        let path = sandbox.path(&format!("/sessions/{session}/execute"));
+        async move {
+            let (status, result) = app.post(&path, &json!({"command": command})).await;
+            assert_eq!(status, StatusCode::OK, "{result}");
+            result
+        }
+    };
+    assert_eq!(run("cd src && export X=1").await["exit_code"], 0);
+    assert_eq!(
+        run("echo \"$(pwd) $X\"").await["stdout"],
+        "/workspace/src 1\n"
+    );
+}
+
+pub async fn reads_writes_lists_and_tars_files(kind: Kind) {
+    let (sandbox, _) = Sandbox::new(kind, json!({})).await;
+    let raw = |path: &str| sandbox.path(&format!("/files/raw?file_path={path}"));
+    let put = sandbox
+        .app
+        .request(Method::PUT, &raw("/workspace/notes/new.txt"))
+        .body("written\n")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let got = sandbox
+        .app
+        .request(Method::GET, &raw("/workspace/notes/new.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.text().await.unwrap(), "written\n");
+    assert_eq!(
+        sandbox.exec("cat notes/new.txt").await["stdout"],
+        "written\n"
+    );
+    let (status, file) = sandbox
+        .app
+        .get(&sandbox.path("/files?file_path=/workspace/README.md"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{file}");
+    assert!(file.to_string().contains("# simple"), "{file}");
+    let (status, listing) = sandbox
+        .app
+        .get(&sandbox.path("/browse?path=/workspace"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listing}");
+    let text = listing.to_string();
+    assert!(
+        text.contains("README.md") && text.contains("notes"),
+        "{listing}"
+    );
+    let (status, missing) = sandbox
+        .app
+        .get(&sandbox.path("/files?file_path=/workspace/nope"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    let tar = sandbox
+        .app
+        .request(Method::GET, &sandbox.path("/archive?path=/workspace/notes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tar.status(), StatusCode::OK);
+    let bytes = tar.bytes().await.unwrap();
+    let mut archive = tar::Archive::new(&bytes[..]);
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|entry| entry.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|name| name.ends_with("new.txt")),
+        "{names:?}"
+    );
+}
+
+pub async fn reports_and_resets_git_state(kind: Kind) {
+    let (sandbox, _) = Sandbox::new(kind, json!({})).await;
+    let (status, clean) = sandbox.app.get(&sandbox.path("/git/status")).await;
+    assert_eq!(status, StatusCode::OK, "{clean}");
+    assert_eq!(clean["clean"], true, "{clean}");
+    assert_eq!(clean["head"], git().simple.trunk_head.as_str());
+    sandbox
+        .exec("echo changed >> README.md && echo new > added.txt")
+        .await;
+    let (_, changed) = sandbox.app.get(&sandbox.path("/git/status")).await;
+    assert_eq!(changed["clean"], false, "{changed}");
+    let diff = sandbox
+        .app
+        .request(Method::GET, &sandbox.path("/git/diff"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(diff.status(), StatusCode::OK);
+    let diff = diff.text().await.unwrap();
+    assert!(diff.contains("+changed"), "{diff}");
+    let (status, reset) = sandbox.app.post(&sandbox.path("/reset"), &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{reset}");
+    let (_, after) = sandbox.app.get(&sandbox.path("/git/status")).await;
+    assert_eq!(after["clean"], true, "{after}");
+}
+
+pub async fn destroys(kind: Kind) {
+    let (sandbox, _) = Sandbox::new(kind, json!({})).await;
+    assert_eq!(
+        sandbox.app.destroy(&sandbox.id).await,
+        StatusCode::NO_CONTENT
+    );
+    let (status, _) = sandbox.app.get(&sandbox.path("")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = sandbox
+        .app
+        .post(&sandbox.path("/execute"), &json!({"command": "true"}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+pub async fn expires(kind: Kind) {
+    let (sandbox, created) = Sandbox::new(kind, json!({"max_runtime_secs": 1})).await;
+    assert!(created["expires_at"].is_string(), "{created}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _) = sandbox.app.get(&sandbox.path("")).await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sandbox never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// After a restart a sandbox is adopted and usable where the backend can adopt, and
+/// cleanly forgotten where it says it cannot.
+pub async fn reconciles_after_a_restart(kind: Kind) {
+    let dir = scratch();
+    let first = spawn_app(config(kind, dir.path())).await;
+    let url = simple_url("restart");
+    let (status, created) = first
+        .app
+        .post("/api/v1/containers", &json!({"repo_url": url}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["container_id"].as_str().unwrap().to_owned();
+    let (_, info) = first.app.get("/api/v1/info").await;
+    let adopts = !info["backend"]["unsupported"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("adoption after a restart"));
+    first.stop().await;
+
+    let second = spawn_app(config(kind, dir.path())).await;
+    let path = format!("/api/v1/containers/{id}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, got) = second.app.get(&path).await;
+        match (adopts, status) {
+            (true, StatusCode::OK) if got["status"] == "running" => {
+                let result = second.app.exec(&id, "git rev-parse HEAD").await;
+                assert_eq!(result["stdout"], format!("{}\n", git().simple.trunk_head));
+                assert_eq!(second.app.destroy(&id).await, StatusCode::NO_CONTENT);
+                break;
+            }
+            (false, StatusCode::NOT_FOUND) => break,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind:?} (adopts: {adopts}): {status} {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, list) = second.app.get("/api/v1/containers").await;
+    assert_eq!(list["total_count"], 0, "{list}");
+    second.stop().await;
+}
+
+/// What a backend cannot do, it says in `/info` and refuses with 501; what it can, it
+/// serves.
+pub async fn answers_for_what_it_cannot_do(kind: Kind) {
+    let app = app(kind);
+    let (status, info) = app.get("/api/v1/info").await;
+    assert_eq!(status, StatusCode::OK);
+    let backend = &info["backend"];
+    assert_eq!(
+        backend["kind"],
+        match kind {
+            Kind::Docker => "docker",
+            Kind::Local => "local",
+        },
+        "{info}"
+    );
+    assert!(backend["version"].is_string(), "{info}");
+    let unsupported: Vec<&str> = backend["unsupported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|route| route.as_str().unwrap())
+        .collect();
+    let (sandbox, _) = Sandbox::new(kind, json!({})).await;
+    let fork = sandbox.path("/fork");
+    let snapshot = sandbox.path("/snapshots");
+    let probes: [(&str, &str, String); 4] = [
+        ("/api/v1/images", "GET", "/api/v1/images".to_owned()),
+        ("/api/v1/snapshots", "GET", "/api/v1/snapshots".to_owned()),
+        (
+            "/api/v1/containers/{container_id}/snapshots",
+            "POST",
+            snapshot,
+        ),
+        ("/api/v1/containers/{container_id}/fork", "POST", fork),
+    ];
+    for (template, method, path) in probes {
+        let listed = unsupported.contains(&template);
+        // What a backend serves is only looked at (a snapshot or a fork would make
+        // things); what it does not must be refused whatever the body.
+        if !listed && method != "GET" {
+            continue;
+        }
+        let response = app
+            .request(method.parse().unwrap(), &path)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if listed {
+            assert_eq!(
+                status,
+                StatusCode::NOT_IMPLEMENTED,
+                "{method} {path}: {body}"
+            );
+            assert_eq!(body["code"], "not_supported", "{body}");
+        } else {
+            assert_eq!(status, StatusCode::OK, "{method} {path}: {body}");
+        }
+    }
+    if kind == Kind::Local {
+        assert!(unsupported.contains(&"/api/v1/images"), "{info}");
+        assert!(unsupported.contains(&"isolation"), "{info}");
+        assert_eq!(info["disk_limits"]["enforced"], false, "{info}");
+    }
+}
