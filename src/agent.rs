@@ -38,13 +38,6 @@ pub use repobox_protocol::{Entry, Kind, OutputChunk, ProcessInfo, ProcessStatus,
 use crate::backend::{BodyStream, ByteStream, Transport};
 use crate::error::{Error, Result};
 
-/// Version of the agent binary this server carries.
-pub const AGENT_VERSION: &str = env!("REPOBOX_AGENT_VERSION");
-
-/// The agent binary (static, x86-64 Linux) placed in every sandbox; built from
-/// `crates/agent` by the build script.
-pub static AGENT_BINARY: &[u8] = include_bytes!(env!("REPOBOX_AGENT_BINARY"));
-
 /// Most entries of one directory listing.
 pub const MAX_LISTING: usize = 100_000;
 

@@ -55,7 +55,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
-    let backend = crate::backend::connect(&config)?;
+    let backend = connect_backend(&config)?;
     let sandboxes = Arc::new(Sandboxes::open(config.clone(), backend, metrics.clone())?);
     let jobs = Arc::new(crate::job::Jobs::open(
         config.clone(),
@@ -86,7 +86,7 @@ pub async fn run(
         readiness,
     };
     let address = listener.local_addr()?;
-    tracing::info!(%address, version = env!("CARGO_PKG_VERSION"), agent = crate::agent::AGENT_VERSION, "repobox listening");
+    tracing::info!(%address, version = env!("CARGO_PKG_VERSION"), agent = crate::backend::AGENT_VERSION, "repobox listening");
     if !address.ip().is_loopback() && config.api_keys.is_empty() {
         tracing::warn!(
             %address,
@@ -186,4 +186,25 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+/// The backend `config` names (`BACKEND`), connected: the one place an engine is
+/// chosen.
+fn connect_backend(
+    config: &crate::config::Config,
+) -> anyhow::Result<std::sync::Arc<dyn crate::backend::Backend>> {
+    Ok(match config.backend {
+        crate::backend::BackendKind::Docker => std::sync::Arc::new(
+            crate::docker::Runtime::connect(&config.docker_host)?
+                .with_build_cgroup_root(&config.build_cgroup_root),
+        ),
+        crate::backend::BackendKind::Local => {
+            let root = if config.local_root.is_empty() {
+                config.data_dir.join("local")
+            } else {
+                std::path::PathBuf::from(&config.local_root)
+            };
+            std::sync::Arc::new(crate::backend::local::Local::new(&root)?)
+        }
+    })
 }

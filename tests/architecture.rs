@@ -1,5 +1,6 @@
 //! The shape of the code, checked: the import graph of the server crate's modules has
-//! no cycle, and the clients stand apart from the server.
+//! no cycle, only the backends (and the wiring that picks one) name an engine, and the
+//! clients stand apart from the server.
 //! A module's imports are read from its source (`crate::x` paths, comments left out),
 //! so a new `use` that closes a loop fails here with the loop named.
 
@@ -159,6 +160,29 @@ fn the_client_crate_stands_apart_from_the_server() {
                     "{name} imports {server_only}: clients go through repobox_client"
                 );
             }
+        }
+    }
+}
+
+/// Modules that may name an engine: the engines' own, and the wiring that picks one.
+const ENGINE_MODULES: &[&str] = &["docker", "kubernetes", "server"];
+
+#[test]
+fn only_the_backends_and_the_wiring_name_an_engine() {
+    let modules = modules();
+    assert!(
+        modules["docker"].contains("bollard::"),
+        "the docker module was read"
+    );
+    for (name, code) in &modules {
+        if ENGINE_MODULES.contains(&name.as_str()) {
+            continue;
+        }
+        for engine in ["crate::docker", "crate::kubernetes", "bollard::", "kube::"] {
+            assert!(
+                !code.contains(engine),
+                "{name} names an engine ({engine}): go through crate::backend"
+            );
         }
     }
 }

@@ -399,7 +399,7 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
             allowlist: state.sandboxes.policy().programs().to_vec(),
         },
         agent: AgentInfo {
-            version: crate::agent::AGENT_VERSION.to_owned(),
+            version: crate::backend::AGENT_VERSION.to_owned(),
             protocol: repobox_protocol::PROTOCOL_VERSION,
         },
         limits: Limits {

@@ -38,7 +38,7 @@ impl Backend for NoEngine {
             .then_some(self as &dyn crate::backend::ImageStore)
     }
     fn capabilities(&self) -> &'static [&'static str] {
-        crate::docker::KEPT_CAPABILITIES
+        &["CHOWN", "KILL"]
     }
     async fn ping(&self, _bound: Duration) -> Result<()> {
         Err(unreachable())

@@ -3,7 +3,7 @@
 //! Docker) can run every sandbox route in seconds, and so that the boundary in
 //! [`super`] is proven by a second implementation.
 //!
-//! A sandbox is the agent ([`crate::agent::AGENT_BINARY`], written once to
+//! A sandbox is the agent ([`super::AGENT_BINARY`], written once to
 //! `<root>/agent`) run as a child process of the server under util-linux's
 //! `unshare --mount --pid --uts [--net] --fork --mount-proc`: PID 1 of a PID namespace
 //! of its own as in a container (it reaps orphans; when it ends, everything in the
@@ -94,7 +94,7 @@ impl Local {
         // running from the old file.
         let agent = root.join("agent");
         let staged = root.join(format!("agent.{}", std::process::id()));
-        std::fs::write(&staged, crate::agent::AGENT_BINARY)?;
+        std::fs::write(&staged, super::AGENT_BINARY)?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))?;
         std::fs::rename(&staged, &agent)?;

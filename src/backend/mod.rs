@@ -33,6 +33,13 @@ use crate::error::{Error, Result};
 
 pub mod local;
 
+/// Version of the agent binary this server carries.
+pub const AGENT_VERSION: &str = env!("REPOBOX_AGENT_VERSION");
+
+/// The agent binary (static, x86-64 Linux) every backend provisions in its sandboxes; built from
+/// `crates/agent` by the build script.
+pub static AGENT_BINARY: &[u8] = include_bytes!(env!("REPOBOX_AGENT_BINARY"));
+
 /// Label set on every container repobox owns.
 pub const LABEL_MANAGED: &str = "repobox.managed";
 /// Label naming the repobox instance (one `DATA_DIR`) that owns the container, so
@@ -412,24 +419,6 @@ pub fn image_store_route(path: &str) -> Option<&'static str> {
             && pattern.iter().zip(&segments).all(|(pattern, segment)| {
                 (pattern.starts_with('{') && !segment.is_empty()) || pattern == segment
             })
-    })
-}
-
-/// The backend `config` names (`BACKEND`), connected.
-pub fn connect(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Backend>> {
-    Ok(match config.backend {
-        BackendKind::Docker => std::sync::Arc::new(
-            crate::docker::Runtime::connect(&config.docker_host)?
-                .with_build_cgroup_root(&config.build_cgroup_root),
-        ),
-        BackendKind::Local => {
-            let root = if config.local_root.is_empty() {
-                config.data_dir.join("local")
-            } else {
-                std::path::PathBuf::from(&config.local_root)
-            };
-            std::sync::Arc::new(local::Local::new(&root)?)
-        }
     })
 }
 

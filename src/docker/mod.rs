@@ -26,11 +26,10 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use crate::agent::AGENT_BINARY;
 use crate::backend::{
-    AGENT_PATH, ANNOTATION_CREATED_AT, ANNOTATION_EXPIRES_AT, ANNOTATION_REPO_URL, Backend,
-    BackendKind, BodyStream, BuildSpec, BuildStream, ContainerInfo, ContainerState, Credentials,
-    DiskLimits, ImageInfo, ImageStore, LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_INSTANCE,
+    AGENT_BINARY, AGENT_PATH, ANNOTATION_CREATED_AT, ANNOTATION_EXPIRES_AT, ANNOTATION_REPO_URL,
+    Backend, BackendKind, BodyStream, BuildSpec, BuildStream, ContainerInfo, ContainerState,
+    Credentials, DiskLimits, ImageInfo, ImageStore, LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_INSTANCE,
     LABEL_MANAGED, LABEL_POOL, Limits, ManagedContainer, Network, PullProgress, PullStream,
     SandboxSpec, Transport, WORKSPACE,
 };
