@@ -6,6 +6,7 @@
 //! - [`error`]: the one error type and its JSON shape.
 //! - [`api`]: router, middleware and handlers (one file per resource).
 //! - [`sandbox`]: sandbox lifecycle (create, status, destroy, expiry, reconcile).
+//! - [`id`]: typed ids (a sandbox's, the engine's reference to it).
 //! - [`registry`]: sandbox records, persisted under `DATA_DIR`, and ids.
 //! - [`git`]: URL and ref policy, the mirror cache, checkouts.
 //! - [`archive`]: tar streams between the server and sandboxes.
@@ -36,6 +37,7 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod git;
+pub mod id;
 pub mod image;
 pub mod job;
 pub mod mcp;

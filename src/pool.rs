@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::AgentClient;
 use crate::backend::{Limits, Network};
+use crate::id::EngineId;
 use crate::metrics::Metrics;
 
 /// Members made at once (each is a container create and start: the engine's work,
@@ -42,7 +43,7 @@ const STOP_BOUND: Duration = Duration::from_secs(15);
 /// A started container waiting to become a sandbox.
 pub struct Member {
     /// Its engine id.
-    pub engine_id: String,
+    pub engine_id: EngineId,
     /// Its agent, which answered its hello.
     pub agent: Arc<AgentClient>,
     /// The limits it was made with.
@@ -84,7 +85,7 @@ pub struct Pool {
     size: usize,
     lanes: Mutex<Vec<Lane>>,
     /// Members to remove: found dead, or left when the server stops.
-    dead: Mutex<Vec<String>>,
+    dead: Mutex<Vec<EngineId>>,
     /// The disk limit of every member, settled when the pool starts filling.
     disk_mb: OnceLock<Option<u64>>,
     /// The limits every member is made with.
@@ -241,7 +242,7 @@ impl Pool {
         self.publish(&lanes);
     }
 
-    fn take_dead(&self) -> Vec<String> {
+    fn take_dead(&self) -> Vec<EngineId> {
         std::mem::take(
             &mut *self
                 .dead
@@ -317,7 +318,7 @@ pub trait Supplier: Send + Sync + 'static {
     /// Makes a started member on `image`.
     async fn make_pool_member(&self, image: &str) -> crate::error::Result<Member>;
     /// Removes a member, trying `tries` times.
-    async fn remove_pool_member(&self, engine_id: &str, tries: usize);
+    async fn remove_pool_member(&self, engine_id: &EngineId, tries: usize);
 }
 
 /// Keeps the pool topped up until `stop`, then removes its members. Starts filling
@@ -395,7 +396,7 @@ pub async fn run(sandboxes: Arc<impl Supplier>, stop: CancellationToken) {
             "pool members still being made at the stop bound; the next start removes them"
         );
     }
-    let mut leftovers: Vec<String> = pool
+    let mut leftovers: Vec<EngineId> = pool
         .drain()
         .into_iter()
         .map(|member| member.engine_id)

@@ -11,10 +11,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::id::SandboxId;
+
 #[derive(Default)]
 struct Schedule {
-    queue: BTreeSet<(DateTime<Utc>, String)>,
-    by_id: HashMap<String, DateTime<Utc>>,
+    queue: BTreeSet<(DateTime<Utc>, SandboxId)>,
+    by_id: HashMap<SandboxId, DateTime<Utc>>,
 }
 
 /// The set of deadlines.
@@ -26,26 +28,26 @@ pub struct Expiries {
 
 impl Expiries {
     /// Schedules (or reschedules) `id` for destruction at `at`.
-    pub fn schedule(&self, id: &str, at: DateTime<Utc>) {
+    pub fn schedule(&self, id: &SandboxId, at: DateTime<Utc>) {
         let mut schedule = self.schedule.lock().expect("expiry schedule poisoned");
-        if let Some(old) = schedule.by_id.insert(id.to_owned(), at) {
-            schedule.queue.remove(&(old, id.to_owned()));
+        if let Some(old) = schedule.by_id.insert(id.clone(), at) {
+            schedule.queue.remove(&(old, id.clone()));
         }
-        schedule.queue.insert((at, id.to_owned()));
+        schedule.queue.insert((at, id.clone()));
         drop(schedule);
         self.changed.notify_one();
     }
 
     /// Forgets `id`'s deadline.
-    pub fn cancel(&self, id: &str) {
+    pub fn cancel(&self, id: &SandboxId) {
         let mut schedule = self.schedule.lock().expect("expiry schedule poisoned");
         if let Some(at) = schedule.by_id.remove(id) {
-            schedule.queue.remove(&(at, id.to_owned()));
+            schedule.queue.remove(&(at, id.clone()));
         }
     }
 
     /// Takes every id due at `now`; returns them and the next deadline after them.
-    pub fn take_due(&self, now: DateTime<Utc>) -> (Vec<String>, Option<DateTime<Utc>>) {
+    pub fn take_due(&self, now: DateTime<Utc>) -> (Vec<SandboxId>, Option<DateTime<Utc>>) {
         let mut schedule = self.schedule.lock().expect("expiry schedule poisoned");
         let mut due = Vec::new();
         while let Some((at, id)) = schedule.queue.first().cloned() {
@@ -67,7 +69,7 @@ pub trait Expire: Send + Sync + 'static {
     /// The deadlines.
     fn expiries(&self) -> &Expiries;
     /// Ends sandbox `id`, whose deadline has come.
-    async fn expire(&self, id: &str);
+    async fn expire(&self, id: &SandboxId);
 }
 
 /// Runs until `shutdown`: destroys each sandbox at its deadline.
@@ -101,9 +103,9 @@ mod tests {
     fn due_in_deadline_order_and_next_reported() {
         let expiries = Expiries::default();
         let now = Utc::now();
-        expiries.schedule("b", now + Duration::seconds(2));
-        expiries.schedule("a", now - Duration::seconds(1));
-        expiries.schedule("c", now + Duration::seconds(10));
+        expiries.schedule(&"b".into(), now + Duration::seconds(2));
+        expiries.schedule(&"a".into(), now - Duration::seconds(1));
+        expiries.schedule(&"c".into(), now + Duration::seconds(10));
         let (due, next) = expiries.take_due(now);
         assert_eq!(due, ["a"]);
         assert_eq!(next, Some(now + Duration::seconds(2)));
@@ -116,10 +118,10 @@ mod tests {
     fn rescheduling_and_cancelling_replace_the_deadline() {
         let expiries = Expiries::default();
         let now = Utc::now();
-        expiries.schedule("a", now);
-        expiries.schedule("a", now + Duration::seconds(5));
+        expiries.schedule(&"a".into(), now);
+        expiries.schedule(&"a".into(), now + Duration::seconds(5));
         assert!(expiries.take_due(now).0.is_empty());
-        expiries.cancel("a");
+        expiries.cancel(&"a".into());
         assert_eq!(
             expiries.take_due(now + Duration::seconds(9)),
             (vec![], None)

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Network;
 use crate::error::{Error, Result};
 use crate::exec::ExecResult;
+use crate::id::{EngineId, SandboxId};
 
 /// Resources granted to a sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -37,11 +38,11 @@ pub struct Resources {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sandbox {
     /// Our id (also the container's name).
-    pub id: String,
+    pub id: SandboxId,
     /// The backend's id for it (a container's id, a child process's own id); records
     /// written before the backend split call it `docker_id`.
     #[serde(alias = "docker_id")]
-    pub engine_id: String,
+    pub engine_id: EngineId,
     /// Repository URL, without credentials.
     pub repo_url: String,
     /// Branch checked out (`None`: detached HEAD).
@@ -102,7 +103,7 @@ pub struct Registry {
     instance: String,
     dir: PathBuf,
     seq_file: PathBuf,
-    sandboxes: RwLock<HashMap<String, Arc<Sandbox>>>,
+    sandboxes: RwLock<HashMap<SandboxId, Arc<Sandbox>>>,
     ids: Mutex<IdSequence>,
     /// Creates under way. Read and changed only under `admission`, together with the
     /// map's length, so that the two are never seen half-updated.
@@ -110,7 +111,7 @@ pub struct Registry {
     /// Held while admitting a create and while a create turns into a record: the
     /// `MAX_CONTAINERS` check sees live and pending sandboxes as one count.
     admission: Mutex<()>,
-    creating: Mutex<HashSet<String>>,
+    creating: Mutex<HashSet<SandboxId>>,
 }
 
 impl Registry {
@@ -203,7 +204,7 @@ impl Registry {
 
     /// Whether a create of `id` is under way (its container may exist, its record not
     /// yet): reconciliation must leave such a container alone.
-    pub fn is_creating(&self, id: &str) -> bool {
+    pub fn is_creating(&self, id: &SandboxId) -> bool {
         self.creating
             .lock()
             .expect("registry poisoned")
@@ -221,7 +222,7 @@ impl Registry {
     }
 
     /// One sandbox.
-    pub fn get(&self, id: &str) -> Option<Arc<Sandbox>> {
+    pub fn get(&self, id: &SandboxId) -> Option<Arc<Sandbox>> {
         self.sandboxes
             .read()
             .expect("registry poisoned")
@@ -250,7 +251,7 @@ impl Registry {
     /// changes, so what a client is told has been persisted. `None` when it is gone.
     pub async fn update(
         &self,
-        id: &str,
+        id: &SandboxId,
         change: impl FnOnce(&mut Sandbox),
     ) -> Result<Option<Arc<Sandbox>>> {
         let Some(current) = self.get(id) else {
@@ -301,7 +302,7 @@ impl Registry {
     }
 
     /// Forgets a sandbox and deletes its record; returns it if it was there.
-    pub fn remove(&self, id: &str) -> Option<Arc<Sandbox>> {
+    pub fn remove(&self, id: &SandboxId) -> Option<Arc<Sandbox>> {
         // Only ids we registered name files: a client's id never becomes a path.
         let removed = self
             .sandboxes
@@ -320,7 +321,7 @@ impl Registry {
         Some(removed)
     }
 
-    fn record_path(&self, id: &str) -> PathBuf {
+    fn record_path(&self, id: &SandboxId) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
 }
@@ -328,7 +329,7 @@ impl Registry {
 /// A reserved place for a sandbox being created.
 pub struct Slot<'a> {
     registry: &'a Registry,
-    id: Option<String>,
+    id: Option<SandboxId>,
     /// Still counted as a pending create.
     pending: bool,
 }
@@ -336,8 +337,8 @@ pub struct Slot<'a> {
 impl Slot<'_> {
     /// Takes a new id for the sandbox being created, marking it as being created
     /// until the slot is dropped.
-    pub fn assign_id(&mut self, now: DateTime<Utc>) -> Result<String> {
-        let id = self.registry.next_id(now)?;
+    pub fn assign_id(&mut self, now: DateTime<Utc>) -> Result<SandboxId> {
+        let id = SandboxId::new(self.registry.next_id(now)?);
         self.registry
             .creating
             .lock()
@@ -445,7 +446,7 @@ mod tests {
         assert!(registry.reserve(2).is_ok());
     }
 
-    fn record(id: String) -> Sandbox {
+    fn record(id: SandboxId) -> Sandbox {
         Sandbox {
             id,
             engine_id: "engine".into(),

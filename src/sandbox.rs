@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::exec;
 use crate::git::{Checkout, GitCache, RepoUrl, Tree};
+use crate::id::{EngineId, SandboxId};
 use crate::image::Images;
 use crate::metrics::Metrics;
 use crate::policy::CommandPolicy;
@@ -160,7 +161,7 @@ pub struct Sandboxes {
     expiries: Expiries,
     metrics: Arc<Metrics>,
     reconciled: AtomicBool,
-    agents: std::sync::Mutex<HashMap<String, Arc<AgentSlot>>>,
+    agents: std::sync::Mutex<HashMap<SandboxId, Arc<AgentSlot>>>,
     policy: CommandPolicy,
     disk_limits: tokio::sync::OnceCell<DiskLimits>,
     /// Held while a deadline is changed and while an expiry checks its deadline.
@@ -175,7 +176,7 @@ pub struct Sandboxes {
     members_made: std::sync::atomic::AtomicU64,
     /// Containers (by engine id) whose agent broke the protocol, with the reason: they
     /// read `failed` and are not connected to again.
-    broken: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    broken: Arc<std::sync::Mutex<HashMap<EngineId, String>>>,
 }
 
 impl Sandboxes {
@@ -271,7 +272,7 @@ impl Sandboxes {
 
     /// Snapshots the sandbox `id` (409 unless running; 429 past `MAX_SNAPSHOTS`). A
     /// failure leaves neither image nor record.
-    pub async fn snapshot(&self, id: &str, name: Option<String>) -> Result<Arc<Snapshot>> {
+    pub async fn snapshot(&self, id: &SandboxId, name: Option<String>) -> Result<Arc<Snapshot>> {
         let store = image_store(&*self.backend)?;
         let sandbox = self.get(id)?;
         let condition = self.status(&sandbox).await?;
@@ -296,7 +297,7 @@ impl Sandboxes {
                 crate::backend::LABEL_SNAPSHOT_ID.to_owned(),
                 snapshot_id.clone(),
             ),
-            (format!("{LABEL_PREFIX}snapshot.source"), id.to_owned()),
+            (format!("{LABEL_PREFIX}snapshot.source"), id.to_string()),
             (format!("{LABEL_PREFIX}snapshot.name"), name.clone()),
             (
                 format!("{LABEL_PREFIX}snapshot.commit"),
@@ -309,7 +310,7 @@ impl Sandboxes {
         let record = Snapshot {
             snapshot_id: snapshot_id.clone(),
             name,
-            source_container_id: id.to_owned(),
+            source_container_id: id.to_string(),
             repo_url: sandbox.repo_url.clone(),
             branch: sandbox.branch.clone(),
             resolved_commit: sandbox.resolved_commit.clone(),
@@ -403,7 +404,7 @@ impl Sandboxes {
     /// The lock that orders the commands of session `session` of sandbox `id` (with
     /// `session` empty: the sandbox's session creates). Tokio's mutex is fair: turns
     /// come in order of arrival.
-    pub fn session_lock(&self, id: &str, session: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub fn session_lock(&self, id: &SandboxId, session: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self
             .session_locks
             .lock()
@@ -412,7 +413,7 @@ impl Sandboxes {
     }
 
     /// Drops the lock of a deleted session.
-    pub fn forget_session(&self, id: &str, session: &str) {
+    pub fn forget_session(&self, id: &SandboxId, session: &str) {
         if let Ok(mut locks) = self.session_locks.lock() {
             locks.remove(&format!("{id}/{session}"));
         }
@@ -454,7 +455,7 @@ impl Sandboxes {
         let limits = self.default_limits();
         let disk_mb = self.pool_disk_mb().await?;
         let spec = SandboxSpec {
-            id,
+            id: SandboxId::new(id),
             hostname: hostname_for(&name),
             name: name.clone(),
             instance: self.registry.instance().to_owned(),
@@ -473,7 +474,7 @@ impl Sandboxes {
             // A pooled image the engine lacks is pulled first (the pool warms after).
             self.images.ensure(image, false).await?;
             let engine_id = self.backend.create(&spec).await?;
-            guard.engine_id = engine_id.clone();
+            guard.engine_id = Some(engine_id.clone());
             let agent = self.connect_agent(&engine_id).await?;
             Ok::<_, Error>(Member {
                 engine_id,
@@ -497,7 +498,7 @@ impl Sandboxes {
     /// Removes a pool member (dead, or left when the server stops), trying up to
     /// `tries` times two seconds apart (a member found dead while the engine restarts
     /// is removed once it is back).
-    pub async fn remove_pool_member(&self, engine_id: &str, tries: usize) {
+    pub async fn remove_pool_member(&self, engine_id: &EngineId, tries: usize) {
         for attempt in 1..=tries.max(1) {
             match self.backend.remove(engine_id).await {
                 Ok(()) => return,
@@ -619,13 +620,13 @@ impl Sandboxes {
     }
 
     /// A sandbox by id, or 404.
-    pub fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
+    pub fn get(&self, id: &SandboxId) -> Result<Arc<Sandbox>> {
         self.registry
             .get(id)
-            .ok_or_else(|| Error::ContainerNotFound(id.to_owned()))
+            .ok_or_else(|| Error::ContainerNotFound(id.to_string()))
     }
 
-    fn agent_slot(&self, id: &str) -> Arc<AgentSlot> {
+    fn agent_slot(&self, id: &SandboxId) -> Arc<AgentSlot> {
         let mut agents = self
             .agents
             .lock()
@@ -636,7 +637,7 @@ impl Sandboxes {
     /// The connection to the agent of the sandbox `id` (404 when unknown): the live
     /// one, or a new one when it was lost. A sandbox whose agent cannot be reached
     /// answers 409 with the reason.
-    pub async fn agent(&self, id: &str) -> Result<Arc<AgentClient>> {
+    pub async fn agent(&self, id: &SandboxId) -> Result<Arc<AgentClient>> {
         let sandbox = self.get(id)?;
         let slot = self.agent_slot(id);
         let mut connected = slot.lock().await;
@@ -655,7 +656,7 @@ impl Sandboxes {
         }
     }
 
-    async fn connect_agent(&self, engine_id: &str) -> Result<Arc<AgentClient>> {
+    async fn connect_agent(&self, engine_id: &EngineId) -> Result<Arc<AgentClient>> {
         if let Some(reason) = self.broken_reason(engine_id) {
             return Err(Error::NotRunning(format!(
                 "the sandbox's agent broke the protocol ({reason}); the sandbox is marked failed"
@@ -702,7 +703,7 @@ impl Sandboxes {
     }
 
     /// Why the agent of the container `engine_id` was cut off, if it broke the protocol.
-    fn broken_reason(&self, engine_id: &str) -> Option<String> {
+    fn broken_reason(&self, engine_id: &EngineId) -> Option<String> {
         self.broken
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -729,7 +730,7 @@ impl Sandboxes {
             }
             Ok(None) => {
                 self.forget(&sandbox.id, "vanished");
-                Error::ContainerNotFound(sandbox.id.clone())
+                Error::ContainerNotFound(sandbox.id.to_string())
             }
             Err(other) => other,
         }
@@ -764,7 +765,7 @@ impl Sandboxes {
             spec.limits(),
         );
         if let Some(member) = &claimed {
-            guard.engine_id = member.engine_id.clone();
+            guard.engine_id = Some(member.engine_id.clone());
         }
 
         let clone_started = Instant::now();
@@ -793,7 +794,7 @@ impl Sandboxes {
                         Err(err) => {
                             tracing::warn!(sandbox = %id, %err, "could not claim a pool member; making a container instead");
                             self.remove_pool_member(&member.engine_id, 1).await;
-                            guard.engine_id.clear();
+                            guard.engine_id = None;
                         }
                     }
                 }
@@ -803,7 +804,7 @@ impl Sandboxes {
                     self.refuse_volumes(&spec.image).await?;
                 }
                 let engine_id = self.backend.create(&spec).await?;
-                guard.engine_id = engine_id.clone();
+                guard.engine_id = Some(engine_id.clone());
                 let agent = self.connect_agent(&engine_id).await?;
                 Ok::<_, Error>((engine_id, agent))
             },
@@ -817,7 +818,7 @@ impl Sandboxes {
                         repo,
                         request.branch.as_deref(),
                         request.commit.as_deref(),
-                        &id,
+                        id.as_str(),
                         request
                             .resources
                             .disk_mb
@@ -926,7 +927,7 @@ impl Sandboxes {
 
     fn spec(
         &self,
-        id: &str,
+        id: &SandboxId,
         request: &NewSandbox,
         created_at: DateTime<Utc>,
         expires_at: Option<DateTime<Utc>>,
@@ -953,7 +954,7 @@ impl Sandboxes {
         }
         let name = format!("{id}.{}", self.registry.instance());
         SandboxSpec {
-            id: id.to_owned(),
+            id: id.clone(),
             hostname: hostname_for(&name),
             name,
             instance: self.registry.instance().to_owned(),
@@ -984,7 +985,7 @@ impl Sandboxes {
             Some(info) => Ok(Condition::of(&info)),
             None => {
                 self.forget(&sandbox.id, "vanished");
-                Err(Error::ContainerNotFound(sandbox.id.clone()))
+                Err(Error::ContainerNotFound(sandbox.id.to_string()))
             }
         }
     }
@@ -994,7 +995,7 @@ impl Sandboxes {
     pub async fn list(&self) -> Result<Vec<(Arc<Sandbox>, Condition)>> {
         // Records first: every one of them had its container before the listing.
         let records = self.registry.all();
-        let states: HashMap<String, ContainerState> = self
+        let states: HashMap<EngineId, ContainerState> = self
             .backend
             .list_managed(self.registry.instance())
             .await?
@@ -1030,7 +1031,7 @@ impl Sandboxes {
     }
 
     /// Destroys a sandbox at a client's request.
-    pub async fn destroy(&self, id: &str) -> Result<()> {
+    pub async fn destroy(&self, id: &SandboxId) -> Result<()> {
         let sandbox = self.get(id)?;
         self.backend.remove(&sandbox.engine_id).await?;
         self.forget(id, "api");
@@ -1040,7 +1041,11 @@ impl Sandboxes {
 
     /// Sets a sandbox's lifetime: it expires `lifetime` from now, or never (`None`).
     /// The new deadline is persisted before the answer; 409 when not running.
-    pub async fn set_lifetime(&self, id: &str, lifetime: Option<Duration>) -> Result<Arc<Sandbox>> {
+    pub async fn set_lifetime(
+        &self,
+        id: &SandboxId,
+        lifetime: Option<Duration>,
+    ) -> Result<Arc<Sandbox>> {
         let sandbox = self.get(id)?;
         let condition = self.status(&sandbox).await?;
         if condition.status != Status::Running {
@@ -1054,7 +1059,7 @@ impl Sandboxes {
             .registry
             .update(id, |record| record.expires_at = expires_at)
             .await?
-            .ok_or_else(|| Error::ContainerNotFound(id.to_owned()))?;
+            .ok_or_else(|| Error::ContainerNotFound(id.to_string()))?;
         match expires_at {
             Some(at) => self.expiries.schedule(id, at),
             None => self.expiries.cancel(id),
@@ -1065,7 +1070,7 @@ impl Sandboxes {
 
     /// Destroys a sandbox whose deadline has come. If the engine cannot be reached,
     /// tries again a little later rather than forgetting a container that still runs.
-    pub async fn expire(&self, id: &str) {
+    pub async fn expire(&self, id: &SandboxId) {
         // Under the lifetime lock, the deadline that counts is the record's now, not the
         // one this call was scheduled for: a sandbox extended a moment ago lives on.
         let _lifetime = self.lifetimes.lock().await;
@@ -1094,7 +1099,7 @@ impl Sandboxes {
         }
     }
 
-    fn forget(&self, id: &str, reason: &'static str) {
+    fn forget(&self, id: &SandboxId, reason: &'static str) {
         self.expiries.cancel(id);
         if let Ok(mut locks) = self.session_locks.lock() {
             let prefix = format!("{id}/");
@@ -1187,7 +1192,7 @@ impl Sandboxes {
         // Re-attach now rather than at first use: the hello ends the commands that the
         // previous server left in flight.
         futures_util::stream::iter(adopted)
-            .for_each_concurrent(ADOPT_CONCURRENCY, |id: String| async move {
+            .for_each_concurrent(ADOPT_CONCURRENCY, |id: SandboxId| async move {
                 match self.agent(&id).await {
                     Ok(_) => tracing::info!(sandbox = %id, "adopted sandbox"),
                     Err(err) => tracing::warn!(sandbox = %id, %err, "adopted sandbox whose agent does not answer"),
@@ -1209,8 +1214,10 @@ impl Sandboxes {
     /// record names it (looked up after the create check: a create records its
     /// sandbox before it stops counting as under way).
     pub async fn sweep_leftovers(&self) -> Result<()> {
-        let recorded = |records: &[Arc<Sandbox>], engine_id: &str| {
-            records.iter().any(|sandbox| sandbox.engine_id == engine_id)
+        let recorded = |records: &[Arc<Sandbox>], engine_id: &EngineId| {
+            records
+                .iter()
+                .any(|sandbox| &sandbox.engine_id == engine_id)
         };
         let records = self.registry.all();
         for container in self.backend.list_managed(self.registry.instance()).await? {
@@ -1234,8 +1241,8 @@ impl Sandboxes {
 
 /// A container's sandbox id label, and whether it was made as a pool member (every
 /// container has the pool label; only a pool member has a value in it).
-fn identity(container: &crate::backend::ManagedContainer) -> (String, bool) {
-    let label_id = container.labels.get(LABEL_ID).cloned().unwrap_or_default();
+fn identity(container: &crate::backend::ManagedContainer) -> (SandboxId, bool) {
+    let label_id = SandboxId::new(container.labels.get(LABEL_ID).cloned().unwrap_or_default());
     let pooled = container
         .labels
         .get(LABEL_POOL)
@@ -1255,9 +1262,6 @@ fn hostname_for(name: &str) -> String {
     format!("rb-{hex}")
 }
 
-/// Owns a container until its create has committed. Dropped armed (the request went
-/// away mid-create), it removes the container in the background. Until the engine
-
 #[async_trait::async_trait]
 impl crate::pool::Supplier for Sandboxes {
     fn pool(&self) -> &Pool {
@@ -1272,7 +1276,7 @@ impl crate::pool::Supplier for Sandboxes {
     async fn make_pool_member(&self, image: &str) -> Result<Member> {
         Sandboxes::make_pool_member(self, image).await
     }
-    async fn remove_pool_member(&self, engine_id: &str, tries: usize) {
+    async fn remove_pool_member(&self, engine_id: &EngineId, tries: usize) {
         Sandboxes::remove_pool_member(self, engine_id, tries).await;
     }
 }
@@ -1282,16 +1286,18 @@ impl crate::reaper::Expire for Sandboxes {
     fn expiries(&self) -> &Expiries {
         &self.expiries
     }
-    async fn expire(&self, id: &str) {
+    async fn expire(&self, id: &SandboxId) {
         Sandboxes::expire(self, id).await;
     }
 }
 
+/// Owns a container until its create has committed. Dropped armed (the request went
+/// away mid-create), it removes the container in the background. Until the engine
 /// has answered the create, the container is known by its (unique) name.
 struct ContainerGuard {
     backend: Arc<dyn Backend>,
     name: String,
-    engine_id: String,
+    engine_id: Option<EngineId>,
     armed: bool,
 }
 
@@ -1300,17 +1306,17 @@ impl ContainerGuard {
         Self {
             backend,
             name,
-            engine_id: String::new(),
+            engine_id: None,
             armed: true,
         }
     }
 
-    fn target(&self) -> String {
-        if self.engine_id.is_empty() {
-            self.name.clone()
-        } else {
-            self.engine_id.clone()
-        }
+    /// The engine's reference, or the unique name until it is known (engines
+    /// address a sandbox by either).
+    fn target(&self) -> EngineId {
+        self.engine_id
+            .clone()
+            .unwrap_or_else(|| EngineId::new(self.name.clone()))
     }
 
     /// Removes the container now.

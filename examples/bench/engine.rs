@@ -112,7 +112,7 @@ impl Engine {
     fn container_body(&self, name: &str) -> ContainerCreateBody {
         let limits = &self.limits;
         let mut body = repobox::docker::container_config(&repobox::backend::SandboxSpec {
-            id: name.to_owned(),
+            id: name.into(),
             name: name.to_owned(),
             hostname: "floor".to_owned(),
             instance: format!("rbbench-floor-{}", self.run),

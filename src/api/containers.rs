@@ -13,6 +13,7 @@ use super::{AppState, Json};
 use crate::backend::WORKSPACE;
 use crate::error::{Error, ErrorBody, Result};
 use crate::exec::ExecResult;
+use crate::id::SandboxId;
 use crate::registry::Sandbox;
 use crate::request::CreateContainerRequest;
 use crate::sandbox::{Condition, Status};
@@ -60,7 +61,7 @@ pub struct ContainerResponse {
 impl ContainerResponse {
     pub(super) fn new(sandbox: &Sandbox, condition: &Condition) -> Self {
         Self {
-            container_id: sandbox.id.clone(),
+            container_id: sandbox.id.to_string(),
             status: condition.status,
             status_reason: condition.reason.clone(),
             repo_url: sandbox.repo_url.clone(),
@@ -153,7 +154,7 @@ pub async fn list_containers(State(state): State<AppState>) -> Result<Json<Conta
     responses((status = 200, body = ContainerResponse), (status = 404, body = ErrorBody)))]
 pub async fn get_container(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
 ) -> Result<Json<ContainerResponse>> {
     let sandbox = state.sandboxes.get(&container_id)?;
     let condition = state.sandboxes.status(&sandbox).await?;
@@ -197,7 +198,7 @@ where
     ))]
 pub async fn update_container(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     Json(request): Json<UpdateContainerRequest>,
 ) -> Result<Json<ContainerResponse>> {
     let lifetime = match request.max_runtime_secs {
@@ -233,7 +234,7 @@ pub async fn update_container(
     responses((status = 204, description = "Destroyed"), (status = 404, body = ErrorBody)))]
 pub async fn destroy_container(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
 ) -> Result<StatusCode> {
     state.sandboxes.destroy(&container_id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -17,6 +17,7 @@ use super::{AppState, Json, json_body};
 use crate::config::Config;
 use crate::error::{Error, ErrorBody, Result};
 use crate::exec::{self, Event, ExecResult};
+use crate::id::SandboxId;
 use crate::request::validate_env;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -101,7 +102,7 @@ impl ExecuteCommandRequest {
     ))]
 pub async fn execute_command(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ExecResult>> {
@@ -142,7 +143,7 @@ pub async fn execute_command(
     ))]
 pub async fn stream_command(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {

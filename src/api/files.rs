@@ -19,6 +19,7 @@ use super::{API_PREFIX, AppState, Json, Query};
 use crate::backend::{BodyStream, WORKSPACE};
 use crate::error::{Error, ErrorBody, Result};
 use crate::files::{self, FileSystemItem, Upload};
+use crate::id::SandboxId;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -123,7 +124,7 @@ pub struct FileContent {
     ))]
 pub async fn browse_directory(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     Query(query): Query<BrowseQuery>,
 ) -> Result<Json<DirectoryListing>> {
     state.sandboxes.get(&container_id)?;
@@ -151,7 +152,7 @@ pub async fn browse_directory(
     ))]
 pub async fn read_file(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     Query(query): Query<FileQuery>,
 ) -> Result<Json<FileContent>> {
     state.sandboxes.get(&container_id)?;
@@ -163,7 +164,7 @@ pub async fn read_file(
         .map_err(|err| match err {
             Error::TooLarge(detail) => Error::TooLarge(format!(
                 "{detail}; download it from {}",
-                raw_url(&container_id, &path)
+                raw_url(container_id.as_str(), &path)
             )),
             other => other,
         })?;
@@ -218,7 +219,7 @@ fn raw_url(container_id: &str, path: &str) -> String {
     ))]
 pub async fn download_file(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     Query(query): Query<FileQuery>,
 ) -> Result<Response> {
     state.sandboxes.get(&container_id)?;
@@ -247,7 +248,7 @@ pub async fn download_file(
     ))]
 pub async fn upload_file(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     Query(query): Query<FileQuery>,
     headers: HeaderMap,
     body: Body,
@@ -276,7 +277,7 @@ pub async fn upload_file(
     ))]
 pub async fn download_archive(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     Query(query): Query<ArchiveQuery>,
 ) -> Result<Response> {
     state.sandboxes.get(&container_id)?;
@@ -300,7 +301,7 @@ pub async fn download_archive(
     ))]
 pub async fn upload_archive(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     Query(query): Query<ArchiveQuery>,
     headers: HeaderMap,
     body: Body,

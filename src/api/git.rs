@@ -13,6 +13,7 @@ use super::files::{RawBytes, body_stream, content_length, streamed};
 use super::{AppState, Json, Query, json_body};
 use crate::error::{ErrorBody, Result};
 use crate::files::Upload;
+use crate::id::SandboxId;
 use crate::repo::{self, GitStatus};
 use crate::sandbox::{Condition, Status};
 
@@ -34,7 +35,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     ))]
 pub async fn git_status(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
 ) -> Result<Json<GitStatus>> {
     let sandbox = state.sandboxes.get(&container_id)?;
     let agent = state.sandboxes.agent(&container_id).await?;
@@ -65,7 +66,7 @@ pub struct DiffQuery {
     ))]
 pub async fn git_diff(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     Query(query): Query<DiffQuery>,
 ) -> Result<Response> {
     let sandbox = state.sandboxes.get(&container_id)?;
@@ -97,7 +98,7 @@ pub async fn git_diff(
     ))]
 pub async fn git_apply(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<GitStatus>> {
@@ -143,7 +144,7 @@ pub struct ResetRequest {
     ))]
 pub async fn reset(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ContainerResponse>> {

@@ -19,6 +19,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{AppState, Json, Query, json_body};
 use crate::agent::{ProcessEvent, ProcessInfo, ProcessSpec, ProcessStatus, TerminalSize};
 use crate::error::{Error, ErrorBody, Result};
+use crate::id::SandboxId;
 use crate::request::validate_env;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -139,7 +140,7 @@ fn number(process_id: &str) -> Result<u64> {
     ))]
 pub async fn start_process(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Process>)> {
@@ -191,7 +192,7 @@ pub async fn start_process(
     responses((status = 200, body = ProcessList), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn list_processes(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
 ) -> Result<Json<ProcessList>> {
     state.sandboxes.get(&container_id)?;
     let agent = state.sandboxes.agent(&container_id).await?;
@@ -207,7 +208,7 @@ pub async fn list_processes(
     responses((status = 200, body = Process), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn get_process(
     State(state): State<AppState>,
-    Path((container_id, process_id)): Path<(String, String)>,
+    Path((container_id, process_id)): Path<(SandboxId, String)>,
 ) -> Result<Json<Process>> {
     state.sandboxes.get(&container_id)?;
     let id = number(&process_id)?;
@@ -221,7 +222,7 @@ pub async fn get_process(
     responses((status = 204, description = "Gone"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_process(
     State(state): State<AppState>,
-    Path((container_id, process_id)): Path<(String, String)>,
+    Path((container_id, process_id)): Path<(SandboxId, String)>,
 ) -> Result<StatusCode> {
     state.sandboxes.get(&container_id)?;
     let id = number(&process_id)?;
@@ -268,7 +269,7 @@ pub struct ProcessOutputResponse {
     responses((status = 200, body = ProcessOutputResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn process_output(
     State(state): State<AppState>,
-    Path((container_id, process_id)): Path<(String, String)>,
+    Path((container_id, process_id)): Path<(SandboxId, String)>,
     Query(offsets): Query<Offsets>,
 ) -> Result<Json<ProcessOutputResponse>> {
     state.sandboxes.get(&container_id)?;
@@ -326,7 +327,7 @@ struct ProcessExit {
     ))]
 pub async fn process_stream(
     State(state): State<AppState>,
-    Path((container_id, process_id)): Path<(String, String)>,
+    Path((container_id, process_id)): Path<(SandboxId, String)>,
     Query(offsets): Query<Offsets>,
 ) -> Result<Response> {
     state.sandboxes.get(&container_id)?;
@@ -434,7 +435,7 @@ pub struct StdinRequest {
     ))]
 pub async fn process_stdin(
     State(state): State<AppState>,
-    Path((container_id, process_id)): Path<(String, String)>,
+    Path((container_id, process_id)): Path<(SandboxId, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode> {
@@ -531,7 +532,7 @@ fn signal_number(signal: &serde_json::Value) -> Result<i32> {
     ))]
 pub async fn process_signal(
     State(state): State<AppState>,
-    Path((container_id, process_id)): Path<(String, String)>,
+    Path((container_id, process_id)): Path<(SandboxId, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode> {

@@ -46,21 +46,21 @@ impl Backend for NoEngine {
     async fn version(&self) -> Result<String> {
         Err(unreachable())
     }
-    async fn create(&self, _spec: &SandboxSpec) -> Result<String> {
+    async fn create(&self, _spec: &SandboxSpec) -> Result<crate::id::EngineId> {
         Err(unreachable())
     }
     async fn assign(
         &self,
-        _engine_id: &str,
+        _engine_id: &crate::id::EngineId,
         _spec: &SandboxSpec,
         _current: crate::backend::Limits,
     ) -> Result<()> {
         Err(unreachable())
     }
-    async fn attach(&self, _engine_id: &str) -> Result<Transport> {
+    async fn attach(&self, _engine_id: &crate::id::EngineId) -> Result<Transport> {
         Err(unreachable())
     }
-    async fn remove(&self, _engine_id: &str) -> Result<()> {
+    async fn remove(&self, _engine_id: &crate::id::EngineId) -> Result<()> {
         Err(unreachable())
     }
     async fn list_managed(&self, _instance: &str) -> Result<Vec<ManagedContainer>> {
@@ -69,7 +69,7 @@ impl Backend for NoEngine {
     async fn disk_limits(&self) -> Result<crate::backend::DiskLimits> {
         Err(unreachable())
     }
-    async fn inspect(&self, _engine_id: &str) -> Result<Option<ContainerInfo>> {
+    async fn inspect(&self, _engine_id: &crate::id::EngineId) -> Result<Option<ContainerInfo>> {
         Err(unreachable())
     }
 }
@@ -95,7 +95,7 @@ impl crate::backend::ImageStore for NoEngine {
     }
     async fn snapshot(
         &self,
-        _engine_id: &str,
+        _engine_id: &crate::id::EngineId,
         _reference: &str,
         _labels: std::collections::HashMap<String, String>,
     ) -> Result<crate::backend::ImageInfo> {

@@ -14,6 +14,7 @@ use super::exec::{ExecuteCommandRequest, body_limit};
 use super::{AppState, Json, json_body};
 use crate::error::{Error, ErrorBody, Result};
 use crate::exec::{self, ExecResult};
+use crate::id::SandboxId;
 use crate::request::validate_env;
 use crate::session::{self, SessionInfo};
 
@@ -55,7 +56,7 @@ pub struct SessionList {
     ))]
 pub async fn create_session(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<SessionInfo>)> {
@@ -86,7 +87,7 @@ pub async fn create_session(
     ))]
 pub async fn list_sessions(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
 ) -> Result<Json<SessionList>> {
     state.sandboxes.get(&container_id)?;
     let agent = state.sandboxes.agent(&container_id).await?;
@@ -107,7 +108,7 @@ pub async fn list_sessions(
     ))]
 pub async fn delete_session(
     State(state): State<AppState>,
-    Path((container_id, session_id)): Path<(String, String)>,
+    Path((container_id, session_id)): Path<(SandboxId, String)>,
 ) -> Result<StatusCode> {
     state.sandboxes.get(&container_id)?;
     let agent = state.sandboxes.agent(&container_id).await?;
@@ -138,7 +139,7 @@ pub async fn delete_session(
     ))]
 pub async fn session_execute(
     State(state): State<AppState>,
-    Path((container_id, session_id)): Path<(String, String)>,
+    Path((container_id, session_id)): Path<(SandboxId, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ExecResult>> {

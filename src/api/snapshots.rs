@@ -14,6 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::containers::ContainerResponse;
 use super::{AppState, Json, json_body};
 use crate::error::{Error, ErrorBody, Result};
+use crate::id::SandboxId;
 use crate::metrics::Metrics;
 use crate::request::validate_env;
 use crate::sandbox::{Condition, NewSandbox, Status};
@@ -59,7 +60,7 @@ pub struct SnapshotList {
     ))]
 pub async fn create_snapshot(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Snapshot>)> {
@@ -175,7 +176,7 @@ pub struct ForkResponse {
     ))]
 pub async fn fork(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<ForkResponse>)> {

@@ -16,6 +16,7 @@ use super::{AppState, Query};
 use crate::agent::{AgentClient, ProcessEvent, ProcessSpec, TerminalSize};
 use crate::backend::WORKSPACE;
 use crate::error::{Error, ErrorBody, Result};
+use crate::id::SandboxId;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(terminal))
@@ -67,7 +68,7 @@ fn size(cols: u16, rows: u16) -> Result<TerminalSize> {
     ))]
 pub async fn terminal(
     State(state): State<AppState>,
-    Path(container_id): Path<String>,
+    Path(container_id): Path<SandboxId>,
     Query(query): Query<TerminalQuery>,
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response> {

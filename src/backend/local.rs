@@ -37,6 +37,7 @@ use super::{
     ManagedContainer, Network, SandboxSpec, Transport, WORKSPACE,
 };
 use crate::error::{Error, Result};
+use crate::id::EngineId;
 
 /// How long a removed sandbox's agent has to die after SIGKILL.
 const KILL_BOUND: Duration = Duration::from_secs(5);
@@ -221,7 +222,7 @@ impl Backend for Local {
         Ok(self.version.clone())
     }
 
-    async fn create(&self, spec: &SandboxSpec) -> Result<String> {
+    async fn create(&self, spec: &SandboxSpec) -> Result<EngineId> {
         let dir = self.root.join("sandboxes").join(&spec.name);
         let mut child = self.spawn(spec, &dir).map_err(|err| {
             Error::internal(format!("cannot start a local sandbox's agent: {err}"))
@@ -240,7 +241,7 @@ impl Backend for Local {
         let mut labels = spec.labels.clone();
         labels.entry(LABEL_POOL.to_owned()).or_default();
         labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
-        labels.insert(LABEL_ID.to_owned(), spec.id.clone());
+        labels.insert(LABEL_ID.to_owned(), spec.id.to_string());
         labels.insert(LABEL_INSTANCE.to_owned(), spec.instance.clone());
         labels.insert(
             LABEL_AGENT_PROTOCOL.to_owned(),
@@ -256,10 +257,16 @@ impl Backend for Local {
         });
         lock(&self.sandboxes).insert(spec.name.clone(), entry);
         tracing::debug!(sandbox = %spec.name, "local sandbox started");
-        Ok(spec.name.clone())
+        Ok(spec.name.clone().into())
     }
 
-    async fn assign(&self, engine_id: &str, spec: &SandboxSpec, _current: Limits) -> Result<()> {
+    async fn assign(
+        &self,
+        engine_id: &EngineId,
+        spec: &SandboxSpec,
+        _current: Limits,
+    ) -> Result<()> {
+        let engine_id = engine_id.as_str();
         let (_, entry) = self
             .find(engine_id)
             .ok_or_else(|| Error::NotRunning(format!("no local sandbox {engine_id}")))?;
@@ -267,7 +274,8 @@ impl Backend for Local {
         Ok(())
     }
 
-    async fn attach(&self, engine_id: &str) -> Result<Transport> {
+    async fn attach(&self, engine_id: &EngineId) -> Result<Transport> {
+        let engine_id = engine_id.as_str();
         let (_, entry) = self
             .find(engine_id)
             .ok_or_else(|| Error::NotRunning(format!("no local sandbox {engine_id}")))?;
@@ -283,7 +291,8 @@ impl Backend for Local {
         })
     }
 
-    async fn remove(&self, engine_id: &str) -> Result<()> {
+    async fn remove(&self, engine_id: &EngineId) -> Result<()> {
+        let engine_id = engine_id.as_str();
         let Some((key, entry)) = self.find(engine_id) else {
             return Ok(());
         };
@@ -319,7 +328,7 @@ impl Backend for Local {
                 entry.labels.get(LABEL_INSTANCE).map(String::as_str) == Some(instance)
             })
             .map(|(engine_id, entry)| ManagedContainer {
-                engine_id,
+                engine_id: engine_id.into(),
                 labels: entry.labels.clone(),
                 state: state_of(&entry).state,
             })
@@ -338,7 +347,8 @@ impl Backend for Local {
         })
     }
 
-    async fn inspect(&self, engine_id: &str) -> Result<Option<ContainerInfo>> {
+    async fn inspect(&self, engine_id: &EngineId) -> Result<Option<ContainerInfo>> {
+        let engine_id = engine_id.as_str();
         Ok(self.find(engine_id).map(|(_, entry)| state_of(&entry)))
     }
 }

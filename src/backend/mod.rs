@@ -30,6 +30,7 @@ use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::{Error, Result};
+use crate::id::{EngineId, SandboxId};
 
 pub mod local;
 
@@ -94,7 +95,7 @@ pub enum Network {
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
     /// The sandbox id (labelled on the container).
-    pub id: String,
+    pub id: SandboxId,
     /// Container name: unique on the engine, also across repobox instances.
     pub name: String,
     /// Host name inside the sandbox (unique per sandbox).
@@ -268,7 +269,7 @@ pub struct ContainerInfo {
 #[derive(Debug, Clone)]
 pub struct ManagedContainer {
     /// The engine's id.
-    pub engine_id: String,
+    pub engine_id: EngineId,
     /// Its labels.
     pub labels: HashMap<String, String>,
     /// Its state.
@@ -340,19 +341,20 @@ pub trait Backend: Send + Sync + 'static {
     /// Creates and starts a sandbox whose main process is the agent (the backend
     /// provisions it: see [`AGENT_PATH`]); returns the engine's id. A failed start
     /// leaves nothing behind.
-    async fn create(&self, spec: &SandboxSpec) -> Result<String>;
+    async fn create(&self, spec: &SandboxSpec) -> Result<EngineId>;
 
     /// Makes a started pool member the sandbox `spec` describes: renames it to
     /// `spec.name` and applies `spec`'s resources (cpus, memory, pids) when they
     /// differ from `current`. What only creation can set (image, runtime, network,
     /// disk limit, host name) is the pool key's and the member's own.
-    async fn assign(&self, engine_id: &str, spec: &SandboxSpec, current: Limits) -> Result<()>;
+    async fn assign(&self, engine_id: &EngineId, spec: &SandboxSpec, current: Limits)
+    -> Result<()>;
 
     /// Attaches to the agent's stdin and stdout.
-    async fn attach(&self, engine_id: &str) -> Result<Transport>;
+    async fn attach(&self, engine_id: &EngineId) -> Result<Transport>;
 
     /// Removes a sandbox, killing it if running; one already gone is not an error.
-    async fn remove(&self, engine_id: &str) -> Result<()>;
+    async fn remove(&self, engine_id: &EngineId) -> Result<()>;
 
     /// Every sandbox (running or not) of repobox instance `instance`.
     async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>>;
@@ -361,7 +363,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn disk_limits(&self) -> Result<DiskLimits>;
 
     /// A sandbox's state; `None` when it no longer exists.
-    async fn inspect(&self, engine_id: &str) -> Result<Option<ContainerInfo>>;
+    async fn inspect(&self, engine_id: &EngineId) -> Result<Option<ContainerInfo>>;
 }
 
 /// The images of an engine: what sandboxes start from, and what snapshots make.
@@ -385,7 +387,7 @@ pub trait ImageStore: Send + Sync {
     /// labelled `labels`, pausing the sandbox for the moment of the copy at most.
     async fn snapshot(
         &self,
-        engine_id: &str,
+        engine_id: &EngineId,
         reference: &str,
         labels: HashMap<String, String>,
     ) -> Result<ImageInfo>;

@@ -34,6 +34,7 @@ use crate::backend::{
     SandboxSpec, Transport, WORKSPACE,
 };
 use crate::error::{Error, Result};
+use crate::id::EngineId;
 
 mod build;
 
@@ -78,7 +79,7 @@ pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
     labels.extend(spec.annotations.clone());
     labels.extend(spec.labels.clone());
     labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
-    labels.insert(LABEL_ID.to_owned(), spec.id.clone());
+    labels.insert(LABEL_ID.to_owned(), spec.id.to_string());
     labels.insert(LABEL_INSTANCE.to_owned(), spec.instance.clone());
     labels.insert(
         LABEL_AGENT_PROTOCOL.to_owned(),
@@ -415,7 +416,7 @@ impl Backend for Runtime {
         Ok(version.version.unwrap_or_default())
     }
 
-    async fn create(&self, spec: &SandboxSpec) -> Result<String> {
+    async fn create(&self, spec: &SandboxSpec) -> Result<EngineId> {
         let options = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
@@ -428,10 +429,16 @@ impl Backend for Runtime {
             let _ = self.remove_container(&created.id).await;
             return Err(err);
         }
-        Ok(created.id)
+        Ok(created.id.into())
     }
 
-    async fn assign(&self, docker_id: &str, spec: &SandboxSpec, current: Limits) -> Result<()> {
+    async fn assign(
+        &self,
+        docker_id: &EngineId,
+        spec: &SandboxSpec,
+        current: Limits,
+    ) -> Result<()> {
+        let docker_id = docker_id.as_str();
         let client = self.client()?;
         let rename = async {
             let options = RenameContainerOptionsBuilder::default()
@@ -455,7 +462,8 @@ impl Backend for Runtime {
         renamed.and(updated)
     }
 
-    async fn attach(&self, docker_id: &str) -> Result<Transport> {
+    async fn attach(&self, docker_id: &EngineId) -> Result<Transport> {
+        let docker_id = docker_id.as_str();
         let options = AttachContainerOptionsBuilder::default()
             .stdin(true)
             .stdout(true)
@@ -493,7 +501,8 @@ impl Backend for Runtime {
         })
     }
 
-    async fn remove(&self, docker_id: &str) -> Result<()> {
+    async fn remove(&self, docker_id: &EngineId) -> Result<()> {
+        let docker_id = docker_id.as_str();
         self.remove_container(docker_id).await
     }
 
@@ -526,7 +535,7 @@ impl Backend for Runtime {
                     _ => ContainerState::Exited,
                 };
                 Some(ManagedContainer {
-                    engine_id: summary.id?,
+                    engine_id: summary.id?.into(),
                     labels: summary.labels.unwrap_or_default(),
                     state,
                 })
@@ -572,7 +581,8 @@ impl Backend for Runtime {
         })
     }
 
-    async fn inspect(&self, docker_id: &str) -> Result<Option<ContainerInfo>> {
+    async fn inspect(&self, docker_id: &EngineId) -> Result<Option<ContainerInfo>> {
+        let docker_id = docker_id.as_str();
         match self.client()?.inspect_container(docker_id, None).await {
             Ok(inspect) => {
                 let state = inspect.state.unwrap_or_default();
@@ -684,10 +694,11 @@ impl ImageStore for Runtime {
 
     async fn snapshot(
         &self,
-        docker_id: &str,
+        docker_id: &EngineId,
         reference: &str,
         labels: HashMap<String, String>,
     ) -> Result<ImageInfo> {
+        let docker_id = docker_id.as_str();
         let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
         let options = CommitContainerOptionsBuilder::default()
             .container(docker_id)
