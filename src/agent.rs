@@ -15,7 +15,7 @@
 //! data frame is charged to its operation's window and one that goes past it is a
 //! violation, credit beyond what was sent is a violation, an operation takes a handful
 //! of control replies, and every call has a deadline. A violation drops the connection
-//! at once and is reported once (see [`AgentClient::connect`]'s `on_violation`): the
+//! at once and is reported once (see [`AgentClient::connect_with`]'s `on_violation`): the
 //! server's memory for a sandbox stays within its windows and one control frame
 //! whatever the agent does.
 

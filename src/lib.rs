@@ -1,29 +1,33 @@
-//! repobox: give it a git repository URL, get back an isolated Docker container with
-//! exactly that checkout at `/workspace`; run commands and move files in it over HTTP.
+//! repobox: give it a git repository URL, get back an isolated sandbox with exactly
+//! that checkout at `/workspace`; run commands and move files in it over HTTP.
 //!
-//! Map of the crate:
-//! - [`config`]: settings, read once at start-up.
-//! - [`error`]: the one error type and its JSON shape.
-//! - [`api`]: router, middleware and handlers (one file per resource).
-//! - [`sandbox`]: sandbox lifecycle (create, status, destroy, expiry, reconcile).
-//! - [`id`]: typed ids (a sandbox's, the engine's reference to it).
-//! - [`registry`]: sandbox records, persisted under `DATA_DIR`, and ids.
-//! - [`git`]: URL and ref policy, the mirror cache, checkouts.
-//! - [`archive`]: tar streams between the server and sandboxes.
-//! - [`backend`]: the backend boundary (container lifecycle, the stream to the agent).
-//! - [`docker`]: the Docker backend (every engine call) and container hardening.
-//! - [`agent`]: the server's end of the protocol to the agent in each sandbox.
-//! - [`exec`]: running commands: timeouts that kill, capped and streamed output.
-//! - [`policy`]: the command policy (COMMAND_ALLOWLIST): which programs a command may start.
-//! - [`files`]: a sandbox's files: listing, reading, writing, archives.
+//! Map of the crate, from the edge inwards (the import graph has no cycle:
+//! `tests/architecture.rs` checks it):
+//! - [`server`]: wiring (the one place an engine is chosen), background tasks,
+//!   graceful shutdown; [`connections`]: the accept loop (connection cap, eviction,
+//!   header timeout).
+//! - [`api`]: router, middleware and handlers (one file per resource): they parse,
+//!   call the service and render. [`mcp`]: the same API as tools for AI agents
+//!   (`repobox mcp` on stdio, `/mcp` over HTTP). [`cli`]: the command line (`serve`
+//!   and the client commands, over the `repobox-client` crate).
 //! - [`request`]: what a client asks of a sandbox, validated (API, jobs, CLI).
-//! - [`job`]: jobs: one command across many repositories.
-//! - [`reaper`]: the expiry task.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`server`]: wiring, background tasks and graceful shutdown.
-//! - [`connections`]: the accept loop: connection cap, eviction, header timeout.
-//! - [`cli`]: the command line: `serve` and the client commands.
-//! - [`mcp`]: the tools for AI agents over MCP (`repobox mcp` on stdio, `/mcp` over HTTP).
+//! - [`sandbox`]: the service: sandbox lifecycle (create, status, destroy, expiry,
+//!   reconcile). [`job`]: one command across many repositories. [`pool`]: the warm
+//!   pool and its task; [`reaper`]: the expiry task (both reach the service through
+//!   narrow traits of their own).
+//! - [`session`], [`exec`], [`files`], [`repo`]: sessions, commands (timeouts that
+//!   kill, capped and streamed output), a sandbox's files, its repository's git
+//!   operations, all through the agent. [`policy`]: which programs a command may
+//!   start (`COMMAND_ALLOWLIST`).
+//! - [`image`]: pulls and builds; [`snapshot`]: snapshot records; [`git`]: URL and
+//!   ref policy, the mirror cache, checkouts; [`archive`]: tar streams into sandboxes.
+//! - [`registry`]: sandbox records under `DATA_DIR`; [`id`]: typed ids.
+//! - [`agent`]: the server's end of the protocol to the agent in each sandbox.
+//! - [`backend`]: the engine boundary (placement, and an image store a backend may
+//!   lack), with the local test backend; [`docker`]: the Docker backend and its
+//!   hardening.
+//! - [`config`], [`error`], [`metrics`]: settings, the one error type and its JSON
+//!   shape, Prometheus metrics.
 
 pub mod agent;
 pub mod api;

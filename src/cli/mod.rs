@@ -1,8 +1,9 @@
 //! The `repobox` command line: `serve` (the server; also what a bare `repobox` runs)
 //! and the client commands, which talk to a running server over its HTTP API.
 //!
-//! - [`client`]: a small typed HTTP client (errors carry the server's `detail`).
-//! - [`sse`]: Server-Sent Events framing, for `exec` and `job run`.
+//! - [`client`]: the `repobox-client` crate: a small typed HTTP client (errors carry
+//!   the server's `detail`), with
+//!   [`client::sse`]: Server-Sent Events framing, for `exec` and `job run`.
 //! - [`containers`]: `create`, `ls`, `status`, `rm`, `extend`, `snapshot`, `fork`.
 //! - [`exec`]: `exec`, output streamed live, the command's exit code as ours.
 //! - [`shell`]: `shell`, an interactive terminal over the WebSocket.
