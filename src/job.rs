@@ -823,15 +823,16 @@ impl Jobs {
             Err(err) => (Outcome::Errored(err), None),
             Ok(sandbox) => {
                 let ran = async {
-                    let agent = self.sandboxes.agent(&sandbox.id).await?;
                     let command = exec::Command {
                         command: job.request.command.clone(),
                         working_dir: WORKSPACE.to_owned(),
                         timeout: job.request.timeout(&self.config)?,
-                        env: sandbox.command_env(Vec::new()),
+                        env: Vec::new(),
                         stdin: None,
                     };
-                    exec::run(&agent, command, self.config.job_output_bytes).await
+                    self.sandboxes
+                        .execute(&sandbox.id, command, self.config.job_output_bytes)
+                        .await
                 }
                 .await;
                 if let Err(err) = self.sandboxes.destroy(&sandbox.id).await {

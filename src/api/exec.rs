@@ -106,17 +106,14 @@ pub async fn execute_command(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ExecResult>> {
-    let sandbox = state.sandboxes.get(&container_id)?;
+    state.sandboxes.get(&container_id)?;
     let request: ExecuteCommandRequest =
         json_body(&headers, body, body_limit(&state.config)).await?;
-    let mut command = request.validate(&state.config)?;
-    state.sandboxes.allow(
-        &command.command,
-        command.env.iter().map(|(name, _)| name.as_str()),
-    )?;
-    command.env = sandbox.command_env(command.env);
-    let agent = state.sandboxes.agent(&container_id).await?;
-    let result = exec::run(&agent, command, state.config.max_output_bytes).await?;
+    let command = request.validate(&state.config)?;
+    let result = state
+        .sandboxes
+        .execute(&container_id, command, state.config.max_output_bytes)
+        .await?;
     state
         .metrics
         .exec_seconds
@@ -147,17 +144,14 @@ pub async fn stream_command(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let sandbox = state.sandboxes.get(&container_id)?;
+    state.sandboxes.get(&container_id)?;
     let request: ExecuteCommandRequest =
         json_body(&headers, body, body_limit(&state.config)).await?;
-    let mut command = request.validate(&state.config)?;
-    state.sandboxes.allow(
-        &command.command,
-        command.env.iter().map(|(name, _)| name.as_str()),
-    )?;
-    command.env = sandbox.command_env(command.env);
-    let agent = state.sandboxes.agent(&container_id).await?;
-    let events = exec::stream(&agent, command).await?;
+    let command = request.validate(&state.config)?;
+    let events = state
+        .sandboxes
+        .execute_streamed(&container_id, command)
+        .await?;
     crate::metrics::Metrics::count(&state.metrics.execs, "stream");
     let mut response = Sse::new(sse_events(events))
         .keep_alive(KeepAlive::default())

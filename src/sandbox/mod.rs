@@ -12,6 +12,8 @@
 //! sandbox's [`AgentClient`] from [`Sandboxes::agent`], which re-attaches when the
 //! connection was lost (a restarted server or engine), and never see the engine.
 
+mod commands;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
