@@ -2,6 +2,9 @@
 # Both set up what is missing first (Docker engine, sandbox image), idempotently.
 
 CARGO ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+TEST_BIN := $(abspath $(TARGET_DIR)/debug/repobox)
+TEST_FLAGS ?= --include-ignored --skip timing_breakdown
 
 .PHONY: setup engine image run test lint unit e2e conformance conformance-local bench smoke schemathesis ui-test soak clean
 
@@ -23,13 +26,21 @@ run: setup
 ## schemathesis against the OpenAPI document, the Python SDK's tests (pytest, real server),
 ## the TypeScript SDK's (node --test, real servers) and the dashboard's (headless
 ## Chromium, real servers)
+##
+## Two compiles only: clippy's check build and `cargo test`'s debug build (plus the
+## agent's small release build that build.rs makes once). Every script after it runs
+## the debug binary `cargo test` made ($(TEST_BIN)); none builds another profile.
+## TEST_FLAGS: the tests #[ignore]d for a plain `cargo test` because they need what
+## setup provides (gVisor's runsc, live-restore) run here, and fail when it is missing;
+## `timing_breakdown` is a probe run by hand. `make test TEST_FLAGS=` leaves them out.
+## `make test SHELL=scripts/timed-shell.sh` prints how long each step took.
 test: setup lint
-	$(CARGO) test --locked --workspace --all-targets
-	bash scripts/smoke-container.sh
-	bash scripts/schemathesis.sh
-	bash sdk/python/run-tests.sh -q
-	bash sdk/typescript/run-tests.sh
-	bash scripts/ui-test.sh
+	$(CARGO) test --locked --workspace --all-targets -- $(TEST_FLAGS)
+	REPOBOX_BIN=$(TEST_BIN) bash scripts/smoke-container.sh
+	REPOBOX_BIN=$(TEST_BIN) bash scripts/schemathesis.sh
+	REPOBOX_BIN=$(TEST_BIN) bash sdk/python/run-tests.sh -q -n 2
+	REPOBOX_BIN=$(TEST_BIN) bash sdk/typescript/run-tests.sh
+	REPOBOX_BIN=$(TEST_BIN) bash scripts/ui-test.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -39,7 +50,7 @@ unit:
 	$(CARGO) test --locked --workspace --lib --bins
 
 e2e: setup
-	$(CARGO) test --locked --test e2e
+	$(CARGO) test --locked --test e2e -- $(TEST_FLAGS)
 
 ## conformance: the same cases against every backend (Docker and the local test backend)
 conformance: setup

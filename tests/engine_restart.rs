@@ -48,14 +48,16 @@ fn restart_engine() {
     );
 }
 
+// Ignored by a plain `cargo test` (it needs an engine with live-restore, and it
+// restarts that engine); `make test` runs it, after `scripts/setup-docker.sh` has set
+// live-restore, and there it fails rather than skip when the setting is missing.
 #[tokio::test]
+#[ignore = "needs live-restore and restarts the engine; make test runs it"]
 async fn sandboxes_survive_a_restart_of_the_engine() {
-    if !live_restore() {
-        eprintln!(
-            "skipped: the engine runs without live-restore (scripts/setup-docker.sh sets it)"
-        );
-        return;
-    }
+    assert!(
+        live_restore(),
+        "the engine runs without live-restore (scripts/setup-docker.sh sets it)"
+    );
     let world = world();
     let dir = scratch();
     let server = spawn_app(test_config(dir.path())).await;

@@ -4,7 +4,7 @@
 #   sdk/python/run-tests.sh [pytest args...]
 #
 # Makes (once) a virtualenv under <repo>/target/sdk-venv, installs this package and
-# pytest into it (from PyPI only), then runs pytest. Needs Docker, git, the sandbox
+# pytest (and pytest-xdist) into it (from PyPI only), then runs pytest. Needs Docker, git, the sandbox
 # image, and the server binary: $REPOBOX_BIN, default <repo>/target/debug/repobox.
 set -euo pipefail
 
@@ -19,7 +19,9 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # Quiet when everything is already there; the package itself is reinstalled each
 # time so that the tests run the code of this checkout.
-"$venv/bin/python" -m pip install -q "pytest>=7" "httpx>=0.23"
+# pytest-xdist: `-n 2` runs the tests in two processes, each with servers of its own
+# (the session fixtures are per process); `make test` uses it.
+"$venv/bin/python" -m pip install -q "pytest>=7" "pytest-xdist>=3" "httpx>=0.23"
 "$venv/bin/python" -m pip install -q --force-reinstall --no-deps "$here"
 rm -rf "$here/build" "$here"/src/*.egg-info
 

@@ -404,7 +404,6 @@ async fn the_shell_is_a_terminal_with_the_api_key() {
     let dir = scratch();
     let mut config = test_config(dir.path());
     config.api_keys = repobox::config::List(vec!["shell-key".to_owned()]);
-    config.pool_size = 0;
     let server = spawn_app(config).await;
     let mut app = server.app.clone();
     app.key = Some("shell-key".to_owned());

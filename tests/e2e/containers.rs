@@ -598,18 +598,22 @@ fn runsc_registered() -> bool {
     String::from_utf8_lossy(&out.stdout).contains("\"runsc\"")
 }
 
+// Ignored by a plain `cargo test` (not every engine has gVisor); `make test` runs it,
+// after `scripts/setup-docker.sh` has registered runsc, and there it fails rather than
+// skip when the runtime is missing.
 #[tokio::test]
+#[ignore = "needs Docker's runsc runtime; make test runs it"]
 async fn sandboxes_run_under_gvisor_with_docker_runtime_runsc() {
-    if !runsc_registered() {
-        eprintln!(
-            "skipped: the engine has no runsc runtime (scripts/setup-docker.sh registers it)"
-        );
-        return;
-    }
+    assert!(
+        runsc_registered(),
+        "the engine has no runsc runtime (scripts/setup-docker.sh registers it)"
+    );
     let world = world();
     let dir = scratch();
     let mut config = test_config(dir.path());
     config.docker_runtime = "runsc".to_owned();
+    // What is checked below is how the pool copes with gVisor.
+    config.pool_size = 2;
     let server = spawn_app(config).await;
     let url = world.git.url(&unique("gvisor"), "simple");
     let (_, sandbox) = server.app.sandbox(json!({ "repo_url": url })).await;
@@ -905,16 +909,21 @@ async fn lifetimes_can_be_extended_shortened_and_removed() {
     assert!(body["expires_at"].is_null());
     let (status, _) = patch(&shortened.id, json!({"max_runtime_secs": 1})).await;
     assert_eq!(status, StatusCode::OK);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let gone = app
+    // Gone a second from now; the old deadline of `kept` (just before the patch) has
+    // passed by then, so what follows also sees whether it was reaped at it.
+    let until = Instant::now() + Duration::from_secs(10);
+    while app
         .get(&format!("/api/v1/containers/{}", shortened.id))
         .await
-        .0;
-    assert_eq!(
-        gone,
-        StatusCode::NOT_FOUND,
-        "the shortened sandbox did not expire"
-    );
+        .0
+        != StatusCode::NOT_FOUND
+    {
+        assert!(
+            Instant::now() < until,
+            "the shortened sandbox did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for id in [&kept.id, &forever.id] {
         let (status, body) = app.get(&format!("/api/v1/containers/{id}")).await;
         assert_eq!(

@@ -156,7 +156,6 @@ async fn nothing_a_command_does_reaches_the_agent_or_its_pipes() {
 async fn a_command_of_a_megabyte_runs() {
     let dir = scratch();
     let mut config = test_config(dir.path());
-    config.pool_size = 0;
     config.max_request_bytes = 2 * 1024 * 1024;
     let server = spawn_app(config).await;
     let app = &server.app;
@@ -247,7 +246,6 @@ async fn a_git_bomb_is_refused_and_the_host_disk_stays_flat() {
     fixtures::git_bomb(&world.git.root, &name, 40, 50);
     let dir = scratch();
     let mut config = test_config(dir.path());
-    config.pool_size = 0;
     config.default_disk_mb = 100;
     let cache = config.cache_dir.clone();
     let server = spawn_app(config).await;
@@ -314,7 +312,6 @@ async fn an_image_with_volumes_is_refused() {
 async fn resources_beyond_the_host_are_refused_with_409() {
     let dir = scratch();
     let mut config = test_config(dir.path());
-    config.pool_size = 0;
     config.max_memory_mb = 16 * 1024 * 1024;
     config.max_disk_mb = 1024 * 1024 * 1024;
     config.memory_overcommit = 1.0;

@@ -132,7 +132,6 @@ async fn a_slow_loris_cannot_lock_out_a_keyed_client() {
 /// The allow-list of the report.
 fn allowlisted_config(dir: &std::path::Path) -> repobox::config::Config {
     let mut config = support::test_config(dir);
-    config.pool_size = 0;
     config.command_allowlist =
         repobox::config::List(["ls", "cat", "echo", "true"].map(str::to_owned).to_vec());
     config
@@ -582,7 +581,6 @@ async fn a_build_fetches_no_base_outside_the_list_and_no_url() {
     let world = support::world();
     let dir = support::scratch();
     let mut config = support::test_config(dir.path());
-    config.pool_size = 0;
     config.allow_image_builds = true;
     config.allowed_images = repobox::config::List(vec!["docker.io/library/debian:*".to_owned()]);
     let server = support::spawn_app(config).await;

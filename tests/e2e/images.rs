@@ -57,7 +57,6 @@ async fn a_missing_registry_image_is_pulled_once_for_concurrent_creates() {
     );
     let dir = scratch();
     let mut config = test_config(dir.path());
-    config.pool_size = 0;
     config.allowed_images = naming(&registry);
     let server = spawn_app(config).await;
     let app = &server.app;
@@ -116,7 +115,6 @@ async fn refused_pulls_are_422_with_the_reason_and_leave_nothing() {
     // IMAGE_PULL_POLICY=never: a missing image is refused, not pulled.
     let dir = scratch();
     let mut config = test_config(dir.path());
-    config.pool_size = 0;
     config.image_pull_policy = repobox::config::PullPolicy::Never;
     config.allowed_images = naming(&registry);
     let server = spawn_app(config).await;
@@ -140,7 +138,6 @@ async fn refused_pulls_are_422_with_the_reason_and_leave_nothing() {
     // The default policy pulls, and the registry's refusal comes back as the reason.
     let dir = scratch();
     let mut config = test_config(dir.path());
-    config.pool_size = 0;
     config.allowed_images = naming(&registry);
     let server = spawn_app(config).await;
     let missing = format!("{}/{}:1", registry.host, unique("no-such-repo"));
@@ -212,7 +209,6 @@ async fn registry_credentials_pull_and_never_show() {
     // Without credentials the registry refuses, and the create says why.
     let plain = scratch();
     let mut config = test_config(plain.path());
-    config.pool_size = 0;
     config.allowed_images = naming(&registry);
     let server = spawn_app(config).await;
     let (status, refused, _) = server.app.create(body.clone()).await;
@@ -278,7 +274,6 @@ fn base64_of(text: &str) -> String {
 /// A server that builds images.
 async fn builder(dir: &std::path::Path) -> crate::support::OwnedApp {
     let mut config = test_config(dir);
-    config.pool_size = 0;
     config.allow_image_builds = true;
     spawn_app(config).await
 }
@@ -708,7 +703,6 @@ async fn a_build_step_cannot_start_more_processes_than_the_build_limit() {
     let url = world.git.url(&unique("fork-bomb"), &name);
     let dir = scratch();
     let mut config = test_config(dir.path());
-    config.pool_size = 0;
     config.allow_image_builds = true;
     config.build_pids_limit = 64;
     let server = spawn_app(config).await;

@@ -300,9 +300,7 @@ async fn an_invalid_entry_refuses_the_whole_job_and_starts_nothing() {
 async fn cancel_mid_job_leaves_no_sandbox_and_no_process() {
     let world = world();
     let dir = scratch();
-    let mut config = test_config(dir.path());
-    config.pool_size = 0;
-    let server = spawn_app(config).await;
+    let server = spawn_app(test_config(dir.path())).await;
     let app = &server.app;
     let instance = app.instance().await;
     let url = world.git.url(&unique("job-cancel"), "simple");
@@ -398,7 +396,6 @@ async fn a_job_larger_than_max_containers_completes_under_mirror_eviction() {
     fixtures::generated(&repos, "big", 40, 400 * 1024);
     let git = GitServer::start(repos).await;
     let mut config = test_config(dir.path());
-    config.pool_size = 0;
     config.max_containers = 3;
     config.max_job_containers = 2;
     config.cache_mb = 1;

@@ -69,7 +69,6 @@ impl Drop for InstanceGuard {
 
 async fn server(key: Option<&str>, dir: &std::path::Path) -> (OwnedApp, InstanceGuard) {
     let mut config = test_config(dir);
-    config.pool_size = 0;
     if let Some(key) = key {
         config.api_keys = repobox::config::List(vec![key.to_owned()]);
     }

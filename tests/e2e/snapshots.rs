@@ -157,7 +157,6 @@ async fn bad_snapshot_requests_are_4xx_and_a_fork_past_the_limit_fails_alone() {
     let dir = scratch();
     let mut config = test_config(dir.path());
     config.max_containers = 3;
-    config.pool_size = 0;
     let owned = spawn_app(config).await;
     let app = &owned.app;
     let url = world.git.url(&unique("snap-bad"), "simple");
@@ -249,9 +248,7 @@ async fn bad_snapshot_requests_are_4xx_and_a_fork_past_the_limit_fails_alone() {
     .replace(&snapshot_id, "snap-998");
     std::fs::write(dir.path().join("data/snapshots/snap-998.json"), record).unwrap();
 
-    let mut config = test_config(dir.path());
-    config.pool_size = 0;
-    let owned = spawn_app(config).await;
+    let owned = spawn_app(test_config(dir.path())).await;
     let app = &owned.app;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while image_exists(&orphan_image)

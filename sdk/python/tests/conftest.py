@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pytest
 
 import repobox
@@ -99,15 +98,3 @@ def box(client: repobox.Client, repo_url: str) -> Iterator[repobox.Sandbox]:
     """A fresh sandbox of ``simple`` (default branch), destroyed after the test."""
     with client.create(repo_url, max_runtime_secs=1800) as sandbox:
         yield sandbox
-
-
-@pytest.fixture(scope="session")
-def jobs_api(server: RepoboxServer) -> None:
-    """Skips the test while the server has no Jobs API (``POST /jobs`` is an unknown route)."""
-    response = httpx.post(server.url + "/api/v1/jobs", json={}, timeout=30)
-    if response.status_code in (404, 405) and response.json().get("code", "route_not_found") == "route_not_found":
-        pytest.skip(
-            "the server has no Jobs API yet: POST /api/v1/jobs answered {} {}".format(
-                response.status_code, response.text[:200]
-            )
-        )

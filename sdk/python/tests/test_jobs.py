@@ -1,8 +1,4 @@
-"""Jobs: one command across many repositories.
-
-Skipped (with the reason) while the server has no Jobs API: see the ``jobs_api``
-fixture, which probes ``POST /api/v1/jobs``.
-"""
+"""Jobs: one command across many repositories."""
 
 import asyncio
 import time
@@ -12,7 +8,7 @@ import pytest
 import repobox
 from repobox import Client, Job, JobDoneEvent, JobRepo, JobResult, JobResultEvent
 
-pytestmark = [pytest.mark.jobs, pytest.mark.usefixtures("jobs_api")]
+pytestmark = [pytest.mark.jobs]
 
 
 def test_run_wait_results(client: Client, repo_url: str, fixture) -> None:

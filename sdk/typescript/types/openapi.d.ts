@@ -379,6 +379,8 @@ export type ImageStatus = "building" | "ready" | "failed";
 export interface ImagesInfo {
   /** Network of build steps: `none` or `default`. */
   build_network: string;
+  /** Most processes one build's steps run together. */
+  build_pids_limit: number;
   /** Bound on one build. */
   build_timeout_secs: number;
   /** Whether `POST /images` builds. */

@@ -62,8 +62,9 @@ fn build_world() -> World {
         let root = dirs.path().to_owned();
         let app = background().block_on(start_app(test_config(&root.join("shared")), None));
         app.0.wait_live_blocking();
-        // The shared server never stops (the process just ends): what it leaves (the
-        // warm pool's members) is removed once this process is gone.
+        // The shared server never stops (the process just ends): what it leaves (a
+        // sandbox of a test that failed before its guard ran) is removed once this
+        // process is gone.
         remove_after_exit(&background().block_on(app.0.instance()));
         World {
             git,
@@ -74,9 +75,13 @@ fn build_world() -> World {
     }
 }
 
-/// Settings for a test server: loopback git allowed, private data and cache dirs.
+/// Settings for a test server: loopback git allowed, private data and cache dirs, and
+/// no warm pool. A pool keeps starting containers (one per claim, to refill), which on
+/// a small machine slows every other test down; the tests about the pool, and those
+/// that need a warm create, set `pool_size` on a server of their own.
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::defaults();
+    config.pool_size = 0;
     config.host = "127.0.0.1".parse().unwrap();
     config.port = 0;
     config.allowed_git_hosts = repobox::config::List(vec!["127.0.0.1".to_owned()]);
