@@ -9,6 +9,19 @@ export interface AgentInfo {
   version: string;
 }
 
+/** The backend sandboxes run on (`BACKEND`). */
+export interface BackendInfo {
+  /** `docker` or `local`. */
+  kind: string;
+  /**
+   * Route templates and features this backend cannot serve: they answer 501
+   * (`code: "not_supported"`).
+   */
+  unsupported: Array<string>;
+  /** The engine's version (`null` when it cannot be asked). */
+  version?: string | null;
+}
+
 /** What an image is built from. */
 export type BuildFrom = "dockerfile" | "devcontainer";
 
@@ -405,6 +418,8 @@ export interface InfoResponse {
   allowed_images: Array<string>;
   /** Whether API keys are required. */
   auth_required: boolean;
+  /** The backend sandboxes run on, and what it cannot serve. */
+  backend: BackendInfo;
   /** Capabilities a sandbox keeps (all others are dropped). */
   capabilities: Array<string>;
   /** The command policy. */
