@@ -649,6 +649,14 @@ impl Sandboxes {
             return Ok(client.clone());
         }
         *connected = None;
+        // A container that has stopped cannot answer a hello: say so now rather than
+        // at the hello's bound (an attach to it would wait for a start).
+        if let Ok(Some(info)) = self.backend.inspect(&sandbox.engine_id).await
+            && info.state != ContainerState::Running
+        {
+            let not_running = Error::NotRunning("not running".to_owned());
+            return Err(self.unreachable(&sandbox, not_running).await);
+        }
         match self.connect_agent(&sandbox.engine_id).await {
             Ok(client) => {
                 *connected = Some(client.clone());
