@@ -144,7 +144,7 @@ pub async fn start_process(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Process>)> {
-    let sandbox = state.sandboxes.get(&container_id)?;
+    state.sandboxes.get(&container_id)?;
     let request: StartProcessRequest =
         json_body(&headers, body, state.config.max_request_bytes).await?;
     if request.command.trim().is_empty() || request.command.contains('\0') {
@@ -159,21 +159,21 @@ pub async fn start_process(
         .transpose()?;
     let env = request.environment.unwrap_or_default();
     validate_env("environment", &env)?;
-    state
+    let info = state
         .sandboxes
-        .allow(&request.command, env.keys().map(String::as_str))?;
-    let agent = state.sandboxes.agent(&container_id).await?;
-    let info = agent
-        .start_process(ProcessSpec {
-            command: request.command,
-            cwd,
-            env: sandbox.command_env(env.into_iter().collect()),
-            stdin_open: request.stdin_open,
-            tty: request.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
-            timeout,
-            output_bytes: state.config.process_output_bytes,
-            max_running: Some(u32::try_from(state.config.max_processes).unwrap_or(u32::MAX)),
-        })
+        .start_process(
+            &container_id,
+            ProcessSpec {
+                command: request.command,
+                cwd,
+                env: env.into_iter().collect(),
+                stdin_open: request.stdin_open,
+                tty: request.tty.then_some(TerminalSize { cols: 80, rows: 24 }),
+                timeout,
+                output_bytes: state.config.process_output_bytes,
+                max_running: Some(u32::try_from(state.config.max_processes).unwrap_or(u32::MAX)),
+            },
+        )
         .await
         .map_err(|err| match err {
             Error::LimitReached(_) => Error::LimitReached(format!(

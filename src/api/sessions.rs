@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::exec::{ExecuteCommandRequest, body_limit};
 use super::{AppState, Json, json_body};
 use crate::error::{Error, ErrorBody, Result};
-use crate::exec::{self, ExecResult};
+use crate::exec::ExecResult;
 use crate::id::SandboxId;
 use crate::request::validate_env;
 use crate::session::{self, SessionInfo};
@@ -66,14 +66,10 @@ pub async fn create_session(
     let working_dir = crate::request::validate_working_dir(request.working_directory)?;
     let env = request.environment.unwrap_or_default();
     validate_env("environment", &env)?;
-    state
+    let created = state
         .sandboxes
-        .policy()
-        .check_environment(env.keys().map(String::as_str))?;
-    let agent = state.sandboxes.agent(&container_id).await?;
-    let lock = state.sandboxes.session_lock(&container_id, "");
-    let _creating = lock.lock().await;
-    let created = session::create(&agent, &working_dir, &env).await?;
+        .create_session(&container_id, &working_dir, &env)
+        .await?;
     tracing::info!(sandbox = %container_id, session = %created.session_id, "session created");
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -89,10 +85,8 @@ pub async fn list_sessions(
     State(state): State<AppState>,
     Path(container_id): Path<SandboxId>,
 ) -> Result<Json<SessionList>> {
-    state.sandboxes.get(&container_id)?;
-    let agent = state.sandboxes.agent(&container_id).await?;
     Ok(Json(SessionList {
-        sessions: session::list(&agent).await?,
+        sessions: state.sandboxes.sessions(&container_id).await?,
     }))
 }
 
@@ -110,13 +104,10 @@ pub async fn delete_session(
     State(state): State<AppState>,
     Path((container_id, session_id)): Path<(SandboxId, String)>,
 ) -> Result<StatusCode> {
-    state.sandboxes.get(&container_id)?;
-    let agent = state.sandboxes.agent(&container_id).await?;
-    // After the command in flight, if any.
-    let lock = state.sandboxes.session_lock(&container_id, &session_id);
-    let _turn = lock.lock().await;
-    session::delete(&agent, &session_id).await?;
-    state.sandboxes.forget_session(&container_id, &session_id);
+    state
+        .sandboxes
+        .delete_session(&container_id, &session_id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -143,7 +134,7 @@ pub async fn session_execute(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ExecResult>> {
-    let sandbox = state.sandboxes.get(&container_id)?;
+    state.sandboxes.get(&container_id)?;
     if !session::valid_id(&session_id) {
         return Err(Error::SessionNotFound(format!(
             "no session {session_id:?} in this sandbox"
@@ -153,20 +144,16 @@ pub async fn session_execute(
         json_body(&headers, body, body_limit(&state.config)).await?;
     let working_dir = request.working_directory.clone();
     let command = request.validate(&state.config)?;
-    state.sandboxes.allow(
-        &command.command,
-        command.env.iter().map(|(name, _)| name.as_str()),
-    )?;
-    let agent = state.sandboxes.agent(&container_id).await?;
-    let lock = state.sandboxes.session_lock(&container_id, &session_id);
-    let _turn = lock.lock().await;
-    let restore = session::restore(&agent, &session_id, state.sandboxes.policy()).await?;
-    let as_given = command.command.clone();
-    let mut wrapped = session::command(&session_id, command, working_dir.as_deref(), restore);
-    wrapped.env = sandbox.command_env(wrapped.env);
-    let mut result = exec::run(&agent, wrapped, state.config.max_output_bytes).await?;
-    // The result names the user's command, not the wrapper.
-    result.command = as_given;
+    let result = state
+        .sandboxes
+        .session_execute(
+            &container_id,
+            &session_id,
+            command,
+            working_dir.as_deref(),
+            state.config.max_output_bytes,
+        )
+        .await?;
     state
         .metrics
         .exec_seconds

@@ -1,10 +1,11 @@
 //! Commands by sandbox id: the service's verbs for running a command, whole or
-//! streamed. The command policy is checked and the sandbox's own environment put
+//! streamed, or as a background process. The command policy is checked and the sandbox's own environment put
 //! under the command's here, for every caller (the API, jobs).
 
 use tokio::sync::mpsc;
 
 use super::Sandboxes;
+use crate::agent::{ProcessInfo, ProcessSpec};
 use crate::error::Result;
 use crate::exec::{self, Command, Event, ExecResult};
 use crate::id::SandboxId;
@@ -45,5 +46,22 @@ impl Sandboxes {
         let command = self.prepare(id, command)?;
         let agent = self.agent(id).await?;
         exec::stream(&agent, command).await
+    }
+
+    /// Starts a background process in sandbox `id` as `spec` says (the policy
+    /// checked, the sandbox's environment under the process's own).
+    pub async fn start_process(
+        &self,
+        id: &SandboxId,
+        mut spec: ProcessSpec,
+    ) -> Result<ProcessInfo> {
+        let sandbox = self.get(id)?;
+        self.allow(
+            &spec.command,
+            spec.env.iter().map(|(name, _)| name.as_str()),
+        )?;
+        spec.env = sandbox.command_env(spec.env);
+        let agent = self.agent(id).await?;
+        agent.start_process(spec).await
     }
 }

@@ -13,6 +13,7 @@
 //! connection was lost (a restarted server or engine), and never see the engine.
 
 mod commands;
+mod sessions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -406,7 +407,7 @@ impl Sandboxes {
     /// The lock that orders the commands of session `session` of sandbox `id` (with
     /// `session` empty: the sandbox's session creates). Tokio's mutex is fair: turns
     /// come in order of arrival.
-    pub fn session_lock(&self, id: &SandboxId, session: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn session_lock(&self, id: &SandboxId, session: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self
             .session_locks
             .lock()
@@ -415,7 +416,7 @@ impl Sandboxes {
     }
 
     /// Drops the lock of a deleted session.
-    pub fn forget_session(&self, id: &SandboxId, session: &str) {
+    fn forget_session(&self, id: &SandboxId, session: &str) {
         if let Ok(mut locks) = self.session_locks.lock() {
             locks.remove(&format!("{id}/{session}"));
         }
