@@ -1275,7 +1275,7 @@ impl Puller {
     /// Makes sure the engine has `reference` for a sandbox, pulling it per
     /// `IMAGE_PULL_POLICY`. `named`: the request named it (`always` applies to those;
     /// `DOCKER_BASE_IMAGE` and pool members are pulled only when missing).
-    pub async fn ensure(&self, reference: &str, named: bool) -> Result<()> {
+    pub(crate) async fn ensure(&self, reference: &str, named: bool) -> Result<()> {
         let policy = self.config.image_pull_policy;
         let Some(store) = self.backend.images() else {
             // No image store: the engine resolves the image itself.

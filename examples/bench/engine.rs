@@ -26,10 +26,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 /// Label on every floor container: the run token of the benchmark that made it.
-pub const LABEL_RUN: &str = "repobox.bench.run";
+pub(crate) const LABEL_RUN: &str = "repobox.bench.run";
 /// Label on every floor container: the pid of the benchmark that made it (a later run
 /// removes containers whose benchmark is gone).
-pub const LABEL_PID: &str = "repobox.bench.pid";
+pub(crate) const LABEL_PID: &str = "repobox.bench.pid";
 /// repobox's own labels, used to find its sandboxes.
 const LABEL_MANAGED: &str = "repobox.managed";
 const LABEL_INSTANCE: &str = "repobox.instance";
@@ -40,7 +40,7 @@ const KEPT_STDOUT: usize = 64 * 1024;
 
 /// Sandbox resources and image, as repobox would give them.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Image.
     pub image: String,
     /// CPUs.
@@ -55,7 +55,7 @@ pub struct Limits {
 
 /// What a process run with [`Engine::exec`] did.
 #[derive(Debug, Clone)]
-pub struct Ran {
+pub(crate) struct Ran {
     /// Exit code.
     pub exit_code: i64,
     /// Bytes written to stdout.
@@ -66,7 +66,7 @@ pub struct Ran {
 
 /// The engine, driven directly.
 #[derive(Clone)]
-pub struct Engine {
+pub(crate) struct Engine {
     docker: Docker,
     limits: Arc<Limits>,
     run: Arc<str>,
@@ -76,7 +76,7 @@ pub struct Engine {
 impl Engine {
     /// Connects to `host` (`unix://…`, a socket path, or `tcp://…`) and settles the API
     /// version with the engine.
-    pub async fn connect(host: &str, limits: Limits, run: &str) -> Result<Self> {
+    pub(crate) async fn connect(host: &str, limits: Limits, run: &str) -> Result<Self> {
         let docker = if let Some(path) = host.strip_prefix("unix://") {
             Docker::connect_with_unix(path, 600, bollard::API_DEFAULT_VERSION)
         } else if host.starts_with('/') {
@@ -98,7 +98,7 @@ impl Engine {
     }
 
     /// The engine's version and API version.
-    pub async fn version(&self) -> Result<String> {
+    pub(crate) async fn version(&self) -> Result<String> {
         let version = self.docker.version().await?;
         Ok(format!(
             "{} (API {})",
@@ -138,7 +138,7 @@ impl Engine {
     }
 
     /// Creates and starts a floor container; returns its id.
-    pub async fn create_started(&self) -> Result<String> {
+    pub(crate) async fn create_started(&self) -> Result<String> {
         let name = format!(
             "rbbench-floor-{}-{}",
             std::process::id(),
@@ -158,7 +158,7 @@ impl Engine {
     }
 
     /// Unpacks `tar` at `/`, as repobox does with a checkout.
-    pub async fn upload(&self, id: &str, tar: Bytes) -> Result<()> {
+    pub(crate) async fn upload(&self, id: &str, tar: Bytes) -> Result<()> {
         let options = UploadToContainerOptionsBuilder::default()
             .path("/")
             .no_overwrite_dir_non_dir("true")
@@ -171,7 +171,7 @@ impl Engine {
 
     /// Runs `argv` to its end: exec create, start (attached, output drained), then
     /// inspect until the engine has the exit code — what repobox does for a command.
-    pub async fn exec(
+    pub(crate) async fn exec(
         &self,
         id: &str,
         argv: &[&str],
@@ -235,7 +235,7 @@ impl Engine {
     }
 
     /// Downloads `path` as a tar (the archive GET) and returns how many bytes came.
-    pub async fn archive(&self, id: &str, path: &str) -> Result<u64> {
+    pub(crate) async fn archive(&self, id: &str, path: &str) -> Result<u64> {
         let options = DownloadFromContainerOptionsBuilder::default()
             .path(path)
             .build();
@@ -248,7 +248,7 @@ impl Engine {
     }
 
     /// Removes a container, killing it (`docker rm -f`, with its anonymous volumes).
-    pub async fn remove(&self, id: &str) -> Result<()> {
+    pub(crate) async fn remove(&self, id: &str) -> Result<()> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -271,7 +271,7 @@ impl Engine {
     }
 
     /// Tags `image` as `tag` too (same layers: a second name, nothing copied).
-    pub async fn tag(&self, image: &str, tag: &str) -> Result<()> {
+    pub(crate) async fn tag(&self, image: &str, tag: &str) -> Result<()> {
         let (repo, tag) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
         let options = bollard::query_parameters::TagImageOptionsBuilder::default()
             .repo(repo)
@@ -284,7 +284,7 @@ impl Engine {
     }
 
     /// Removes the tag `tag` (the image stays under its other names).
-    pub async fn untag(&self, tag: &str) -> Result<()> {
+    pub(crate) async fn untag(&self, tag: &str) -> Result<()> {
         self.docker
             .remove_image(
                 tag,
@@ -307,7 +307,12 @@ impl Engine {
 
     /// Differences between the engine-side configuration of a repobox sandbox and a
     /// floor container, in the fields that change what a container costs.
-    pub async fn drift(&self, sandbox: &str, instance: &str, floor: &str) -> Result<Vec<String>> {
+    pub(crate) async fn drift(
+        &self,
+        sandbox: &str,
+        instance: &str,
+        floor: &str,
+    ) -> Result<Vec<String>> {
         let sandbox = self.sandbox_container(sandbox, instance).await?;
         let (ours, theirs) = (
             self.host_config(floor).await?,
@@ -348,7 +353,7 @@ impl Engine {
     /// repobox's sandboxes by its instance label or by a repository URL holding this
     /// run's token — and, with `stale`, those of earlier benchmark runs whose process
     /// is gone. Returns how many were removed.
-    pub async fn sweep(&self, instance: &str, stale: bool) -> Result<usize> {
+    pub(crate) async fn sweep(&self, instance: &str, stale: bool) -> Result<usize> {
         let mut doomed = Vec::new();
         for label in [LABEL_RUN, LABEL_MANAGED] {
             let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::codec::{Encoder, FramedRead};
 
 /// Resident memory of this process, in bytes.
-pub fn rss() -> u64 {
+pub(crate) fn rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -29,7 +29,7 @@ fn encode(frame: Frame, into: &mut BytesMut) {
 
 /// A fake agent that answers one `Exec` with `total` bytes of stdout, sent within the
 /// credit the server gives (as an honest agent would), then exit code 0.
-pub async fn flooding_agent(total: u64) -> AgentClient {
+pub(crate) async fn flooding_agent(total: u64) -> AgentClient {
     let (server, agent) = tokio::io::duplex(256 * 1024);
     let (server_read, server_write) = tokio::io::split(server);
     let (agent_read, mut agent_write) = tokio::io::split(agent);
@@ -126,7 +126,7 @@ pub async fn flooding_agent(total: u64) -> AgentClient {
     .unwrap()
 }
 
-pub fn command() -> repobox::exec::Command {
+pub(crate) fn command() -> repobox::exec::Command {
     repobox::exec::Command {
         command: "yes".to_owned(),
         working_dir: "/".to_owned(),

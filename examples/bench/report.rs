@@ -11,32 +11,32 @@ use serde::Serialize;
 
 /// Measurements of one quantity (milliseconds, unless a row says otherwise).
 #[derive(Debug, Clone, Default)]
-pub struct Samples(Vec<f64>);
+pub(crate) struct Samples(Vec<f64>);
 
 impl Samples {
     /// No samples yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Adds one.
-    pub fn push(&mut self, value: f64) {
+    pub(crate) fn push(&mut self, value: f64) {
         self.0.push(value);
     }
 
     /// The samples, in the order they were taken.
-    pub fn values(&self) -> &[f64] {
+    pub(crate) fn values(&self) -> &[f64] {
         &self.0
     }
 
     /// How many.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
     /// The `p`-th percentile by nearest rank (p50 is the median; with an even count,
     /// the lower middle sample).
-    pub fn percentile(&self, p: f64) -> f64 {
+    pub(crate) fn percentile(&self, p: f64) -> f64 {
         if self.0.is_empty() {
             return f64::NAN;
         }
@@ -47,12 +47,12 @@ impl Samples {
     }
 
     /// The median.
-    pub fn p50(&self) -> f64 {
+    pub(crate) fn p50(&self) -> f64 {
         self.percentile(50.0)
     }
 
     /// The largest.
-    pub fn max(&self) -> f64 {
+    pub(crate) fn max(&self) -> f64 {
         self.0.iter().copied().fold(f64::NAN, f64::max)
     }
 }
@@ -60,7 +60,7 @@ impl Samples {
 /// What a figure should be, per the issue.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
-pub enum Target {
+pub(crate) enum Target {
     /// repobox ÷ floor at most this (latencies: lower is better).
     RatioAtMost(f64),
     /// repobox ÷ floor at least this (throughputs: higher is better).
@@ -89,7 +89,7 @@ impl Target {
 
 /// One line of the table.
 #[derive(Debug, Clone, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     /// Figure number and what is measured, e.g. `1 exec true, p50`.
     pub figure: String,
     /// Unit of `repobox` and `floor`.
@@ -115,7 +115,7 @@ pub struct Row {
 
 /// The samples behind a row.
 #[derive(Debug, Clone, Serialize)]
-pub struct Raw {
+pub(crate) struct Raw {
     /// repobox's.
     pub repobox: Vec<f64>,
     /// The floor's.
@@ -124,7 +124,7 @@ pub struct Raw {
 
 impl Row {
     /// A row comparing repobox with the floor.
-    pub fn new(
+    pub(crate) fn new(
         figure: impl Into<String>,
         unit: &'static str,
         n: usize,
@@ -150,7 +150,11 @@ impl Row {
     }
 
     /// A row for a figure that could not be measured (e.g. an endpoint missing).
-    pub fn missing(figure: impl Into<String>, unit: &'static str, target: Option<Target>) -> Self {
+    pub(crate) fn missing(
+        figure: impl Into<String>,
+        unit: &'static str,
+        target: Option<Target>,
+    ) -> Self {
         Self {
             figure: figure.into(),
             unit,
@@ -168,7 +172,7 @@ impl Row {
 
 /// Rows for latency samples: p50 (with the target), and p90/p99 when there are
 /// enough samples for them to mean something.
-pub fn latency_rows(
+pub(crate) fn latency_rows(
     figure: &str,
     repobox: &Samples,
     floor: &Samples,
@@ -213,7 +217,7 @@ pub fn latency_rows(
 
 /// A titled group of rows.
 #[derive(Debug, Clone, Serialize)]
-pub struct Section {
+pub(crate) struct Section {
     /// Heading.
     pub title: String,
     /// Its rows.
@@ -222,7 +226,7 @@ pub struct Section {
 
 /// Everything one run found.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// Sections, in the order they are printed.
     pub sections: Vec<Section>,
     /// Observations worth keeping beside the numbers (breakdowns, errors, drift).
@@ -231,7 +235,7 @@ pub struct Report {
 
 impl Report {
     /// Adds rows to the section `title` (created on first use).
-    pub fn add(&mut self, title: &str, rows: impl IntoIterator<Item = Row>) {
+    pub(crate) fn add(&mut self, title: &str, rows: impl IntoIterator<Item = Row>) {
         let rows: Vec<Row> = rows.into_iter().collect();
         for row in &rows {
             eprintln!("  {}", format_row_inline(row));
@@ -246,14 +250,14 @@ impl Report {
     }
 
     /// Records a note (also shown at once on stderr).
-    pub fn note(&mut self, note: impl Into<String>) {
+    pub(crate) fn note(&mut self, note: impl Into<String>) {
         let note = note.into();
         eprintln!("  note: {note}");
         self.notes.push(note);
     }
 
     /// The table as text.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let header = ["figure", "repobox", "floor", "ratio", "target", "met"];
         let mut out = String::new();
         for section in &self.sections {
@@ -296,7 +300,7 @@ impl Report {
 }
 
 /// A value with its unit, at a precision that suits it.
-pub fn value(value: Option<f64>, unit: &str) -> String {
+pub(crate) fn value(value: Option<f64>, unit: &str) -> String {
     match value {
         None => "n/a".to_owned(),
         Some(value) if value >= 1000.0 => format!("{value:.0} {unit}"),

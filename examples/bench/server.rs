@@ -12,12 +12,12 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 /// Where a sandbox's checkout is.
-pub const WORKSPACE: &str = "/workspace";
+pub(crate) const WORKSPACE: &str = "/workspace";
 
 /// Starts `binary` serving on 127.0.0.1:`port`, with its data and cache under `root`,
 /// its output appended to `log`. The child has a process group of its own, so a
 /// Ctrl-C at the terminal reaches only the benchmark, which then stops it.
-pub fn spawn(binary: &Path, root: &Path, port: u16, log: &Path) -> Result<Child> {
+pub(crate) fn spawn(binary: &Path, root: &Path, port: u16, log: &Path) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -55,7 +55,7 @@ pub fn spawn(binary: &Path, root: &Path, port: u16, log: &Path) -> Result<Child>
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; nothing else here binds ports).
-pub fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -63,7 +63,7 @@ pub fn free_port() -> Result<u16> {
 
 /// Resident memory of a process, from `/proc/<pid>/status`, in MiB.
 #[derive(Debug, Clone, Copy)]
-pub struct Memory {
+pub(crate) struct Memory {
     /// `VmRSS`: resident now.
     pub rss: f64,
     /// `VmHWM`: the most ever resident.
@@ -71,7 +71,7 @@ pub struct Memory {
 }
 
 /// Reads [`Memory`] of `pid`.
-pub fn memory(pid: u32) -> Result<Memory> {
+pub(crate) fn memory(pid: u32) -> Result<Memory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let field = |name: &str| -> Result<f64> {
@@ -95,7 +95,7 @@ pub fn memory(pid: u32) -> Result<Memory> {
 
 /// CPU time a process has used, in milliseconds (user + system).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Cpu {
+pub(crate) struct Cpu {
     /// The process itself (all its threads).
     pub own: f64,
     /// Its children that it has waited for (for repobox: the git processes).
@@ -114,7 +114,7 @@ impl std::ops::Sub for Cpu {
 }
 
 /// Reads [`Cpu`] of `pid` from `/proc/<pid>/stat`.
-pub fn cpu(pid: u32) -> Result<Cpu> {
+pub(crate) fn cpu(pid: u32) -> Result<Cpu> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces, and ends at the last ')').
     let fields: Vec<f64> = stat
@@ -151,14 +151,14 @@ fn clock_ticks() -> f64 {
 
 /// A client of repobox's API. Cheap to clone (one connection pool).
 #[derive(Clone)]
-pub struct Api {
+pub(crate) struct Api {
     base: String,
     http: reqwest::Client,
 }
 
 impl Api {
     /// A client of the server at `base` (`http://127.0.0.1:PORT`).
-    pub fn new(base: String) -> Result<Self> {
+    pub(crate) fn new(base: String) -> Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(600))
             .tcp_nodelay(true)
@@ -172,7 +172,7 @@ impl Api {
 
     /// Waits until `/health/ready` answers 200 (Docker reachable, image present,
     /// reconciled), or `bound` passes.
-    pub async fn wait_ready(&self, bound: Duration) -> Result<()> {
+    pub(crate) async fn wait_ready(&self, bound: Duration) -> Result<()> {
         let give_up = Instant::now() + bound;
         loop {
             if let Ok(response) = self.http.get(self.url("/health/ready")).send().await
@@ -206,7 +206,7 @@ impl Api {
     }
 
     /// `POST /containers/{id}/reset` (processes too).
-    pub async fn reset(&self, id: &str) -> Result<()> {
+    pub(crate) async fn reset(&self, id: &str) -> Result<()> {
         self.call(
             self.http
                 .post(self.url(&format!("/containers/{id}/reset")))
@@ -218,7 +218,7 @@ impl Api {
     }
 
     /// `POST /containers/{id}/snapshots`; returns the snapshot id.
-    pub async fn snapshot(&self, id: &str) -> Result<String> {
+    pub(crate) async fn snapshot(&self, id: &str) -> Result<String> {
         let made = self
             .call(
                 self.http
@@ -235,7 +235,7 @@ impl Api {
 
     /// `POST /containers/{id}/fork`; returns the snapshot id and the copies' ids (an
     /// error for any copy that failed).
-    pub async fn fork(&self, id: &str, count: usize) -> Result<(String, Vec<String>)> {
+    pub(crate) async fn fork(&self, id: &str, count: usize) -> Result<(String, Vec<String>)> {
         let forked = self
             .call(
                 self.http
@@ -259,7 +259,7 @@ impl Api {
     }
 
     /// `DELETE /snapshots/{id}`.
-    pub async fn delete_snapshot(&self, id: &str) -> Result<()> {
+    pub(crate) async fn delete_snapshot(&self, id: &str) -> Result<()> {
         let response = self
             .http
             .delete(self.url(&format!("/snapshots/{id}")))
@@ -272,13 +272,13 @@ impl Api {
     }
 
     /// `GET /info`.
-    pub async fn info(&self) -> Result<Value> {
+    pub(crate) async fn info(&self) -> Result<Value> {
         self.call(self.http.get(self.url("/info")), StatusCode::OK)
             .await
     }
 
     /// Waits until every pool member is ready (untimed); returns the pool's size.
-    pub async fn wait_pool_full(&self, bound: Duration) -> Result<u64> {
+    pub(crate) async fn wait_pool_full(&self, bound: Duration) -> Result<u64> {
         let deadline = Instant::now() + bound;
         loop {
             let info = self.info().await?;
@@ -296,7 +296,7 @@ impl Api {
     }
 
     /// A counter of `/metrics` with one `kind` label (0 when absent).
-    pub async fn counter(&self, name: &str, kind: &str) -> Result<u64> {
+    pub(crate) async fn counter(&self, name: &str, kind: &str) -> Result<u64> {
         let text = self
             .http
             .get(format!("{}/metrics", self.base))
@@ -313,18 +313,18 @@ impl Api {
     }
 
     /// `GET /health`.
-    pub async fn health(&self) -> Result<Value> {
+    pub(crate) async fn health(&self) -> Result<Value> {
         self.call(self.http.get(self.url("/health")), StatusCode::OK)
             .await
     }
 
     /// Creates a sandbox of `repo_url`; returns its id.
-    pub async fn create(&self, repo_url: &str) -> Result<String> {
+    pub(crate) async fn create(&self, repo_url: &str) -> Result<String> {
         self.create_with(json!({ "repo_url": repo_url })).await
     }
 
     /// Creates a sandbox from a whole request body; returns its id.
-    pub async fn create_with(&self, body: Value) -> Result<String> {
+    pub(crate) async fn create_with(&self, body: Value) -> Result<String> {
         let repo_url = body["repo_url"].as_str().unwrap_or("?").to_owned();
         let created = self
             .call(
@@ -340,7 +340,7 @@ impl Api {
     }
 
     /// Runs `command` through `/execute`; returns the ExecResult.
-    pub async fn exec(&self, id: &str, command: &str) -> Result<Value> {
+    pub(crate) async fn exec(&self, id: &str, command: &str) -> Result<Value> {
         self.call(
             self.http
                 .post(self.url(&format!("/containers/{id}/execute")))
@@ -353,7 +353,7 @@ impl Api {
 
     /// Runs `command` through `/execute/stream` and reads every event; returns the
     /// bytes of the event stream and the exit code from its `exit` event.
-    pub async fn stream(&self, id: &str, command: &str) -> Result<(u64, i64)> {
+    pub(crate) async fn stream(&self, id: &str, command: &str) -> Result<(u64, i64)> {
         let response = self
             .http
             .post(self.url(&format!("/containers/{id}/execute/stream")))
@@ -389,7 +389,7 @@ impl Api {
     }
 
     /// `POST /jobs`; returns the job id.
-    pub async fn job(&self, body: Value) -> Result<String> {
+    pub(crate) async fn job(&self, body: Value) -> Result<String> {
         let job = self
             .call(
                 self.http.post(self.url("/jobs")).json(&body),
@@ -403,7 +403,7 @@ impl Api {
     }
 
     /// Polls a job every 20 ms until it is finished or `bound` passes; returns it.
-    pub async fn wait_job(&self, id: &str, bound: Duration) -> Result<Value> {
+    pub(crate) async fn wait_job(&self, id: &str, bound: Duration) -> Result<Value> {
         let give_up = Instant::now() + bound;
         loop {
             let job = self
@@ -423,7 +423,7 @@ impl Api {
     }
 
     /// `DELETE /jobs/{id}`.
-    pub async fn delete_job(&self, id: &str) -> Result<()> {
+    pub(crate) async fn delete_job(&self, id: &str) -> Result<()> {
         self.call(
             self.http.delete(self.url(&format!("/jobs/{id}"))),
             StatusCode::NO_CONTENT,
@@ -433,7 +433,7 @@ impl Api {
     }
 
     /// Destroys a sandbox.
-    pub async fn destroy(&self, id: &str) -> Result<()> {
+    pub(crate) async fn destroy(&self, id: &str) -> Result<()> {
         self.call(
             self.http.delete(self.url(&format!("/containers/{id}"))),
             StatusCode::NO_CONTENT,
@@ -445,13 +445,13 @@ impl Api {
 
     /// `GET /browse?path=…`: status and body size. A 404 whose `code` says the
     /// route is unknown means the endpoint is not there (yet).
-    pub async fn browse(&self, id: &str, path: &str) -> Result<Fetched> {
+    pub(crate) async fn browse(&self, id: &str, path: &str) -> Result<Fetched> {
         self.fetch(self.url(&format!("/containers/{id}/browse?path={path}")))
             .await
     }
 
     /// `GET /files?file_path=…`.
-    pub async fn read(&self, id: &str, path: &str) -> Result<Fetched> {
+    pub(crate) async fn read(&self, id: &str, path: &str) -> Result<Fetched> {
         self.fetch(self.url(&format!("/containers/{id}/files?file_path={path}")))
             .await
     }
@@ -464,7 +464,7 @@ impl Api {
     }
 
     /// The sum and count of a Prometheus histogram on `/metrics`.
-    pub async fn histogram(&self, name: &str) -> Result<(f64, f64)> {
+    pub(crate) async fn histogram(&self, name: &str) -> Result<(f64, f64)> {
         let text = self
             .http
             .get(format!("{}/metrics", self.base))
@@ -484,7 +484,7 @@ impl Api {
 }
 
 /// A GET answered.
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// Status.
     pub status: StatusCode,
     /// Body.
@@ -493,7 +493,7 @@ pub struct Fetched {
 
 impl Fetched {
     /// Whether the route does not exist on this server (as opposed to a missing path).
-    pub fn route_missing(&self) -> bool {
+    pub(crate) fn route_missing(&self) -> bool {
         self.status == StatusCode::NOT_FOUND
             && serde_json::from_slice::<Value>(&self.body)
                 .is_ok_and(|body| body["code"] == "route_not_found")

@@ -56,7 +56,7 @@ impl Drop for Sandbox {
     }
 }
 
-pub async fn creates_from_a_repository(kind: Kind) {
+pub(crate) async fn creates_from_a_repository(kind: Kind) {
     let (sandbox, created) =
         Sandbox::new(kind, json!({"initial_command": "echo ready > made"})).await;
     assert_eq!(created["status"], "running", "{created}");
@@ -91,7 +91,7 @@ pub async fn creates_from_a_repository(kind: Kind) {
     );
 }
 
-pub async fn executes_whole_and_streamed(kind: Kind) {
+pub(crate) async fn executes_whole_and_streamed(kind: Kind) {
     let (sandbox, _) = Sandbox::new(kind, json!({})).await;
     let result = sandbox
         .app
@@ -151,7 +151,7 @@ pub async fn executes_whole_and_streamed(kind: Kind) {
     assert_eq!(exit["exit_code"], 0, "{text}");
 }
 
-pub async fn runs_processes(kind: Kind) {
+pub(crate) async fn runs_processes(kind: Kind) {
     let (sandbox, _) = Sandbox::new(kind, json!({})).await;
     let base = sandbox.path("/processes");
     let (status, process) = sandbox
@@ -216,7 +216,7 @@ pub async fn runs_processes(kind: Kind) {
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
 }
 
-pub async fn keeps_session_state(kind: Kind) {
+pub(crate) async fn keeps_session_state(kind: Kind) {
     let (sandbox, _) = Sandbox::new(kind, json!({})).await;
     let (status, session) = sandbox
         .app
@@ -240,7 +240,7 @@ pub async fn keeps_session_state(kind: Kind) {
     );
 }
 
-pub async fn reads_writes_lists_and_tars_files(kind: Kind) {
+pub(crate) async fn reads_writes_lists_and_tars_files(kind: Kind) {
     let (sandbox, _) = Sandbox::new(kind, json!({})).await;
     let raw = |path: &str| sandbox.path(&format!("/files/raw?file_path={path}"));
     let put = sandbox
@@ -304,7 +304,7 @@ pub async fn reads_writes_lists_and_tars_files(kind: Kind) {
     );
 }
 
-pub async fn reports_and_resets_git_state(kind: Kind) {
+pub(crate) async fn reports_and_resets_git_state(kind: Kind) {
     let (sandbox, _) = Sandbox::new(kind, json!({})).await;
     let (status, clean) = sandbox.app.get(&sandbox.path("/git/status")).await;
     assert_eq!(status, StatusCode::OK, "{clean}");
@@ -330,7 +330,7 @@ pub async fn reports_and_resets_git_state(kind: Kind) {
     assert_eq!(after["clean"], true, "{after}");
 }
 
-pub async fn destroys(kind: Kind) {
+pub(crate) async fn destroys(kind: Kind) {
     let (sandbox, _) = Sandbox::new(kind, json!({})).await;
     assert_eq!(
         sandbox.app.destroy(&sandbox.id).await,
@@ -345,7 +345,7 @@ pub async fn destroys(kind: Kind) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-pub async fn expires(kind: Kind) {
+pub(crate) async fn expires(kind: Kind) {
     let (sandbox, created) = Sandbox::new(kind, json!({"max_runtime_secs": 1})).await;
     assert!(created["expires_at"].is_string(), "{created}");
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -361,7 +361,7 @@ pub async fn expires(kind: Kind) {
 
 /// After a restart a sandbox is adopted and usable where the backend can adopt, and
 /// cleanly forgotten where it says it cannot.
-pub async fn reconciles_after_a_restart(kind: Kind) {
+pub(crate) async fn reconciles_after_a_restart(kind: Kind) {
     let dir = scratch();
     let first = spawn_app(config(kind, dir.path())).await;
     let url = simple_url("restart");
@@ -406,7 +406,7 @@ pub async fn reconciles_after_a_restart(kind: Kind) {
 
 /// What a backend cannot do, it says in `/info` and refuses with 501; what it can, it
 /// serves.
-pub async fn answers_for_what_it_cannot_do(kind: Kind) {
+pub(crate) async fn answers_for_what_it_cannot_do(kind: Kind) {
     let app = app(kind);
     let (status, info) = app.get("/api/v1/info").await;
     assert_eq!(status, StatusCode::OK);

@@ -9,7 +9,7 @@ use crate::support::git_server::GitServer;
 use crate::support::{OwnedApp, TestApp, spawn_app, test_config};
 
 /// The git server and what the fixture holds.
-pub struct Git {
+pub(crate) struct Git {
     /// The server.
     pub server: GitServer,
     /// The `simple` fixture's commits.
@@ -44,7 +44,7 @@ fn on_background<T: Send + 'static>(
 }
 
 /// The shared git server.
-pub fn git() -> &'static Git {
+pub(crate) fn git() -> &'static Git {
     GIT.get_or_init(|| {
         on_background(async {
             let dir = tempfile::tempdir().unwrap();
@@ -62,19 +62,19 @@ pub fn git() -> &'static Git {
 }
 
 /// A URL of the `simple` fixture of this test's own.
-pub fn simple_url(prefix: &str) -> String {
+pub(crate) fn simple_url(prefix: &str) -> String {
     git().server.url(&crate::support::unique(prefix), "simple")
 }
 
 /// Settings of a test server on `kind` in `dir`.
-pub fn config(kind: Kind, dir: &std::path::Path) -> repobox::config::Config {
+pub(crate) fn config(kind: Kind, dir: &std::path::Path) -> repobox::config::Config {
     let mut config = test_config(dir);
     config.backend = kind;
     config
 }
 
 /// The shared server of backend `kind`.
-pub fn app(kind: Kind) -> TestApp {
+pub(crate) fn app(kind: Kind) -> TestApp {
     let cell = match kind {
         Kind::Docker => &DOCKER,
         Kind::Local => &LOCAL,

@@ -33,7 +33,7 @@ use crate::stream::{ChannelReader, ChunkSink};
 // Out
 
 /// The `lstat` of what an archive-out sends.
-pub fn open_out(path: &str) -> OpResult<(PathBuf, Stat)> {
+pub(crate) fn open_out(path: &str) -> OpResult<(PathBuf, Stat)> {
     let path = absolute(path)?;
     let st = lstat(&path).map_err(|errno| OpError::errno(errno, path.display()))?;
     let stat = to_stat(&st, &path);
@@ -164,7 +164,7 @@ fn append(
 }
 
 /// Writes the tar of `path` into `sink`: entries named from `path`'s base name down.
-pub fn produce(path: &Path, sink: ChunkSink) -> OpResult<()> {
+pub(crate) fn produce(path: &Path, sink: ChunkSink) -> OpResult<()> {
     let st = lstat(path).map_err(|errno| OpError::errno(errno, path.display()))?;
     let name = path.file_name().map(PathBuf::from).unwrap_or_default();
     let mut builder = tar::Builder::new(sink);
@@ -469,7 +469,7 @@ impl Unpacker {
 
 /// [`Request::ArchiveIn`](repobox_protocol::Request::ArchiveIn), on a blocking thread:
 /// the tar comes from `reader`.
-pub fn op_archive_in(path: &str, reader: ChannelReader) -> OpResult<Reply> {
+pub(crate) fn op_archive_in(path: &str, reader: ChannelReader) -> OpResult<Reply> {
     let dest = absolute(path)?;
     require_dir(&dest)?;
     let mut unpacker = Unpacker {

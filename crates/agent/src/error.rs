@@ -52,7 +52,7 @@ impl From<OpError> for io::Error {
 }
 
 /// The protocol's kind for an errno.
-pub fn kind_of(errno: Errno) -> ErrorKind {
+pub(crate) fn kind_of(errno: Errno) -> ErrorKind {
     match errno {
         Errno::ENOENT => ErrorKind::NotFound,
         Errno::ENOTDIR => ErrorKind::NotDirectory,
@@ -65,7 +65,7 @@ pub fn kind_of(errno: Errno) -> ErrorKind {
 }
 
 /// Result of an operation's work.
-pub type OpResult<T> = Result<T, OpError>;
+pub(crate) type OpResult<T> = Result<T, OpError>;
 
 #[cfg(test)]
 mod tests {

@@ -25,7 +25,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 /// What to run.
 #[derive(Debug)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// Shell command line.
     pub command: String,
     /// Working directory.
@@ -48,7 +48,7 @@ fn is_executable_file(path: &str) -> bool {
 }
 
 /// The image's shell: `/bin/bash`, else `/bin/sh`.
-pub fn pick_shell() -> OpResult<&'static str> {
+pub(crate) fn pick_shell() -> OpResult<&'static str> {
     ["/bin/bash", "/bin/sh"]
         .into_iter()
         .find(|shell| is_executable_file(shell))
@@ -67,7 +67,7 @@ const MAX_ARGUMENT_COMMAND: usize = 64 * 1024;
 /// How a command line reaches the shell: as `-c`'s argument, or, when too long for
 /// one, through a file of its own that the shell sources (`. FILE`, so `$0`, the
 /// positional parameters and `exit` behave as with `-c`) and the supervisor removes.
-pub struct ShellLine {
+pub(crate) struct ShellLine {
     line: String,
     file: Option<std::path::PathBuf>,
     handed_over: std::cell::Cell<bool>,
@@ -75,7 +75,7 @@ pub struct ShellLine {
 
 impl ShellLine {
     /// The line for `command` (a file written for a long one).
-    pub fn new(command: &str) -> OpResult<Self> {
+    pub(crate) fn new(command: &str) -> OpResult<Self> {
         if command.len() <= MAX_ARGUMENT_COMMAND {
             return Ok(Self {
                 line: command.to_owned(),
@@ -113,7 +113,7 @@ impl ShellLine {
     }
 
     /// Adds `[--remove FILE] SHELL -c LINE` to the supervisor's arguments.
-    pub fn args(&self, command: &mut Command, shell: &str) {
+    pub(crate) fn args(&self, command: &mut Command, shell: &str) {
         if let Some(file) = &self.file {
             command.arg("--remove").arg(file);
         }
@@ -121,7 +121,7 @@ impl ShellLine {
     }
 
     /// The supervisor runs: it removes the file now.
-    pub fn handed_over(&self) {
+    pub(crate) fn handed_over(&self) {
         self.handed_over.set(true);
     }
 }
@@ -137,7 +137,7 @@ impl Drop for ShellLine {
 }
 
 /// Checks that `cwd` is an existing directory.
-pub fn check_cwd(cwd: &str) -> OpResult<()> {
+pub(crate) fn check_cwd(cwd: &str) -> OpResult<()> {
     if !cwd.starts_with('/') {
         return Err(OpError::new(
             ErrorKind::Invalid,
@@ -305,7 +305,7 @@ async fn feed_stdin(
 }
 
 /// Runs a command to its end.
-pub async fn run(
+pub(crate) async fn run(
     out: Outbox,
     window: Arc<Window>,
     mut incoming: mpsc::UnboundedReceiver<Incoming>,

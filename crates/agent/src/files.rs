@@ -21,12 +21,12 @@ use crate::error::{OpError, OpResult};
 use crate::stream::{ChannelReader, ChunkSink};
 
 /// The file type bits of a mode.
-pub fn file_type(mode: u32) -> SFlag {
+pub(crate) fn file_type(mode: u32) -> SFlag {
     SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits())
 }
 
 /// The protocol's kind for a mode.
-pub fn kind(mode: u32) -> Kind {
+pub(crate) fn kind(mode: u32) -> Kind {
     match file_type(mode) {
         SFlag::S_IFREG => Kind::File,
         SFlag::S_IFDIR => Kind::Directory,
@@ -36,12 +36,12 @@ pub fn kind(mode: u32) -> Kind {
 }
 
 /// Whether a stat is of a directory.
-pub fn is_dir(st: &FileStat) -> bool {
+pub(crate) fn is_dir(st: &FileStat) -> bool {
     file_type(st.st_mode) == SFlag::S_IFDIR
 }
 
 /// The protocol's stat of `path` from its `FileStat` (reading the link of a symlink).
-pub fn to_stat(st: &FileStat, path: &Path) -> Stat {
+pub(crate) fn to_stat(st: &FileStat, path: &Path) -> Stat {
     let kind = kind(st.st_mode);
     let link_target = (kind == Kind::Symlink)
         .then(|| std::fs::read_link(path).ok())
@@ -58,7 +58,7 @@ pub fn to_stat(st: &FileStat, path: &Path) -> Stat {
 }
 
 /// Checks that a path from the server is absolute.
-pub fn absolute(path: &str) -> OpResult<PathBuf> {
+pub(crate) fn absolute(path: &str) -> OpResult<PathBuf> {
     if path.starts_with('/') && !path.contains('\0') {
         Ok(PathBuf::from(path))
     } else {
@@ -70,7 +70,7 @@ pub fn absolute(path: &str) -> OpResult<PathBuf> {
 }
 
 /// [`Request::Stat`](repobox_protocol::Request::Stat).
-pub fn op_stat(path: &str, follow: bool) -> OpResult<Reply> {
+pub(crate) fn op_stat(path: &str, follow: bool) -> OpResult<Reply> {
     let path = absolute(path)?;
     let result = if follow { stat(&path) } else { lstat(&path) };
     match result {
@@ -83,7 +83,7 @@ pub fn op_stat(path: &str, follow: bool) -> OpResult<Reply> {
 }
 
 /// Stats a path that must be an existing directory (following symlinks).
-pub fn require_dir(path: &Path) -> OpResult<FileStat> {
+pub(crate) fn require_dir(path: &Path) -> OpResult<FileStat> {
     match stat(path) {
         Ok(st) if is_dir(&st) => Ok(st),
         Ok(_) => Err(OpError::new(
@@ -95,7 +95,7 @@ pub fn require_dir(path: &Path) -> OpResult<FileStat> {
 }
 
 /// The names in a directory, sorted by their bytes.
-pub fn sorted_names(path: &Path) -> OpResult<Vec<std::ffi::OsString>> {
+pub(crate) fn sorted_names(path: &Path) -> OpResult<Vec<std::ffi::OsString>> {
     let dir = std::fs::read_dir(path).map_err(|e| OpError::io(&e, path.display()))?;
     let mut names: Vec<_> = dir
         .filter_map(|entry| entry.ok().map(|e| e.file_name()))
@@ -105,7 +105,7 @@ pub fn sorted_names(path: &Path) -> OpResult<Vec<std::ffi::OsString>> {
 }
 
 /// [`Request::List`](repobox_protocol::Request::List).
-pub fn op_list(path: &str, offset: u64) -> OpResult<Reply> {
+pub(crate) fn op_list(path: &str, offset: u64) -> OpResult<Reply> {
     let path = absolute(path)?;
     require_dir(&path)?;
     let mut entries = Vec::new();
@@ -144,7 +144,7 @@ pub fn op_list(path: &str, offset: u64) -> OpResult<Reply> {
 }
 
 /// Opens a file to read (symlinks followed): the file and its stat.
-pub fn open_read(path: &str) -> OpResult<(File, Stat)> {
+pub(crate) fn open_read(path: &str) -> OpResult<(File, Stat)> {
     let path = absolute(path)?;
     let not_regular = |st: &FileStat| match kind(st.st_mode) {
         Kind::Directory => Some(OpError::new(
@@ -175,7 +175,7 @@ pub fn open_read(path: &str) -> OpResult<(File, Stat)> {
 }
 
 /// Copies an opened file into the sink.
-pub fn produce_file(mut file: File, mut sink: ChunkSink, path: &str) -> OpResult<()> {
+pub(crate) fn produce_file(mut file: File, mut sink: ChunkSink, path: &str) -> OpResult<()> {
     let mut buf = vec![0u8; repobox_protocol::MAX_CHUNK];
     loop {
         let n = match file.read(&mut buf) {
@@ -192,7 +192,7 @@ pub fn produce_file(mut file: File, mut sink: ChunkSink, path: &str) -> OpResult
 }
 
 /// `mkdir -p` with mode 0755.
-pub fn mkdir_p(path: &Path) -> OpResult<()> {
+pub(crate) fn mkdir_p(path: &Path) -> OpResult<()> {
     let mode = Mode::from_bits_truncate(0o755);
     let exists = |path: &Path| match stat(path) {
         Ok(st) if is_dir(&st) => Ok(()),
@@ -220,7 +220,7 @@ pub fn mkdir_p(path: &Path) -> OpResult<()> {
 }
 
 /// [`Request::Mkdir`](repobox_protocol::Request::Mkdir).
-pub fn op_mkdir(path: &str) -> OpResult<Reply> {
+pub(crate) fn op_mkdir(path: &str) -> OpResult<Reply> {
     mkdir_p(&absolute(path)?)?;
     Ok(Reply::Done { stat: None })
 }
@@ -259,7 +259,7 @@ fn write_target(path: &Path) -> OpResult<(PathBuf, Option<FileStat>)> {
 }
 
 /// A name for a temporary file beside `target`.
-pub fn temp_path(target: &Path) -> PathBuf {
+pub(crate) fn temp_path(target: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -287,7 +287,7 @@ impl Drop for TempFile {
 
 /// [`Request::Write`](repobox_protocol::Request::Write), on a blocking thread: the data
 /// comes from `reader`.
-pub fn op_write(
+pub(crate) fn op_write(
     path: &str,
     mode: u32,
     create_parents: bool,

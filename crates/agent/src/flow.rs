@@ -11,14 +11,14 @@ use tokio::sync::{Notify, mpsc};
 /// The send window of one operation: how many data bytes the agent may still send
 /// before the server returns credit.
 #[derive(Debug)]
-pub struct Window {
+pub(crate) struct Window {
     available: Mutex<u64>,
     notify: Notify,
 }
 
 impl Window {
     /// A full window of [`WINDOW`] bytes.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             available: Mutex::new(WINDOW),
             notify: Notify::new(),
@@ -26,7 +26,7 @@ impl Window {
     }
 
     /// Returns `bytes` of credit.
-    pub fn add(&self, bytes: u64) {
+    pub(crate) fn add(&self, bytes: u64) {
         {
             let mut available = self.available.lock().unwrap_or_else(|e| e.into_inner());
             *available = available.saturating_add(bytes);
@@ -37,7 +37,7 @@ impl Window {
     /// Waits until a data frame fits and takes its cost: returns how many of `max` body
     /// bytes (at least 1) the frame may carry. A frame costs its body plus
     /// [`FRAME_COST`], as the server counts it.
-    pub async fn take_frame(&self, max: u64) -> u64 {
+    pub(crate) async fn take_frame(&self, max: u64) -> u64 {
         if max == 0 {
             return 0;
         }
@@ -63,7 +63,7 @@ impl Window {
 /// stream never delays a small operation by more than the frame being written; an
 /// operation's control frames after its first data go behind that data, in order.
 #[derive(Debug, Clone)]
-pub struct Writer {
+pub(crate) struct Writer {
     /// Ahead of everything.
     pub urgent: mpsc::Sender<Frame>,
     /// In order.
@@ -73,7 +73,7 @@ pub struct Writer {
 /// Where one operation's frames go: the writer's queues, unless the operation has been
 /// ended (cancelled, or a new connection said hello), after which nothing more is sent.
 #[derive(Debug, Clone)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     id: u64,
     writer: Writer,
     alive: Arc<AtomicBool>,
@@ -83,7 +83,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// An outbox for operation `id`.
-    pub fn new(id: u64, writer: Writer, alive: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(id: u64, writer: Writer, alive: Arc<AtomicBool>) -> Self {
         Self {
             id,
             writer,
@@ -93,7 +93,7 @@ impl Outbox {
     }
 
     /// Queues a frame (dropped once the operation is dead). Returns whether it was queued.
-    pub async fn send(&self, frame: Frame) -> bool {
+    pub(crate) async fn send(&self, frame: Frame) -> bool {
         self.queue(frame, false).await
     }
 
@@ -120,7 +120,7 @@ impl Outbox {
 
     /// Queues a control reply (one too large for a frame, such as the listing of a
     /// gigantic directory, becomes an error).
-    pub async fn reply(&self, reply: &Reply) -> bool {
+    pub(crate) async fn reply(&self, reply: &Reply) -> bool {
         let is_credit = matches!(reply, Reply::Credit { .. });
         let mut frame = Frame::control(self.id, reply);
         if frame.body.len() > repobox_protocol::MAX_FRAME {
@@ -134,7 +134,7 @@ impl Outbox {
     }
 
     /// Sends `data` as frames of `tag`, at most `MAX_CHUNK` each, within `window`.
-    pub async fn send_data(&self, tag: Tag, window: &Window, mut data: Bytes) -> bool {
+    pub(crate) async fn send_data(&self, tag: Tag, window: &Window, mut data: Bytes) -> bool {
         while !data.is_empty() {
             let max = data.len().min(repobox_protocol::MAX_CHUNK) as u64;
             let n = window.take_frame(max).await as usize;

@@ -44,7 +44,7 @@ const VEOF: u8 = 0x04;
 
 /// What to start.
 #[derive(Debug)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// Shell command line.
     pub command: String,
     /// Working directory.
@@ -141,7 +141,7 @@ impl Stdin {
 }
 
 /// One background process.
-pub struct Process {
+pub(crate) struct Process {
     id: u64,
     command: String,
     cwd: String,
@@ -164,7 +164,7 @@ impl Process {
     }
 
     /// What it is now.
-    pub fn info(&self) -> ProcessInfo {
+    pub(crate) fn info(&self) -> ProcessInfo {
         let state = self.state();
         ProcessInfo {
             id: self.id,
@@ -200,7 +200,7 @@ impl Process {
 
 /// Every process of the agent's life still remembered, by id.
 #[derive(Default)]
-pub struct Table {
+pub(crate) struct Table {
     inner: Mutex<Inner>,
 }
 
@@ -383,7 +383,7 @@ fn spawn(spec: &Spec) -> OpResult<Spawned> {
 }
 
 /// [`Request::ProcessStart`](repobox_protocol::Request::ProcessStart).
-pub async fn start(out: Outbox, table: Arc<Table>, spec: Spec) {
+pub(crate) async fn start(out: Outbox, table: Arc<Table>, spec: Spec) {
     let reply = match tokio::task::spawn_blocking(move || start_blocking(&table, spec)).await {
         Ok(Ok(info)) => Reply::Process { info },
         Ok(Err(error)) => error.reply(),
@@ -561,7 +561,7 @@ async fn watch_process(
 }
 
 /// [`Request::ProcessList`](repobox_protocol::Request::ProcessList).
-pub fn list(table: &Table) -> Reply {
+pub(crate) fn list(table: &Table) -> Reply {
     let processes = table
         .inner()
         .processes
@@ -574,14 +574,14 @@ pub fn list(table: &Table) -> Reply {
 }
 
 /// [`Request::ProcessGet`](repobox_protocol::Request::ProcessGet).
-pub fn get(table: &Table, id: u64) -> OpResult<Reply> {
+pub(crate) fn get(table: &Table, id: u64) -> OpResult<Reply> {
     Ok(Reply::Process {
         info: table.get(id)?.info(),
     })
 }
 
 /// [`Request::ProcessOutput`](repobox_protocol::Request::ProcessOutput).
-pub fn output(
+pub(crate) fn output(
     table: &Table,
     id: u64,
     stdout_offset: u64,
@@ -607,7 +607,7 @@ pub fn output(
 }
 
 /// [`Request::ProcessFollow`](repobox_protocol::Request::ProcessFollow).
-pub async fn follow(
+pub(crate) async fn follow(
     out: Outbox,
     window: Arc<Window>,
     table: Arc<Table>,
@@ -678,7 +678,7 @@ pub async fn follow(
 }
 
 /// [`Request::ProcessStdin`](repobox_protocol::Request::ProcessStdin).
-pub async fn stdin(
+pub(crate) async fn stdin(
     out: Outbox,
     table: Arc<Table>,
     id: u64,
@@ -748,7 +748,7 @@ async fn write_stdin(
 }
 
 /// [`Request::ProcessSignal`](repobox_protocol::Request::ProcessSignal).
-pub async fn signal(table: Arc<Table>, id: u64, signal: i32) -> OpResult<Reply> {
+pub(crate) async fn signal(table: Arc<Table>, id: u64, signal: i32) -> OpResult<Reply> {
     let process = table.get(id)?;
     let signal = Signal::try_from(signal)
         .map_err(|_| OpError::new(ErrorKind::Invalid, format!("no signal {signal}")))?;
@@ -760,7 +760,7 @@ pub async fn signal(table: Arc<Table>, id: u64, signal: i32) -> OpResult<Reply> 
 }
 
 /// [`Request::ProcessResize`](repobox_protocol::Request::ProcessResize).
-pub fn resize(table: &Table, id: u64, cols: u16, rows: u16) -> OpResult<Reply> {
+pub(crate) fn resize(table: &Table, id: u64, cols: u16, rows: u16) -> OpResult<Reply> {
     let process = table.get(id)?;
     let Some(master) = &process.master else {
         return Err(OpError::new(
@@ -780,7 +780,7 @@ pub fn resize(table: &Table, id: u64, cols: u16, rows: u16) -> OpResult<Reply> {
 }
 
 /// [`Request::ProcessRemove`](repobox_protocol::Request::ProcessRemove).
-pub async fn remove(table: Arc<Table>, id: u64) -> OpResult<Reply> {
+pub(crate) async fn remove(table: Arc<Table>, id: u64) -> OpResult<Reply> {
     let process = table.get(id)?;
     process.removed.store(true, Ordering::Release);
     let mut changed = process.changed.subscribe();

@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 
 /// What `/proc/<pid>/stat` says of a process that matters here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcStat {
+pub(crate) struct ProcStat {
     /// Its parent.
     pub ppid: i32,
     /// Its state letter (`R`, `S`, `Z`, …).
@@ -19,14 +19,14 @@ pub struct ProcStat {
 
 impl ProcStat {
     /// Whether it has exited (a zombie, or being torn down): it can no longer run.
-    pub fn is_dead(&self) -> bool {
+    pub(crate) fn is_dead(&self) -> bool {
         matches!(self.state, b'Z' | b'X' | b'x')
     }
 }
 
 /// Parses a `/proc/<pid>/stat` line: `pid (comm) state ppid …`, where comm may hold
 /// spaces and parentheses (so the fields start after the last `)`).
-pub fn parse_stat(line: &[u8]) -> Option<ProcStat> {
+pub(crate) fn parse_stat(line: &[u8]) -> Option<ProcStat> {
     let close = line.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&line[close + 1..]).ok()?;
     let mut fields = rest.split_ascii_whitespace();
@@ -36,7 +36,7 @@ pub fn parse_stat(line: &[u8]) -> Option<ProcStat> {
 }
 
 /// The stat of one process, if it exists.
-pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+pub(crate) fn proc_stat(pid: i32) -> Option<ProcStat> {
     // Read by hand: `fs::read` sizes its buffer with `statx`, which gVisor refuses.
     let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
     let mut buf = [0u8; 1024];
@@ -72,7 +72,7 @@ fn processes() -> HashMap<i32, ProcStat> {
 
 /// The live processes (but `exclude`) with an open file descriptor whose link in
 /// `/proc/<pid>/fd` is `link` (such as `pipe:[1234]`).
-pub fn holders_of(link: &Path, exclude: i32) -> Vec<i32> {
+pub(crate) fn holders_of(link: &Path, exclude: i32) -> Vec<i32> {
     let mut found = Vec::new();
     for (pid, stat) in processes() {
         if pid == exclude || stat.is_dead() {
@@ -117,7 +117,7 @@ fn descendants(table: &HashMap<i32, ProcStat>, root: i32) -> Vec<i32> {
 /// SIGKILLs every descendant of `root` (and `root` itself if `include_root`), pass after
 /// pass until a pass finds none alive: processes forked meanwhile, or re-parented to a
 /// subreaper inside the tree, are caught by the next pass.
-pub fn kill_tree(root: i32, include_root: bool) {
+pub(crate) fn kill_tree(root: i32, include_root: bool) {
     if include_root {
         let _ = kill(Pid::from_raw(root), Signal::SIGKILL);
     }
@@ -135,7 +135,7 @@ pub fn kill_tree(root: i32, include_root: bool) {
 
 /// Sends `signal` to every live descendant of `root` (not `root`) and to the process
 /// groups of its children (which holds members that left the tree without a subreaper).
-pub fn signal_tree(root: i32, signal: Signal) {
+pub(crate) fn signal_tree(root: i32, signal: Signal) {
     let table = processes();
     for pid in descendants(&table, root) {
         if table.get(&pid).is_some_and(|stat| stat.ppid == root) {

@@ -27,11 +27,11 @@ fn own() -> MutexGuard<'static, Option<HashSet<i32>>> {
 
 /// A child of the agent's own, registered while it lives (see the module docs).
 #[derive(Debug)]
-pub struct Own(i32);
+pub(crate) struct Own(i32);
 
 impl Own {
     /// Runs `spawn` under the registry's lock and registers the child's pid.
-    pub fn spawn<T>(
+    pub(crate) fn spawn<T>(
         spawn: impl FnOnce() -> std::io::Result<T>,
         pid: impl Fn(&T) -> Option<u32>,
     ) -> std::io::Result<(T, Own)> {
@@ -55,14 +55,14 @@ impl Drop for Own {
 /// process without `CAP_SYS_PTRACE` (none in a sandbox has it) may open
 /// `/proc/<agent>/fd/*`, read or write its memory, or ptrace it. The children it
 /// spawns become dumpable again at their `execve`.
-pub fn shield() {
+pub(crate) fn shield() {
     if let Err(error) = nix::sys::prctl::set_dumpable(false) {
         eprintln!("repobox-agent: cannot make itself non-dumpable: {error}");
     }
 }
 
 /// When the agent is PID 1: reaps, forever, the zombies that are not its own children.
-pub async fn orphans() {
+pub(crate) async fn orphans() {
     if std::process::id() != 1 {
         return;
     }

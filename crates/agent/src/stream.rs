@@ -18,7 +18,7 @@ use crate::flow::{Outbox, Window};
 /// each chunk consumed so that its credit goes back to the server. Fails if the
 /// operation ends (cancel) before `Eof`.
 #[derive(Debug)]
-pub struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: mpsc::UnboundedReceiver<Incoming>,
     current: Bytes,
     current_len: u64,
@@ -28,7 +28,7 @@ pub struct ChannelReader {
 
 impl ChannelReader {
     /// A reader over `rx`, reporting consumed bytes on `consumed`.
-    pub fn new(
+    pub(crate) fn new(
         rx: mpsc::UnboundedReceiver<Incoming>,
         consumed: mpsc::UnboundedSender<u64>,
     ) -> Self {
@@ -42,7 +42,7 @@ impl ChannelReader {
     }
 
     /// Reads and drops everything up to `Eof`.
-    pub fn drain(&mut self) -> io::Result<()> {
+    pub(crate) fn drain(&mut self) -> io::Result<()> {
         io::copy(self, &mut io::sink()).map(drop)
     }
 }
@@ -78,14 +78,14 @@ impl Read for ChannelReader {
 /// blocks while the async side is a few chunks behind, and fails once the operation is
 /// gone.
 #[derive(Debug)]
-pub struct ChunkSink {
+pub(crate) struct ChunkSink {
     tx: mpsc::Sender<Bytes>,
     buf: Vec<u8>,
 }
 
 impl ChunkSink {
     /// A sink and the receiver of its chunks.
-    pub fn new() -> (Self, mpsc::Receiver<Bytes>) {
+    pub(crate) fn new() -> (Self, mpsc::Receiver<Bytes>) {
         let (tx, rx) = mpsc::channel(8);
         (
             Self {
@@ -124,7 +124,7 @@ impl Write for ChunkSink {
 
 /// Sends what `producer` writes into its sink as data frames, then the final reply:
 /// [`Reply::End`], or the producer's error.
-pub async fn send_produced(
+pub(crate) async fn send_produced(
     out: &Outbox,
     window: &Window,
     mut chunks: mpsc::Receiver<Bytes>,
@@ -145,8 +145,11 @@ pub async fn send_produced(
 
 /// Runs `consumer` on a blocking thread over the operation's incoming data, returning
 /// credit as it consumes it, then sends its final reply.
-pub async fn consume<F>(out: Outbox, incoming: mpsc::UnboundedReceiver<Incoming>, consumer: F)
-where
+pub(crate) async fn consume<F>(
+    out: Outbox,
+    incoming: mpsc::UnboundedReceiver<Incoming>,
+    consumer: F,
+) where
     F: FnOnce(ChannelReader) -> OpResult<Reply> + Send + 'static,
 {
     let (consumed_tx, mut consumed_rx) = mpsc::unbounded_channel();

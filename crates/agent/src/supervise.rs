@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 use crate::procs::{holders_of, kill_tree};
 
 /// Set (in the agent's environment, for tests): run as if no subreaper could be had.
-pub const NO_SUBREAPER: &str = "REPOBOX_AGENT_NO_SUBREAPER";
+pub(crate) const NO_SUBREAPER: &str = "REPOBOX_AGENT_NO_SUBREAPER";
 
 /// Exit code for a status: the code, or 128+N for a death by signal N.
 fn status_code(status: WaitStatus) -> Option<u8> {
@@ -36,7 +36,7 @@ fn status_code(status: WaitStatus) -> Option<u8> {
 }
 
 /// Runs the supervisor; `args` are what follows `supervise`.
-pub fn main(args: &[String]) -> ExitCode {
+pub(crate) fn main(args: &[String]) -> ExitCode {
     let mut args = args;
     let (mut process, mut tty) = (false, false);
     let mut remove = None;

@@ -5,7 +5,7 @@ use std::process::Command;
 
 /// Commits of the `simple` fixture, by role.
 #[derive(Debug, Clone)]
-pub struct Simple {
+pub(crate) struct Simple {
     /// First commit on `trunk` (also the base of `feature`).
     pub first: String,
     /// Head of `trunk` (the default branch).
@@ -40,7 +40,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 
 /// Builds `root/simple.git`: default branch `trunk` (two commits) and `feature`
 /// (one commit off the first), with a tree of odd names for the file tests.
-pub fn simple(root: &Path) -> Simple {
+pub(crate) fn simple(root: &Path) -> Simple {
     let work = root.join("simple-work");
     std::fs::create_dir_all(&work).unwrap();
     git(&work, &["init", "-q"]);
@@ -83,7 +83,7 @@ pub fn simple(root: &Path) -> Simple {
 
 /// Builds `root/<name>.git` with `files` files totalling about `bytes` bytes of
 /// incompressible content in nested directories (for benchmarks).
-pub fn generated(root: &Path, name: &str, files: usize, bytes: usize) {
+pub(crate) fn generated(root: &Path, name: &str, files: usize, bytes: usize) {
     let work = root.join(format!("{name}-work"));
     std::fs::create_dir_all(&work).unwrap();
     git(&work, &["init", "-q"]);
@@ -120,7 +120,7 @@ pub fn generated(root: &Path, name: &str, files: usize, bytes: usize) {
 
 /// Builds `root/<name>.git` from `files` (path, content; parents made as needed) in one
 /// commit on `trunk`; returns that commit.
-pub fn bare_repo(root: &Path, name: &str, files: &[(&str, String)]) -> String {
+pub(crate) fn bare_repo(root: &Path, name: &str, files: &[(&str, String)]) -> String {
     let work = root.join(format!("{name}-work"));
     std::fs::create_dir_all(&work).unwrap();
     git(&work, &["init", "-q"]);
@@ -149,7 +149,7 @@ pub fn bare_repo(root: &Path, name: &str, files: &[(&str, String)]) -> String {
 /// Builds `root/<name>.git` whose `Dockerfile` (at the root) builds on `base_image`,
 /// writes `/marker` (`built-by-repobox`) and sets `FROM_DOCKERFILE=yes`; returns its
 /// head commit.
-pub fn dockerfile_repo(root: &Path, name: &str, base_image: &str) -> String {
+pub(crate) fn dockerfile_repo(root: &Path, name: &str, base_image: &str) -> String {
     bare_repo(
         root,
         name,
@@ -173,7 +173,7 @@ pub fn dockerfile_repo(root: &Path, name: &str, base_image: &str) -> String {
 /// `.devcontainer/Dockerfile` (on `base_image`; build arg `GREETING=hi` written to
 /// `/greeting`), sets `containerEnv` `FROM_DEVCONTAINER=yes` and has a
 /// `postCreateCommand` writing `/workspace/.post-create`; returns its head commit.
-pub fn devcontainer_repo(root: &Path, name: &str, base_image: &str) -> String {
+pub(crate) fn devcontainer_repo(root: &Path, name: &str, base_image: &str) -> String {
     let json = r#"// The e2e tests' devcontainer: JSONC on purpose (comments, trailing commas).
 {
     /* "name" holds a "//" that is no comment */
@@ -210,7 +210,7 @@ pub fn devcontainer_repo(root: &Path, name: &str, base_image: &str) -> String {
 /// [`devcontainer_repo`]'s) naming `"image": base_image` and a devcontainer feature
 /// (`ghcr.io/devcontainers/features/node:1`), plus the same `containerEnv` and
 /// `postCreateCommand`; no Dockerfile. Returns its head commit.
-pub fn devcontainer_with_features(root: &Path, name: &str, base_image: &str) -> String {
+pub(crate) fn devcontainer_with_features(root: &Path, name: &str, base_image: &str) -> String {
     let json = format!(
         r#"// The e2e tests' devcontainer with a feature: JSONC on purpose.
 {{
@@ -242,7 +242,7 @@ pub fn devcontainer_with_features(root: &Path, name: &str, base_image: &str) -> 
 /// entries of it, and a root tree of `trees` entries of that tree, in one commit on
 /// `trunk`. The repository is a few hundred KiB; its checkout is
 /// `trees × per_tree × 256 KiB`.
-pub fn git_bomb(root: &Path, name: &str, per_tree: usize, trees: usize) -> String {
+pub(crate) fn git_bomb(root: &Path, name: &str, per_tree: usize, trees: usize) -> String {
     use std::io::Write;
     let bare = root.join(format!("{name}.git"));
     git(root, &["init", "-q", "--bare", &format!("{name}.git")]);

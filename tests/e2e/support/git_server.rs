@@ -17,7 +17,7 @@ use axum::response::Response;
 use tokio::io::AsyncWriteExt;
 
 /// A running git server.
-pub struct GitServer {
+pub(crate) struct GitServer {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// Where the bare repositories live.
@@ -37,7 +37,7 @@ struct Served {
 
 impl GitServer {
     /// Serves `root` on a fresh port, on the current runtime.
-    pub async fn start(root: PathBuf) -> GitServer {
+    pub(crate) async fn start(root: PathBuf) -> GitServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind git server");
@@ -59,7 +59,7 @@ impl GitServer {
 
     /// The git commands served so far for URLs under `prefix`, in order.
     #[allow(dead_code, reason = "read by the tests, not by the benchmark")]
-    pub fn commands(&self, prefix: &str) -> Vec<&'static str> {
+    pub(crate) fn commands(&self, prefix: &str) -> Vec<&'static str> {
         let start = format!("/{prefix}/");
         self.log
             .lock()
@@ -71,7 +71,7 @@ impl GitServer {
     }
 
     /// URL of repository `name` under a unique `prefix`.
-    pub fn url(&self, prefix: &str, name: &str) -> String {
+    pub(crate) fn url(&self, prefix: &str, name: &str) -> String {
         format!("{}/{prefix}/{name}.git", self.base)
     }
 }

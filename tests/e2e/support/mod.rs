@@ -2,9 +2,9 @@
 //! test binary (started once, on a runtime of their own), plus `spawn_app` for tests
 //! that need a server configured their own way.
 
-pub mod fixtures;
-pub mod git_server;
-pub mod registry;
+pub(crate) mod fixtures;
+pub(crate) mod git_server;
+pub(crate) mod registry;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use self::fixtures::Simple;
 use self::git_server::GitServer;
 
 /// Things shared by every test: the git server and its fixtures.
-pub struct World {
+pub(crate) struct World {
     /// The git server.
     pub git: GitServer,
     /// Commits of the `simple` fixture.
@@ -43,7 +43,7 @@ fn background() -> &'static tokio::runtime::Runtime {
 }
 
 /// The shared world, started on first use.
-pub fn world() -> &'static World {
+pub(crate) fn world() -> &'static World {
     // Built on a thread of its own: tests call this from inside their runtimes.
     WORLD.get_or_init(|| {
         std::thread::spawn(build_world)
@@ -79,7 +79,7 @@ fn build_world() -> World {
 /// no warm pool. A pool keeps starting containers (one per claim, to refill), which on
 /// a small machine slows every other test down; the tests about the pool, and those
 /// that need a warm create, set `pool_size` on a server of their own.
-pub fn test_config(dir: &std::path::Path) -> Config {
+pub(crate) fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::defaults();
     config.pool_size = 0;
     config.host = "127.0.0.1".parse().unwrap();
@@ -114,7 +114,7 @@ async fn start_app(
 }
 
 /// A server of a test's own, stopped (gracefully) when dropped or by [`Self::stop`].
-pub struct OwnedApp {
+pub(crate) struct OwnedApp {
     /// Its client.
     pub app: TestApp,
     stop: Option<oneshot::Sender<()>>,
@@ -123,7 +123,7 @@ pub struct OwnedApp {
 
 impl OwnedApp {
     /// Stops the server and waits until it has.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -142,7 +142,7 @@ impl Drop for OwnedApp {
 }
 
 /// Starts a server with `config` (see [`test_config`]).
-pub async fn spawn_app(config: Config) -> OwnedApp {
+pub(crate) async fn spawn_app(config: Config) -> OwnedApp {
     let (tx, rx) = oneshot::channel();
     let data_dir = config.data_dir.clone();
     let (app, handle) = start_app(config, Some(rx)).await;
@@ -161,7 +161,7 @@ pub async fn spawn_app(config: Config) -> OwnedApp {
 
 /// A client of one repobox server.
 #[derive(Clone)]
-pub struct TestApp {
+pub(crate) struct TestApp {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// HTTP client.
@@ -174,7 +174,7 @@ pub struct TestApp {
 
 impl TestApp {
     /// A client of the server at `base`.
-    pub fn at(base: String) -> Self {
+    pub(crate) fn at(base: String) -> Self {
         Self::new(base)
     }
 
@@ -195,7 +195,7 @@ impl TestApp {
     }
 
     /// The server's instance id: its containers are named `<sandbox id>.<instance>`.
-    pub async fn instance(&self) -> String {
+    pub(crate) async fn instance(&self) -> String {
         self.instance
             .get_or_init(|| async {
                 let (status, info) = self.get("/api/v1/info").await;
@@ -211,7 +211,7 @@ impl TestApp {
     }
 
     /// Waits until the server answers.
-    pub async fn wait_live(&self) {
+    pub(crate) async fn wait_live(&self) {
         for _ in 0..200 {
             if let Ok(response) = self
                 .client
@@ -228,7 +228,7 @@ impl TestApp {
     }
 
     /// A request builder for `path` (absolute, e.g. `/api/v1/info`).
-    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let builder = self.client.request(method, format!("{}{path}", self.base));
         match &self.key {
             Some(key) => builder.bearer_auth(key),
@@ -237,20 +237,20 @@ impl TestApp {
     }
 
     /// GET `path`, returning status and JSON body (`Null` when not JSON).
-    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self.request(Method::GET, path).send().await.unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// GET `path` as text (e.g. `/metrics`).
-    pub async fn text(&self, path: &str) -> String {
+    pub(crate) async fn text(&self, path: &str) -> String {
         let response = self.request(Method::GET, path).send().await.unwrap();
         response.text().await.unwrap()
     }
 
     /// POST JSON to `path`.
-    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         let response = self
             .request(Method::POST, path)
             .json(body)
@@ -262,7 +262,7 @@ impl TestApp {
     }
 
     /// POST /containers with `body`; on 201 the sandbox is removed when the guard drops.
-    pub async fn create(&self, body: Value) -> (StatusCode, Value, Option<SandboxGuard>) {
+    pub(crate) async fn create(&self, body: Value) -> (StatusCode, Value, Option<SandboxGuard>) {
         let (status, value) = self.post("/api/v1/containers", &body).await;
         let guard = if status == StatusCode::CREATED {
             Some(self.guard(&value).await)
@@ -273,26 +273,26 @@ impl TestApp {
     }
 
     /// Guards the sandbox a create answered with.
-    pub async fn guard(&self, created: &Value) -> SandboxGuard {
+    pub(crate) async fn guard(&self, created: &Value) -> SandboxGuard {
         let id = created["container_id"].as_str().unwrap().to_owned();
         let name = format!("{id}.{}", self.instance().await);
         SandboxGuard { id, name }
     }
 
     /// Creates a sandbox that must succeed.
-    pub async fn sandbox(&self, body: Value) -> (Value, SandboxGuard) {
+    pub(crate) async fn sandbox(&self, body: Value) -> (Value, SandboxGuard) {
         let (status, value, guard) = self.create(body).await;
         assert_eq!(status, StatusCode::CREATED, "create failed: {value}");
         (value, guard.unwrap())
     }
 
     /// Runs `command` in sandbox `id` (status must be 200); returns the ExecResult.
-    pub async fn exec(&self, id: &str, command: &str) -> Value {
+    pub(crate) async fn exec(&self, id: &str, command: &str) -> Value {
         self.exec_with(id, json!({ "command": command })).await
     }
 
     /// Runs a full execute request body; status must be 200.
-    pub async fn exec_with(&self, id: &str, body: Value) -> Value {
+    pub(crate) async fn exec_with(&self, id: &str, body: Value) -> Value {
         let (status, value) = self
             .post(&format!("/api/v1/containers/{id}/execute"), &body)
             .await;
@@ -301,7 +301,7 @@ impl TestApp {
     }
 
     /// DELETE a sandbox; returns the status.
-    pub async fn destroy(&self, id: &str) -> StatusCode {
+    pub(crate) async fn destroy(&self, id: &str) -> StatusCode {
         self.request(Method::DELETE, &format!("/api/v1/containers/{id}"))
             .send()
             .await
@@ -312,7 +312,7 @@ impl TestApp {
 
 /// Removes a sandbox's container when dropped, whatever the test's outcome. The
 /// server forgets it once it is gone.
-pub struct SandboxGuard {
+pub(crate) struct SandboxGuard {
     /// Sandbox id.
     pub id: String,
     /// Its container's name, `<id>.<instance>`: unique on the engine (ids are unique
@@ -323,7 +323,7 @@ pub struct SandboxGuard {
 
 impl SandboxGuard {
     /// Docker names of the sandbox's container (none once it is gone).
-    pub fn containers(&self) -> Vec<String> {
+    pub(crate) fn containers(&self) -> Vec<String> {
         let out = std::process::Command::new("docker")
             .args([
                 "ps",
@@ -345,7 +345,7 @@ impl SandboxGuard {
     }
 
     /// The Docker name of the sandbox's container.
-    pub fn docker_name(&self) -> String {
+    pub(crate) fn docker_name(&self) -> String {
         self.containers().pop().expect("the sandbox's container")
     }
 }
@@ -361,12 +361,12 @@ impl Drop for SandboxGuard {
 }
 
 /// Names of containers (running or not) carrying repobox's labels and `label=value`.
-pub fn containers_with_label(label: &str, value: &str) -> Vec<String> {
+pub(crate) fn containers_with_label(label: &str, value: &str) -> Vec<String> {
     containers_with_labels(&[(label, value)])
 }
 
 /// Names of repobox's containers carrying every `label=value` given.
-pub fn containers_with_labels(labels: &[(&str, &str)]) -> Vec<String> {
+pub(crate) fn containers_with_labels(labels: &[(&str, &str)]) -> Vec<String> {
     let mut command = std::process::Command::new("docker");
     command.args([
         "ps",
@@ -388,7 +388,7 @@ pub fn containers_with_labels(labels: &[(&str, &str)]) -> Vec<String> {
 
 /// Removes every container and snapshot image of repobox instance `instance` once
 /// this test process has exited (however it ends), by a watchdog shell of its own.
-pub fn remove_after_exit(instance: &str) {
+pub(crate) fn remove_after_exit(instance: &str) {
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
          docker ps -aq --filter label=repobox.instance={instance} | xargs -r docker rm -f; \
@@ -404,7 +404,7 @@ pub fn remove_after_exit(instance: &str) {
 }
 
 /// A fresh directory for a test's own server.
-pub fn scratch() -> tempfile::TempDir {
+pub(crate) fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("repobox-test-")
         .disable_cleanup(std::env::var_os("KEEP_SCRATCH").is_some())
@@ -413,7 +413,7 @@ pub fn scratch() -> tempfile::TempDir {
 }
 
 /// A unique name for this test's URLs.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
@@ -425,7 +425,7 @@ pub fn unique(prefix: &str) -> String {
 
 /// A `repobox serve` process of the test binary, killed (and waited for) when dropped,
 /// also when the test fails.
-pub struct Binary(pub std::process::Child);
+pub(crate) struct Binary(pub std::process::Child);
 
 impl Drop for Binary {
     fn drop(&mut self) {
@@ -437,13 +437,13 @@ impl Drop for Binary {
 /// Starts the `repobox` binary on `port` with the settings of a test server (data and
 /// cache in `dir`, loopback git, no warm pool) and then `env` over them; its log goes
 /// to `dir/server.log` (`KEEP_SCRATCH=1` keeps it).
-pub fn start_binary(dir: &std::path::Path, port: u16, env: &[(&str, String)]) -> Binary {
+pub(crate) fn start_binary(dir: &std::path::Path, port: u16, env: &[(&str, String)]) -> Binary {
     start_binary_under(&[], dir, port, env)
 }
 
 /// [`start_binary`] run through `wrapper` (a command and its arguments, such as
 /// `prlimit --nofile=1024:1024 --`).
-pub fn start_binary_under(
+pub(crate) fn start_binary_under(
     wrapper: &[&str],
     dir: &std::path::Path,
     port: u16,
@@ -485,7 +485,7 @@ pub fn start_binary_under(
 }
 
 /// A port free at the moment of asking.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -25,7 +25,7 @@ const BCRYPT_COST: &str = "04";
 const BCRYPT_SALT: &str = "repoboxtestsaltrepoboe";
 
 /// A running registry, stopped (and its storage removed) when dropped.
-pub struct Registry {
+pub(crate) struct Registry {
     /// Where it listens: `127.0.0.1:PORT` (also the prefix of its image references).
     pub host: String,
     child: Child,
@@ -42,7 +42,7 @@ impl Drop for Registry {
 /// Starts a registry on a free loopback port and waits (at most ~10 s) until it
 /// answers `GET /v2/`. With `auth` (user, password) it accepts only those credentials
 /// (basic auth, htpasswd with a bcrypt entry); the user must not contain `:`.
-pub fn start(auth: Option<(&str, &str)>) -> Registry {
+pub(crate) fn start(auth: Option<(&str, &str)>) -> Registry {
     let binary = "docker-registry";
     assert!(
         Command::new("sh")
@@ -128,7 +128,7 @@ impl Registry {
     /// config directory of its own: root's `~/.docker` is never touched), then removes
     /// that tag again so that a create has to pull it. Returns `<host>/<name>`.
     /// Panics with docker's output when a step fails.
-    pub fn push(&self, local: &str, name: &str, auth: Option<(&str, &str)>) -> String {
+    pub(crate) fn push(&self, local: &str, name: &str, auth: Option<(&str, &str)>) -> String {
         let reference = format!("{}/{name}", self.host);
         let config = tempfile::Builder::new()
             .prefix("repobox-docker-config-")
@@ -157,7 +157,7 @@ impl Registry {
 /// Writes a Docker `config.json` holding credentials `user`/`password` for registry
 /// `host` (`{"auths": {"<host>": {"auth": base64("user:password")}}}`) into `dir`
 /// (created if missing) and returns its path.
-pub fn auth_file(dir: &Path, host: &str, user: &str, password: &str) -> PathBuf {
+pub(crate) fn auth_file(dir: &Path, host: &str, user: &str, password: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     let config = serde_json::json!({ "auths": { host: { "auth": auth } } });
@@ -170,7 +170,7 @@ pub fn auth_file(dir: &Path, host: &str, user: &str, password: &str) -> PathBuf 
 /// root holding only a static busybox, its applets `sh cat ls env echo mkdir test true
 /// sleep tar` as symlinks in `/bin`, an empty `/tmp`, `/etc/passwd` and `/etc/group`
 /// with root, and `PATH=/bin`. Nothing of repobox's is in it.
-pub fn tiny_image(tag: &str) {
+pub(crate) fn tiny_image(tag: &str) {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _held = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let exists = Command::new("docker")

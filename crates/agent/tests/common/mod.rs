@@ -28,7 +28,7 @@ struct Route {
 type Routes = Arc<Mutex<HashMap<u64, Route>>>;
 
 /// A running agent.
-pub struct Agent {
+pub(crate) struct Agent {
     child: Child,
     writer: mpsc::UnboundedSender<Frame>,
     routes: Routes,
@@ -37,12 +37,12 @@ pub struct Agent {
 
 impl Agent {
     /// Spawns the agent and says hello.
-    pub async fn start() -> Agent {
+    pub(crate) async fn start() -> Agent {
         Self::start_with_env(&[]).await
     }
 
     /// Spawns the agent with more environment variables and says hello.
-    pub async fn start_with_env(env: &[(&str, &str)]) -> Agent {
+    pub(crate) async fn start_with_env(env: &[(&str, &str)]) -> Agent {
         let agent = Self::spawn(env);
         let ack = agent.hello(7).await;
         assert!(
@@ -60,7 +60,7 @@ impl Agent {
     }
 
     /// Spawns the agent without a hello.
-    pub fn spawn(env: &[(&str, &str)]) -> Agent {
+    pub(crate) fn spawn(env: &[(&str, &str)]) -> Agent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_repobox-agent"))
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
@@ -115,7 +115,7 @@ impl Agent {
     }
 
     /// Sends a hello and waits for its ack.
-    pub async fn hello(&self, epoch: u64) -> Reply {
+    pub(crate) async fn hello(&self, epoch: u64) -> Reply {
         let mut op = self.route(0, true);
         op.send(&Request::Hello { epoch });
         loop {
@@ -140,12 +140,12 @@ impl Agent {
     }
 
     /// Opens an operation; its data is credited back as soon as it arrives.
-    pub fn open(&self, request: &Request) -> Op {
+    pub(crate) fn open(&self, request: &Request) -> Op {
         self.open_with(request, true)
     }
 
     /// Opens an operation, crediting its data automatically or not.
-    pub fn open_with(&self, request: &Request, auto_credit: bool) -> Op {
+    pub(crate) fn open_with(&self, request: &Request, auto_credit: bool) -> Op {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let op = self.route(id, auto_credit);
         op.send(request);
@@ -153,18 +153,18 @@ impl Agent {
     }
 
     /// Runs a command with default options.
-    pub async fn exec(&self, command: &str) -> ExecOutput {
+    pub(crate) async fn exec(&self, command: &str) -> ExecOutput {
         self.open(&exec_request(command)).exec_output().await
     }
 
     /// The agent's pid.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id().unwrap()
     }
 }
 
 /// An exec request with defaults (cwd /, no stdin, no timeout, no cap).
-pub fn exec_request(command: &str) -> Request {
+pub(crate) fn exec_request(command: &str) -> Request {
     Request::Exec {
         command: command.to_owned(),
         cwd: "/".to_owned(),
@@ -176,7 +176,7 @@ pub fn exec_request(command: &str) -> Request {
 }
 
 /// One operation of a client.
-pub struct Op {
+pub(crate) struct Op {
     /// Its id.
     pub id: u64,
     rx: mpsc::UnboundedReceiver<Frame>,
@@ -185,7 +185,7 @@ pub struct Op {
 
 /// What a command gave.
 #[derive(Debug, Default)]
-pub struct ExecOutput {
+pub(crate) struct ExecOutput {
     /// Pid from `Started`.
     pub pid: u32,
     /// Its stdout.
@@ -198,7 +198,7 @@ pub struct ExecOutput {
 
 impl ExecOutput {
     /// The exit code (panics if the command did not exit).
-    pub fn code(&self) -> i64 {
+    pub(crate) fn code(&self) -> i64 {
         match &self.end {
             Some(Reply::Exit { exit_code, .. }) => *exit_code,
             other => panic!("no exit: {other:?}"),
@@ -206,19 +206,19 @@ impl ExecOutput {
     }
 
     /// Stdout as text.
-    pub fn out(&self) -> String {
+    pub(crate) fn out(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
 }
 
 impl Op {
     /// Sends a control message on this operation.
-    pub fn send(&self, request: &Request) {
+    pub(crate) fn send(&self, request: &Request) {
         self.writer.send(Frame::control(self.id, request)).unwrap();
     }
 
     /// Sends a data frame.
-    pub fn send_data(&self, data: &[u8]) {
+    pub(crate) fn send_data(&self, data: &[u8]) {
         self.writer
             .send(Frame::data(
                 Tag::Data,
@@ -229,7 +229,7 @@ impl Op {
     }
 
     /// The next frame (fails the test after a long wait).
-    pub async fn next(&mut self) -> Frame {
+    pub(crate) async fn next(&mut self) -> Frame {
         tokio::time::timeout(PATIENCE, self.rx.recv())
             .await
             .expect("timed out waiting for a frame")
@@ -237,7 +237,7 @@ impl Op {
     }
 
     /// The next frame, if one comes within `wait`.
-    pub async fn next_within(&mut self, wait: Duration) -> Option<Frame> {
+    pub(crate) async fn next_within(&mut self, wait: Duration) -> Option<Frame> {
         tokio::time::timeout(wait, self.rx.recv())
             .await
             .ok()
@@ -245,14 +245,14 @@ impl Op {
     }
 
     /// The next control reply (data frames before it fail the test).
-    pub async fn reply(&mut self) -> Reply {
+    pub(crate) async fn reply(&mut self) -> Reply {
         let frame = self.next().await;
         assert_eq!(frame.tag, Tag::Control, "expected a reply, got data");
         frame.parse().unwrap()
     }
 
     /// The next reply that is not a credit.
-    pub async fn final_reply(&mut self) -> Reply {
+    pub(crate) async fn final_reply(&mut self) -> Reply {
         loop {
             match self.reply().await {
                 Reply::Credit { .. } => {}
@@ -262,13 +262,13 @@ impl Op {
     }
 
     /// Collects a command's frames up to its end.
-    pub async fn exec_output(&mut self) -> ExecOutput {
+    pub(crate) async fn exec_output(&mut self) -> ExecOutput {
         self.exec_with_input(None).await
     }
 
     /// Collects a command's frames up to its end, sending `input` as stdin (within the
     /// window, then Eof) when given.
-    pub async fn exec_with_input(&mut self, input: Option<&[u8]>) -> ExecOutput {
+    pub(crate) async fn exec_with_input(&mut self, input: Option<&[u8]>) -> ExecOutput {
         let mut output = ExecOutput::default();
         let mut sender = input.map(Uploader::new);
         loop {
@@ -297,7 +297,7 @@ impl Op {
     }
 
     /// Uploads `data` (Write, ArchiveIn) within the window, then Eof; returns the final reply.
-    pub async fn upload(&mut self, data: &[u8]) -> Reply {
+    pub(crate) async fn upload(&mut self, data: &[u8]) -> Reply {
         let mut sender = Uploader::new(data);
         loop {
             sender.pump(self);
@@ -310,7 +310,7 @@ impl Op {
 
     /// Collects a stream (Read, ArchiveOut): `Opened`'s stat and the data, up to `End`;
     /// `Err` with the error reply instead.
-    pub async fn download(&mut self) -> Result<(Stat, Vec<u8>), Reply> {
+    pub(crate) async fn download(&mut self) -> Result<(Stat, Vec<u8>), Reply> {
         let stat = match self.reply().await {
             Reply::Opened { stat } => stat,
             reply => return Err(reply),
@@ -374,7 +374,7 @@ impl<'a> Uploader<'a> {
 }
 
 /// Processes (other than this one) whose command line contains `marker`.
-pub fn processes_with(marker: &str) -> Vec<(u32, String)> {
+pub(crate) fn processes_with(marker: &str) -> Vec<(u32, String)> {
     let me = std::process::id();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -400,11 +400,11 @@ pub fn processes_with(marker: &str) -> Vec<(u32, String)> {
 }
 
 /// A fresh directory under the system's temporary directory, removed on drop.
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     /// Creates one.
-    pub fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         static N: AtomicU64 = AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
             "repobox-agent-test-{}-{tag}-{}",
@@ -416,12 +416,12 @@ impl TempDir {
     }
 
     /// Its path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
     /// A path inside it, as the protocol's string.
-    pub fn join(&self, rel: &str) -> String {
+    pub(crate) fn join(&self, rel: &str) -> String {
         self.0.join(rel).to_str().unwrap().to_owned()
     }
 }
