@@ -167,6 +167,7 @@ build() {
     die "the build needs about 5 GB free under $CACHE; $((avail / 1024)) MB are"
   fi
   fetch_source
+  mkdir -p "$CACHE/home"
   local what="" b t0=$SECONDS
   for b in "${BINARIES[@]}"; do what+="cmd/$b "; done
   say "building ${BINARIES[*]} (log: $CACHE/build.log; ~20 min cold on 2 cores, resumes if interrupted)"
