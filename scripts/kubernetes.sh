@@ -62,8 +62,6 @@ readonly PAUSE_IMAGE=repobox/kube-pause:3.2
 # `down` puts back.
 readonly SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
-# Processes in start order; `down` stops them in reverse.
-readonly PROCS=(etcd kube-apiserver kube-scheduler kube-controller-manager kubelet)
 
 say() { echo "kubernetes: $*" >&2; }
 die() {
@@ -480,27 +478,38 @@ cmd_up() {
 
 # ------------------------------------------------------------------- down --
 
-stop_proc() {
-  local name=$1 pid i
-  if ! pid=$(live_pid "$name"); then
+# stop_procs NAME...: TERM to each of ours, a bounded wait for all of them
+# together, then KILL for any still there.
+stop_procs() {
+  local name pid i left
+  local -A pids=()
+  for name in "$@"; do
+    if pid=$(live_pid "$name"); then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids[$name]=$pid
+    fi
     rm -f "$RUN/$name.pid"
-    return 0
-  fi
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 40; i++)); do
-    [[ -d /proc/$pid ]] || break
+  done
+  for ((i = 0; i < 60; i++)); do
+    left=0
+    for name in "${!pids[@]}"; do
+      [[ -d /proc/${pids[$name]} ]] && left=1
+    done
+    ((left)) || break
     sleep 0.25
   done
-  if [[ -d /proc/$pid ]]; then
-    say "$name (pid $pid) did not stop in 10 s: KILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    for ((i = 0; i < 20; i++)); do
-      [[ -d /proc/$pid ]] || break
-      sleep 0.25
-    done
-  fi
-  rm -f "$RUN/$name.pid"
-  say "stopped $name (pid $pid)"
+  for name in "${!pids[@]}"; do
+    pid=${pids[$name]}
+    if [[ -d /proc/$pid ]]; then
+      say "$name (pid $pid) did not stop in 15 s: KILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      for ((i = 0; i < 20; i++)); do
+        [[ -d /proc/$pid ]] || break
+        sleep 0.25
+      done
+    fi
+    say "stopped $name (pid $pid)"
+  done
 }
 
 # Containers the kubelet made: dockershim names them k8s_<...> and labels
@@ -520,10 +529,11 @@ remove_pod_containers() {
 
 cmd_down() {
   [[ $(id -u) == 0 ]] || die "must run as root"
-  local i
-  for ((i = ${#PROCS[@]} - 1; i >= 0; i--)); do
-    stop_proc "${PROCS[i]}"
-  done
+  # The kubelet first, so it starts no container while the rest go; etcd
+  # last, so the apiserver can finish its requests.
+  stop_procs kubelet
+  stop_procs kube-controller-manager kube-scheduler kube-apiserver
+  stop_procs etcd
   remove_pod_containers
   # Volumes the kubelet mounted (service account tokens are tmpfs mounts)
   # outlive it; deepest first.
