@@ -77,12 +77,10 @@ docker_socket() {
 
 # ---------------------------------------------------------------- building --
 
-# Debian packages the build and the cluster need, installed only when missing.
+# Debian packages, installed only when missing: ensure_packages PACKAGE...
 ensure_packages() {
-  local want=(golang-1.19-go rsync patch make gcc libc6-dev etcd-server openssl curl
-    golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev dpkg-dev)
   local missing=() p
-  for p in "${want[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   ((${#missing[@]} == 0)) && return 0
@@ -93,6 +91,9 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
 }
+readonly BUILD_PACKAGES=(golang-1.19-go rsync patch make gcc libc6-dev dpkg-dev
+  golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
+readonly RUN_PACKAGES=(etcd-server openssl curl)
 
 # The source package, fetched with a private apt configuration (its own
 # deb-src list, state and cache dirs) so the system's sources stay as they are.
@@ -151,7 +152,7 @@ build() {
   if [[ -f $BIN/.complete ]]; then
     return 0
   fi
-  ensure_packages
+  ensure_packages "${BUILD_PACKAGES[@]}"
   mkdir -p "$CACHE"
   # One build at a time; a second `up` waits (bounded) or gives up clearly.
   exec 8>"$CACHE/.build.lock"
@@ -405,7 +406,7 @@ cmd_up() {
   local t0=$SECONDS docker
   docker=$(docker_socket)
   build
-  command -v etcd >/dev/null || ensure_packages
+  ensure_packages "${RUN_PACKAGES[@]}"
   mkdir -p "$STATE" "$RUN" "$LOGS" "$STATE/etcd" "$STATE/kubelet" "$STATE/dockershim"
   chmod 0700 "$STATE/etcd"
   make_identity
