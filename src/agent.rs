@@ -37,6 +37,7 @@ pub use repobox_protocol::{Entry, Kind, OutputChunk, ProcessInfo, ProcessStatus,
 
 use crate::backend::{BodyStream, ByteStream, Transport};
 use crate::error::{Error, Result};
+use crate::sync::Locked as _;
 
 /// Most entries of one directory listing.
 pub const MAX_LISTING: usize = 100_000;
@@ -130,7 +131,8 @@ struct Shared {
 impl Shared {
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        if let Ok(mut ops) = self.ops.lock() {
+        {
+            let mut ops = self.ops.locked();
             // Dropping the senders tells every operation the connection is gone.
             ops.clear();
         }
@@ -349,7 +351,8 @@ impl AgentClient {
             if let Some(reason) = broken {
                 // Logged once per connection: the agent is cut off here.
                 tracing::warn!(%reason, "a sandbox agent broke the protocol; disconnected");
-                if let Ok(mut violation) = reader_shared.violation.lock() {
+                {
+                    let mut violation = reader_shared.violation.locked();
                     *violation = Some(reason.clone());
                 }
                 reader_shared.close();
@@ -1230,7 +1233,8 @@ impl Op {
 
 impl Drop for Op {
     fn drop(&mut self) {
-        if let Ok(mut ops) = self.shared.ops.lock() {
+        {
+            let mut ops = self.shared.ops.locked();
             ops.remove(&self.id);
         }
         if !self.done && self.id != 0 {

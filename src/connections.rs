@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::sync::Locked as _;
 use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
@@ -164,7 +165,7 @@ impl Table {
 
     /// [`Self::insert`] for a connection accepted at `born`.
     fn insert_born(&self, born: std::time::Instant) -> (u64, Arc<Slot>) {
-        let mut guard = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.next.locked();
         let id = guard.0;
         guard.0 += 1;
         let slot = Arc::new(Slot {
@@ -178,11 +179,7 @@ impl Table {
     }
 
     fn remove(&self, id: u64) {
-        self.next
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .remove(&id);
+        self.next.locked().1.remove(&id);
     }
 
     /// Asks the oldest idle connection not yet asked to close; false when there is none.
@@ -190,7 +187,7 @@ impl Table {
     /// whose kept-alive connection is idle between its requests keeps it while any
     /// of those are left.
     fn evict_oldest_idle(&self) -> bool {
-        let guard = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.next.locked();
         let idle = |slot: &&Arc<Slot>| {
             slot.busy.load(Ordering::Acquire) == 0 && !slot.evict.is_cancelled()
         };

@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use crate::agent::{AgentClient, Entry, Kind, Stat};
 use crate::backend::{BodyStream, ByteStream};
 use crate::error::{Error, Result};
+use crate::sync::Locked as _;
 
 /// Longest path accepted, in bytes (Linux's `PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;
@@ -253,7 +254,8 @@ pub struct BodyFault(Arc<Mutex<Option<Error>>>);
 
 impl BodyFault {
     fn set(&self, error: Error) {
-        if let Ok(mut slot) = self.0.lock() {
+        {
+            let mut slot = self.0.locked();
             slot.get_or_insert(error);
         }
     }

@@ -26,6 +26,7 @@ use url::Url;
 
 use crate::archive;
 use crate::error::{Error, Result};
+use crate::sync::Locked as _;
 
 /// Longest ref name or URL we accept.
 const MAX_NAME_LEN: usize = 255;
@@ -444,7 +445,7 @@ struct MirrorUse {
 
 impl MirrorUse {
     fn new(table: &MirrorTable, key: &str) -> (Self, Arc<tokio::sync::Mutex<MirrorState>>) {
-        let mut locks = table.lock().expect("git lock table poisoned");
+        let mut locks = table.locked();
         let entry = locks.entry(key.to_owned()).or_default();
         entry.1 += 1;
         let lock = entry.0.clone();
@@ -460,10 +461,7 @@ impl MirrorUse {
 
 impl Drop for MirrorUse {
     fn drop(&mut self) {
-        let mut locks = self
-            .table
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut locks = self.table.locked();
         if let Some(entry) = locks.get_mut(&self.key) {
             entry.1 -= 1;
             if entry.1 == 0 {
@@ -1350,9 +1348,7 @@ fn evict_mirrors(mirrors: &Path, tmp: &Path, table: &MirrorTable, budget: u64) {
         };
         let aside = tmp.join(format!("evicted-{key}"));
         {
-            let locks = table
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let locks = table.locked();
             if locks.contains_key(key) || std::fs::rename(&path, &aside).is_err() {
                 continue;
             }

@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::git::{GitCache, RepoUrl, Source};
 use crate::metrics::Metrics;
 use crate::registry::write_atomically;
+use crate::sync::{Locked as _, RwLocked as _};
 
 /// Prefix of the references of images built here.
 pub const BUILT_PREFIX: &str = "repobox-image/";
@@ -560,10 +561,7 @@ impl Build {
 
     /// The record as it is now.
     pub fn record(&self) -> Image {
-        self.record
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.record.read_locked().clone()
     }
 
     /// The output after absolute offset `from`, the next offset, and whether the
@@ -580,9 +578,7 @@ impl Build {
     }
 
     fn lock_log(&self) -> std::sync::MutexGuard<'_, BuildLog> {
-        self.log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.log.locked()
     }
 
     fn append(&self, chunk: &str) {
@@ -592,10 +588,7 @@ impl Build {
 
     fn update(&self, change: impl FnOnce(&mut Image)) -> Image {
         let record = {
-            let mut record = self
-                .record
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut record = self.record.write_locked();
             change(&mut record);
             record.clone()
         };
@@ -907,8 +900,7 @@ impl Images {
     /// A built image by id.
     pub fn get(&self, image_id: &str) -> Result<Arc<Build>> {
         self.builds
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read_locked()
             .get(image_id)
             .cloned()
             .ok_or_else(|| Error::ImageNotFound(format!("no image with id {image_id}")))
@@ -918,8 +910,7 @@ impl Images {
     pub fn list(&self) -> Vec<Image> {
         let mut all: Vec<Image> = self
             .builds
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read_locked()
             .values()
             .map(|build| build.record())
             .collect();
@@ -975,10 +966,7 @@ impl Images {
         };
 
         let build = {
-            let mut builds = self
-                .builds
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut builds = self.builds.write_locked();
             if let Some(existing) = builds.get(&image_id)
                 && existing.record().status != ImageStatus::Failed
             {
@@ -1048,10 +1036,7 @@ impl Images {
             let puller = self.puller.clone();
             async move { puller.ensure(&reference, false).await }
         });
-        let mut tasks = self
-            .tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tasks = self.tasks.locked();
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             match (context, pull) {
@@ -1123,10 +1108,7 @@ impl Images {
     }
 
     fn forget(&self, image_id: &str) {
-        self.builds
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(image_id);
+        self.builds.write_locked().remove(image_id);
         let _ = std::fs::remove_file(self.dir.join(format!("{image_id}.json")));
         let _ = std::fs::remove_file(self.dir.join(format!("{image_id}.log")));
     }
@@ -1175,13 +1157,7 @@ impl Images {
                 }
             }
         }
-        let builds: Vec<Arc<Build>> = self
-            .builds
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let builds: Vec<Arc<Build>> = self.builds.read_locked().values().cloned().collect();
         for build in builds {
             let record = build.record();
             if record.built
@@ -1204,12 +1180,7 @@ impl Images {
 
     /// Stops the builds in flight (their records read `failed` at the next start).
     pub async fn shutdown(&self) {
-        let mut tasks = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let mut tasks = std::mem::take(&mut *self.tasks.locked());
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
@@ -1331,9 +1302,7 @@ impl Puller {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PullFuture>> {
-        self.pulls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.pulls.locked()
     }
 }
 

@@ -37,6 +37,7 @@ use crate::exec;
 use crate::metrics::Metrics;
 use crate::request::{CreateContainerRequest, ResourcesRequest};
 use crate::sandbox::{NewSandbox, Sandboxes};
+use crate::sync::Locked as _;
 
 /// How often an entry that found `MAX_CONTAINERS` reached tries again.
 const ROOM_POLL: Duration = Duration::from_millis(250);
@@ -445,10 +446,7 @@ impl Job {
     async fn read_results(self: &Arc<Self>) -> Result<Vec<JobResult>> {
         let job = self.clone();
         tokio::task::spawn_blocking(move || {
-            let _held = job
-                .results_lock
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _held = job.results_lock.locked();
             read_results(&job.results_file)
         })
         .await
@@ -514,9 +512,7 @@ impl Job {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
-        self.progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.progress.locked()
     }
 
     fn bump(&self) {
@@ -621,12 +617,7 @@ impl Jobs {
     /// for them.
     pub async fn shutdown(&self) {
         self.stop.cancel();
-        let mut tasks = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let mut tasks = std::mem::take(&mut *self.tasks.locked());
         while tasks.join_next().await.is_some() {}
     }
 
@@ -719,17 +710,12 @@ impl Jobs {
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Job>>> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.jobs.locked()
     }
 
     fn spawn(self: &Arc<Self>, job: Arc<Job>) {
         let jobs = self.clone();
-        let mut tasks = self
-            .tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tasks = self.tasks.locked();
         // Finished jobs' tasks are collected here, so the set only holds live ones.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move { jobs.run(job).await });
@@ -924,10 +910,7 @@ impl Jobs {
         // Memory and file change under the file's lock: both hold the entries in the
         // same (finishing) order.
         let appended = tokio::task::spawn_blocking(move || {
-            let _held = job_for_file
-                .results_lock
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _held = job_for_file.results_lock.locked();
             let path = &job_for_file.results_file;
             let mut lines = Vec::new();
             {

@@ -27,7 +27,7 @@
 //!   lack), with the local test backend; [`docker`]: the Docker backend and its
 //!   hardening.
 //! - [`config`], [`error`], [`metrics`]: settings, the one error type and its JSON
-//!   shape, Prometheus metrics.
+//!   shape, Prometheus metrics; `sync`: locks that survive a panic, used everywhere.
 
 pub mod agent;
 pub mod api;
@@ -56,6 +56,7 @@ pub mod sandbox;
 pub mod server;
 pub mod session;
 pub mod snapshot;
+mod sync;
 
 /// Runs blocking filesystem work (removing a checkout, a record) on tokio's blocking
 /// threads when called on the runtime, so the async workers never wait on the disk;

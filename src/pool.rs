@@ -27,6 +27,7 @@ use crate::agent::AgentClient;
 use crate::backend::{Limits, Network};
 use crate::id::EngineId;
 use crate::metrics::Metrics;
+use crate::sync::Locked as _;
 
 /// Members made at once (each is a container create and start: the engine's work,
 /// on a small machine mostly CPU).
@@ -141,9 +142,7 @@ impl Pool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Lane>> {
-        self.lanes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.lanes.locked()
     }
 
     fn publish(&self, lanes: &[Lane]) {
@@ -220,10 +219,7 @@ impl Pool {
 
     fn bury(&self, member: Member) {
         tracing::info!(engine_id = %member.engine_id, "pool member's agent is gone; replacing it");
-        self.dead
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(member.engine_id);
+        self.dead.locked().push(member.engine_id);
     }
 
     /// Moves members whose agent connection closed to the dead.
@@ -243,12 +239,7 @@ impl Pool {
     }
 
     fn take_dead(&self) -> Vec<EngineId> {
-        std::mem::take(
-            &mut *self
-                .dead
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        std::mem::take(&mut *self.dead.locked())
     }
 
     /// Lanes to make a member for now (at most `room`), each counted as filling.

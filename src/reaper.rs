@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::id::SandboxId;
+use crate::sync::Locked as _;
 
 #[derive(Default)]
 struct Schedule {
@@ -29,7 +30,7 @@ pub struct Expiries {
 impl Expiries {
     /// Schedules (or reschedules) `id` for destruction at `at`.
     pub fn schedule(&self, id: &SandboxId, at: DateTime<Utc>) {
-        let mut schedule = self.schedule.lock().expect("expiry schedule poisoned");
+        let mut schedule = self.schedule.locked();
         if let Some(old) = schedule.by_id.insert(id.clone(), at) {
             schedule.queue.remove(&(old, id.clone()));
         }
@@ -40,7 +41,7 @@ impl Expiries {
 
     /// Forgets `id`'s deadline.
     pub fn cancel(&self, id: &SandboxId) {
-        let mut schedule = self.schedule.lock().expect("expiry schedule poisoned");
+        let mut schedule = self.schedule.locked();
         if let Some(at) = schedule.by_id.remove(id) {
             schedule.queue.remove(&(at, id.clone()));
         }
@@ -48,7 +49,7 @@ impl Expiries {
 
     /// Takes every id due at `now`; returns them and the next deadline after them.
     pub fn take_due(&self, now: DateTime<Utc>) -> (Vec<SandboxId>, Option<DateTime<Utc>>) {
-        let mut schedule = self.schedule.lock().expect("expiry schedule poisoned");
+        let mut schedule = self.schedule.locked();
         let mut due = Vec::new();
         while let Some((at, id)) = schedule.queue.first().cloned() {
             if at > now {

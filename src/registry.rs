@@ -18,6 +18,7 @@ use crate::backend::Network;
 use crate::error::{Error, Result};
 use crate::exec::ExecResult;
 use crate::id::{EngineId, SandboxId};
+use crate::sync::{Locked as _, RwLocked as _};
 
 /// Resources granted to a sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -175,7 +176,7 @@ impl Registry {
 
     /// A new id, unique forever.
     pub fn next_id(&self, now: DateTime<Utc>) -> Result<String> {
-        let mut ids = self.ids.lock().expect("id sequence poisoned");
+        let mut ids = self.ids.locked();
         if ids.next >= ids.reserved_until {
             let until = ids.next + ID_BLOCK;
             write_atomically(&self.seq_file, until.to_string().as_bytes())
@@ -190,7 +191,7 @@ impl Registry {
     /// Reserves room for one more sandbox, or answers 429. The slot is freed when
     /// the returned guard is dropped (a create that fails) or turns into a record.
     pub fn reserve(&self, max: usize) -> Result<Slot<'_>> {
-        let _admission = self.admission.lock().expect("registry poisoned");
+        let _admission = self.admission.locked();
         if self.len() + self.pending.load(Ordering::SeqCst) >= max {
             return Err(Error::TooManyContainers(max));
         }
@@ -205,15 +206,12 @@ impl Registry {
     /// Whether a create of `id` is under way (its container may exist, its record not
     /// yet): reconciliation must leave such a container alone.
     pub fn is_creating(&self, id: &SandboxId) -> bool {
-        self.creating
-            .lock()
-            .expect("registry poisoned")
-            .contains(id)
+        self.creating.locked().contains(id)
     }
 
     /// Number of live sandboxes.
     pub fn len(&self) -> usize {
-        self.sandboxes.read().expect("registry poisoned").len()
+        self.sandboxes.read_locked().len()
     }
 
     /// Whether there are none.
@@ -223,22 +221,12 @@ impl Registry {
 
     /// One sandbox.
     pub fn get(&self, id: &SandboxId) -> Option<Arc<Sandbox>> {
-        self.sandboxes
-            .read()
-            .expect("registry poisoned")
-            .get(id)
-            .cloned()
+        self.sandboxes.read_locked().get(id).cloned()
     }
 
     /// Every sandbox, oldest first.
     pub fn all(&self) -> Vec<Arc<Sandbox>> {
-        let mut all: Vec<_> = self
-            .sandboxes
-            .read()
-            .expect("registry poisoned")
-            .values()
-            .cloned()
-            .collect();
+        let mut all: Vec<_> = self.sandboxes.read_locked().values().cloned().collect();
         all.sort_by(|a, b| {
             a.created_at
                 .cmp(&b.created_at)
@@ -261,7 +249,7 @@ impl Registry {
         change(&mut sandbox);
         self.persist(&sandbox).await?;
         let sandbox = Arc::new(sandbox);
-        let mut map = self.sandboxes.write().expect("registry poisoned");
+        let mut map = self.sandboxes.write_locked();
         if !map.contains_key(id) {
             // Destroyed meanwhile: its record must not come back.
             drop(map);
@@ -289,10 +277,9 @@ impl Registry {
         let sandbox = Arc::new(sandbox);
         {
             // From pending to live in one step, as the admission check sees it.
-            let _admission = self.admission.lock().expect("registry poisoned");
+            let _admission = self.admission.locked();
             self.sandboxes
-                .write()
-                .expect("registry poisoned")
+                .write_locked()
                 .insert(sandbox.id.clone(), sandbox.clone());
             self.pending.fetch_sub(1, Ordering::SeqCst);
             slot.pending = false;
@@ -304,11 +291,7 @@ impl Registry {
     /// Forgets a sandbox and deletes its record; returns it if it was there.
     pub fn remove(&self, id: &SandboxId) -> Option<Arc<Sandbox>> {
         // Only ids we registered name files: a client's id never becomes a path.
-        let removed = self
-            .sandboxes
-            .write()
-            .expect("registry poisoned")
-            .remove(id)?;
+        let removed = self.sandboxes.write_locked().remove(id)?;
         let path = self.record_path(&removed.id);
         let id = id.to_owned();
         crate::off_the_workers(move || {
@@ -339,11 +322,7 @@ impl Slot<'_> {
     /// until the slot is dropped.
     pub fn assign_id(&mut self, now: DateTime<Utc>) -> Result<SandboxId> {
         let id = SandboxId::new(self.registry.next_id(now)?);
-        self.registry
-            .creating
-            .lock()
-            .expect("registry poisoned")
-            .insert(id.clone());
+        self.registry.creating.locked().insert(id.clone());
         self.id = Some(id.clone());
         Ok(id)
     }
@@ -352,14 +331,10 @@ impl Slot<'_> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if let Some(id) = &self.id {
-            self.registry
-                .creating
-                .lock()
-                .expect("registry poisoned")
-                .remove(id);
+            self.registry.creating.locked().remove(id);
         }
         if self.pending {
-            let _admission = self.registry.admission.lock().expect("registry poisoned");
+            let _admission = self.registry.admission.locked();
             self.registry.pending.fetch_sub(1, Ordering::SeqCst);
         }
     }

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
 use crate::registry::write_atomically;
+use crate::sync::{Locked as _, RwLocked as _};
 
 /// A sandbox's filesystem at one moment, as an image.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -65,11 +66,7 @@ pub struct Pending<'a> {
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        let mut admission = self
-            .snapshots
-            .admission
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut admission = self.snapshots.admission.locked();
         admission.pending.remove(&self.id);
     }
 }
@@ -117,10 +114,7 @@ impl Snapshots {
 
     /// Counts a new snapshot against `max` (429 beyond) and gives it an id.
     pub fn reserve(&self, max: usize) -> Result<Pending<'_>> {
-        let mut admission = self
-            .admission
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut admission = self.admission.locked();
         if self.len() + admission.pending.len() >= max {
             return Err(Error::LimitReached(format!(
                 "the limit of {max} snapshots (MAX_SNAPSHOTS) is reached; delete one first"
@@ -148,10 +142,7 @@ impl Snapshots {
             .map_err(|err| Error::internal(format!("writing snapshot record: {err}")))?;
         let snapshot = Arc::new(snapshot);
         {
-            let _admission = self
-                .admission
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _admission = self.admission.locked();
             self.write()
                 .insert(snapshot.snapshot_id.clone(), snapshot.clone());
         }
@@ -160,24 +151,16 @@ impl Snapshots {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Snapshot>>> {
-        self.records
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.records.write_locked()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Snapshot>>> {
-        self.records
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.records.read_locked()
     }
 
     /// Whether the snapshot `id` is being made.
     pub fn is_pending(&self, id: &str) -> bool {
-        self.admission
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pending
-            .contains(id)
+        self.admission.locked().pending.contains(id)
     }
 
     /// A snapshot by id, or 404.

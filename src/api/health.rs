@@ -13,6 +13,7 @@ use super::{AppState, Json};
 use crate::backend::Network;
 use crate::error::Error;
 use crate::registry::Resources;
+use crate::sync::Locked as _;
 
 /// How long a health probe waits for Docker.
 const PROBE_BOUND: Duration = Duration::from_secs(2);
@@ -87,7 +88,7 @@ pub struct Readiness {
 impl Readiness {
     /// The last finding, if there was a probe.
     pub fn cached(&self) -> Option<std::result::Result<(), String>> {
-        self.found.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.found.locked().clone()
     }
 
     /// Probes the engine (one probe at a time) and keeps the finding: why the server
@@ -119,8 +120,7 @@ impl Readiness {
                 }
             }
         };
-        *self.found.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(reason.clone().map_or(Ok(()), Err));
+        *self.found.locked() = Some(reason.clone().map_or(Ok(()), Err));
         reason
     }
 }

@@ -38,6 +38,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::id::EngineId;
+use crate::sync::Locked as _;
 
 /// How long a removed sandbox's agent has to die after SIGKILL.
 const KILL_BOUND: Duration = Duration::from_secs(5);
@@ -71,9 +72,7 @@ struct Entry {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex.locked()
 }
 
 impl Local {

@@ -43,6 +43,7 @@ use crate::pool::{Member, Pool};
 use crate::reaper::Expiries;
 use crate::registry::{Registry, Resources, Sandbox};
 use crate::snapshot::{Snapshot, Snapshots};
+use crate::sync::Locked as _;
 
 /// A sandbox's status, as the seed names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -408,18 +409,15 @@ impl Sandboxes {
     /// `session` empty: the sandbox's session creates). Tokio's mutex is fair: turns
     /// come in order of arrival.
     fn session_lock(&self, id: &SandboxId, session: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .session_locks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut locks = self.session_locks.locked();
         locks.entry(format!("{id}/{session}")).or_default().clone()
     }
 
     /// Drops the lock of a deleted session.
     fn forget_session(&self, id: &SandboxId, session: &str) {
-        if let Ok(mut locks) = self.session_locks.lock() {
-            locks.remove(&format!("{id}/{session}"));
-        }
+        self.session_locks
+            .locked()
+            .remove(&format!("{id}/{session}"));
     }
 
     /// The warm pool.
@@ -630,10 +628,7 @@ impl Sandboxes {
     }
 
     fn agent_slot(&self, id: &SandboxId) -> Arc<AgentSlot> {
-        let mut agents = self
-            .agents
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut agents = self.agents.locked();
         agents.entry(id.to_owned()).or_default().clone()
     }
 
@@ -677,10 +672,7 @@ impl Sandboxes {
         let broken = self.broken.clone();
         let key = engine_id.to_owned();
         let on_violation = Box::new(move |reason: String| {
-            broken
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(key.clone(), reason);
+            broken.locked().insert(key.clone(), reason);
         });
         Ok(Arc::new(
             AgentClient::connect_with(
@@ -715,11 +707,7 @@ impl Sandboxes {
 
     /// Why the agent of the container `engine_id` was cut off, if it broke the protocol.
     fn broken_reason(&self, engine_id: &EngineId) -> Option<String> {
-        self.broken
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(engine_id)
-            .cloned()
+        self.broken.locked().get(engine_id).cloned()
     }
 
     /// Puts a failure to reach a sandbox's agent in the client's terms.
@@ -1112,18 +1100,13 @@ impl Sandboxes {
 
     fn forget(&self, id: &SandboxId, reason: &'static str) {
         self.expiries.cancel(id);
-        if let Ok(mut locks) = self.session_locks.lock() {
-            let prefix = format!("{id}/");
-            locks.retain(|key, _| !key.starts_with(&prefix));
-        }
-        if let Ok(mut agents) = self.agents.lock() {
-            agents.remove(id);
-        }
+        let prefix = format!("{id}/");
+        self.session_locks
+            .locked()
+            .retain(|key, _| !key.starts_with(&prefix));
+        self.agents.locked().remove(id);
         if let Some(sandbox) = self.registry.get(id) {
-            self.broken
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&sandbox.engine_id);
+            self.broken.locked().remove(&sandbox.engine_id);
         }
         if self.registry.remove(id).is_some() {
             Metrics::count(&self.metrics.destroys, reason);
