@@ -6,7 +6,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 TEST_BIN := $(abspath $(TARGET_DIR)/debug/repobox)
 TEST_FLAGS ?= --include-ignored --skip timing_breakdown
 
-.PHONY: setup engine image run test lint unit e2e conformance conformance-local bench smoke schemathesis ui-test soak clean
+.PHONY: setup engine image run test lint unit e2e conformance conformance-local kube-up kube-down bench smoke schemathesis ui-test soak clean
 
 ## setup: a Docker engine and the sandbox image (no-op when both are there)
 setup: image
@@ -59,6 +59,15 @@ conformance: setup
 ## conformance-local: the local backend's cases alone (seconds; no Docker needed)
 conformance-local:
 	$(CARGO) test --locked --test conformance -- local::
+
+## kube-up / kube-down: a one-node Kubernetes 1.20 cluster on loopback, built once per
+## machine from Debian's source package (docs/KUBERNETES.md); not part of `make test`
+## until the Kubernetes backend lands
+kube-up:
+	bash scripts/kubernetes.sh up
+
+kube-down:
+	bash scripts/kubernetes.sh down
 
 ## bench: repobox against the raw Docker Engine API (prints a table, writes target/bench/latest.json)
 ## BENCH_ARGS=--quick: a few samples of every figure (checks the benchmark, measures nothing)
