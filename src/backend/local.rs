@@ -32,9 +32,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use super::{
-    Backend, BackendKind, ContainerInfo, ContainerState, DiskLimits, ImageStore,
-    LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_INSTANCE, LABEL_MANAGED, LABEL_POOL, Limits,
-    ManagedContainer, Network, SandboxSpec, Transport, WORKSPACE,
+    Backend, BackendKind, ContainerInfo, ContainerState, DiskLimits, ImageStore, LABEL_INSTANCE,
+    LABEL_POOL, Limits, ManagedContainer, Network, SandboxSpec, Transport, WORKSPACE,
 };
 use crate::error::{Error, Result};
 use crate::id::EngineId;
@@ -237,15 +236,8 @@ impl Backend for Local {
                 }
             });
         }
-        let mut labels = spec.labels.clone();
+        let mut labels = spec.identity_labels();
         labels.entry(LABEL_POOL.to_owned()).or_default();
-        labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
-        labels.insert(LABEL_ID.to_owned(), spec.id.to_string());
-        labels.insert(LABEL_INSTANCE.to_owned(), spec.instance.clone());
-        labels.insert(
-            LABEL_AGENT_PROTOCOL.to_owned(),
-            repobox_protocol::PROTOCOL_VERSION.to_string(),
-        );
         let entry = Arc::new(Entry {
             name: Mutex::new(spec.name.clone()),
             labels,

@@ -218,6 +218,20 @@ pub struct Limits {
 }
 
 impl SandboxSpec {
+    /// The labels every backend puts on a sandbox: the spec's own, then the identity
+    /// repobox reads back (managed, id, instance, agent protocol).
+    pub fn identity_labels(&self) -> HashMap<String, String> {
+        let mut labels = self.labels.clone();
+        labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
+        labels.insert(LABEL_ID.to_owned(), self.id.to_string());
+        labels.insert(LABEL_INSTANCE.to_owned(), self.instance.clone());
+        labels.insert(
+            LABEL_AGENT_PROTOCOL.to_owned(),
+            repobox_protocol::PROTOCOL_VERSION.to_string(),
+        );
+        labels
+    }
+
     /// The limits this spec asks for.
     pub fn limits(&self) -> Limits {
         Limits {

@@ -29,9 +29,8 @@ use futures_util::StreamExt;
 use crate::backend::{
     AGENT_BINARY, AGENT_PATH, ANNOTATION_CREATED_AT, ANNOTATION_EXPIRES_AT, ANNOTATION_REPO_URL,
     Backend, BackendKind, BodyStream, BuildSpec, BuildStream, ContainerInfo, ContainerState,
-    Credentials, DiskLimits, ImageInfo, ImageStore, LABEL_AGENT_PROTOCOL, LABEL_ID, LABEL_INSTANCE,
-    LABEL_MANAGED, LABEL_POOL, Limits, ManagedContainer, Network, PullProgress, PullStream,
-    SandboxSpec, Transport, WORKSPACE,
+    Credentials, DiskLimits, ImageInfo, ImageStore, LABEL_INSTANCE, LABEL_MANAGED, LABEL_POOL,
+    Limits, ManagedContainer, Network, PullProgress, PullStream, SandboxSpec, Transport, WORKSPACE,
 };
 use crate::error::{Error, Result};
 use crate::id::EngineId;
@@ -77,14 +76,7 @@ pub fn container_config(spec: &SandboxSpec) -> ContainerCreateBody {
     .collect();
     // Docker has no annotations, and its labels hold any value: both go there.
     labels.extend(spec.annotations.clone());
-    labels.extend(spec.labels.clone());
-    labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
-    labels.insert(LABEL_ID.to_owned(), spec.id.to_string());
-    labels.insert(LABEL_INSTANCE.to_owned(), spec.instance.clone());
-    labels.insert(
-        LABEL_AGENT_PROTOCOL.to_owned(),
-        repobox_protocol::PROTOCOL_VERSION.to_string(),
-    );
+    labels.extend(spec.identity_labels());
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         // The agent is the main process and PID 1 (no init: an init would hold the
@@ -910,7 +902,7 @@ mod tests {
         assert!(host.binds.is_none() && host.mounts.is_none());
         let labels = config.labels.unwrap();
         assert_eq!(
-            labels.get(LABEL_ID).map(String::as_str),
+            labels.get(crate::backend::LABEL_ID).map(String::as_str),
             Some("repo-container-1-0")
         );
         assert_eq!(labels.get(LABEL_INSTANCE).map(String::as_str), Some("abc"));
