@@ -88,6 +88,28 @@ pub struct Config {
     /// empty: `<DATA_DIR>/local`.
     #[arg(long, env = "LOCAL_ROOT", default_value = "")]
     pub local_root: String,
+    /// The kubeconfig file of the cluster (`BACKEND=kubernetes`); empty: the usual
+    /// places (`~/.kube/config`, or the pod's service account when repobox runs in
+    /// the cluster).
+    #[arg(long, env = "KUBECONFIG", default_value = "")]
+    pub kubeconfig: String,
+    /// The namespace sandboxes' pods go in (`BACKEND=kubernetes`).
+    #[arg(long, env = "KUBE_NAMESPACE", default_value = "default")]
+    pub kube_namespace: String,
+    /// The image of the agent, copied into each pod by an init container
+    /// (`BACKEND=kubernetes`); empty: `repobox/agent:<version>-<digest>`, built by
+    /// `repobox agent-image | docker build -t "$(repobox agent-image --tag)" -`.
+    #[arg(long, env = "KUBE_AGENT_IMAGE", default_value = "")]
+    pub kube_agent_image: String,
+    /// The pods' image pull policy: `IfNotPresent`, `Always` or `Never`.
+    #[arg(long, env = "KUBE_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
+    pub kube_image_pull_policy: String,
+    /// A pod's CPU, memory and disk requests, as a percentage of its limits (1–100).
+    #[arg(long, env = "KUBE_REQUEST_PERCENT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub kube_request_percent: u8,
+    /// Bound on a pod's start: scheduling, image pulls, the agent's copy.
+    #[arg(long, env = "KUBE_START_TIMEOUT_SECS", default_value_t = 120)]
+    pub kube_start_timeout_secs: u64,
     /// Docker Engine address (`unix:///var/run/docker.sock`, `tcp://host:2375`).
     #[arg(
         long,
@@ -325,6 +347,13 @@ impl Config {
 
     /// Checks relations between settings that clap cannot express.
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            matches!(
+                self.kube_image_pull_policy.as_str(),
+                "IfNotPresent" | "Always" | "Never"
+            ),
+            "KUBE_IMAGE_PULL_POLICY must be IfNotPresent, Always or Never"
+        );
         anyhow::ensure!(
             self.pool_size <= MAX_POOL_SIZE,
             "POOL_SIZE must be at most {MAX_POOL_SIZE}"

@@ -25,7 +25,7 @@
 //! - [`agent`]: the server's end of the protocol to the agent in each sandbox.
 //! - [`backend`]: the engine boundary (placement, and an image store a backend may
 //!   lack), with the local test backend; [`docker`]: the Docker backend and its
-//!   hardening.
+//!   hardening; [`kubernetes`]: the Kubernetes backend (pods, `pods/attach`).
 //! - [`config`], [`error`], [`metrics`]: settings, the one error type and its JSON
 //!   shape, Prometheus metrics; `sync`: locks that survive a panic, used everywhere.
 
@@ -44,6 +44,7 @@ pub mod git;
 pub mod id;
 pub mod image;
 pub mod job;
+pub mod kubernetes;
 pub mod mcp;
 pub mod metrics;
 pub mod policy;

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     match cli.command {
         None => serve(Config::defaults()),
         Some(Command::Serve(config)) => serve(*config),
+        Some(Command::AgentImage { tag }) => agent_image(tag),
         Some(command) => {
             // One thread is plenty for a client; the runtime is shut down without
             // waiting for blocking reads still in progress (stdin).
@@ -28,6 +29,28 @@ fn main() -> ExitCode {
             let code = runtime.block_on(repobox::cli::run(cli.client, command));
             runtime.shutdown_background();
             ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}
+
+/// `repobox agent-image`: the agent image's build context on stdout, or its tag.
+fn agent_image(tag: bool) -> ExitCode {
+    use std::io::Write;
+    let written = if tag {
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            repobox::kubernetes::default_agent_image()
+        )
+    } else {
+        repobox::kubernetes::agent_image_context()
+            .and_then(|context| std::io::stdout().write_all(&context))
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("repobox: {err}");
+            ExitCode::FAILURE
         }
     }
 }

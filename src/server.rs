@@ -55,7 +55,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
-    let backend = connect_backend(&config)?;
+    let backend = connect_backend(&config).await?;
     let sandboxes = Arc::new(Sandboxes::open(config.clone(), backend, metrics.clone())?);
     let jobs = Arc::new(crate::job::Jobs::open(
         config.clone(),
@@ -190,7 +190,7 @@ async fn shutdown_signal() {
 
 /// The backend `config` names (`BACKEND`), connected: the one place an engine is
 /// chosen.
-fn connect_backend(
+async fn connect_backend(
     config: &crate::config::Config,
 ) -> anyhow::Result<std::sync::Arc<dyn crate::backend::Backend>> {
     Ok(match config.backend {
@@ -205,6 +205,19 @@ fn connect_backend(
                 std::path::PathBuf::from(&config.local_root)
             };
             std::sync::Arc::new(crate::backend::local::Local::new(&root)?)
+        }
+        crate::backend::BackendKind::Kubernetes => {
+            let settings = crate::kubernetes::Settings {
+                kubeconfig: (!config.kubeconfig.is_empty())
+                    .then(|| std::path::PathBuf::from(&config.kubeconfig)),
+                namespace: config.kube_namespace.clone(),
+                agent_image: (!config.kube_agent_image.is_empty())
+                    .then(|| config.kube_agent_image.clone()),
+                pull_policy: config.kube_image_pull_policy.clone(),
+                request_percent: config.kube_request_percent,
+                start_timeout: std::time::Duration::from_secs(config.kube_start_timeout_secs),
+            };
+            std::sync::Arc::new(crate::kubernetes::Kubernetes::connect(settings).await?)
         }
     })
 }

@@ -10,10 +10,10 @@
 //!   resolved by the engine itself.
 //!
 //! Implementations: Docker ([`crate::docker::Runtime`], both roles) and the local test
-//! backend ([`local::Local`], placement only, no isolation). A Kubernetes backend
-//! would be a third: a pod per sandbox (the agent as its container's command, copied
-//! in by an init container), `pods/attach` for the stream, labels for ownership.
-//! Nothing above this module names an engine.
+//! backend ([`local::Local`], placement only, no isolation), and Kubernetes
+//! ([`crate::kubernetes::Kubernetes`], placement only): a pod per sandbox (the agent
+//! as its container's command, copied in by an init container), `pods/attach` for
+//! the stream, labels for ownership. Nothing above this module names an engine.
 //!
 //! Labels ([`SandboxSpec::labels`]) hold identity alone (managed, instance, id, pool,
 //! job, protocol version): short values any engine can hold as labels (Kubernetes
@@ -78,6 +78,21 @@ pub const ANNOTATION_EXPIRES_AT: &str = "repobox.expires_at";
 pub const WORKSPACE: &str = "/workspace";
 /// Where the agent binary is placed inside a sandbox.
 pub const AGENT_PATH: &str = "/.repobox/agent";
+
+/// Capabilities a sandbox keeps; everything else is dropped. These are what package
+/// managers and build tools running as root inside the container ordinarily need
+/// (file ownership and permission changes, dropping to another user, signalling
+/// their own children). Notably absent: NET_RAW, NET_BIND_SERVICE, MKNOD, SYS_CHROOT,
+/// SETPCAP, SETFCAP, AUDIT_WRITE.
+pub const KEPT_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+];
 
 /// How a sandbox reaches the network.
 #[derive(
@@ -315,6 +330,9 @@ pub enum BackendKind {
     /// Child processes of the server in namespaces of their own: a test backend with
     /// no isolation and no image store. Never for production.
     Local,
+    /// A Kubernetes cluster: a pod per sandbox, reached through the API server's
+    /// `pods/attach`; no image store.
+    Kubernetes,
 }
 
 impl BackendKind {
@@ -323,6 +341,7 @@ impl BackendKind {
         match self {
             BackendKind::Docker => "docker",
             BackendKind::Local => "local",
+            BackendKind::Kubernetes => "kubernetes",
         }
     }
 }

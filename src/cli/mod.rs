@@ -127,6 +127,14 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write the build context (a tar) of the agent's image, which the Kubernetes
+    /// backend's pods copy the agent from:
+    /// `repobox agent-image | docker build -t "$(repobox agent-image --tag)" -`.
+    AgentImage {
+        /// Print the image's default tag instead.
+        #[arg(long)]
+        tag: bool,
+    },
 }
 
 impl Cli {
@@ -167,7 +175,7 @@ async fn dispatch(args: &ClientArgs, command: Command) -> CliResult {
     let client = Client::new(&args.url, args.api_key.clone())?;
     let json = args.json;
     match command {
-        Command::Serve(_) | Command::Completions { .. } => {
+        Command::Serve(_) | Command::Completions { .. } | Command::AgentImage { .. } => {
             unreachable!("handled by the caller and above")
         }
         Command::Create(create) => containers::create(&client, create, json).await,

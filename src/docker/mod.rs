@@ -26,6 +26,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
+pub use crate::backend::KEPT_CAPABILITIES;
 use crate::backend::{
     AGENT_BINARY, AGENT_PATH, ANNOTATION_CREATED_AT, ANNOTATION_EXPIRES_AT, ANNOTATION_REPO_URL,
     Backend, BackendKind, BodyStream, BuildSpec, BuildStream, ContainerInfo, ContainerState,
@@ -36,21 +37,6 @@ use crate::error::{Error, Result};
 use crate::id::EngineId;
 
 mod build;
-
-/// Capabilities a sandbox keeps; everything else is dropped. These are what package
-/// managers and build tools running as root inside the container ordinarily need
-/// (file ownership and permission changes, dropping to another user, signalling
-/// their own children). Notably absent: NET_RAW, NET_BIND_SERVICE, MKNOD, SYS_CHROOT,
-/// SETPCAP, SETFCAP, AUDIT_WRITE.
-pub const KEPT_CAPABILITIES: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-];
 
 fn network_mode(network: Network) -> &'static str {
     match network {

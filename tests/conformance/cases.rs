@@ -416,6 +416,7 @@ pub(crate) async fn answers_for_what_it_cannot_do(kind: Kind) {
         match kind {
             Kind::Docker => "docker",
             Kind::Local => "local",
+            Kind::Kubernetes => "kubernetes",
         },
         "{info}"
     );
@@ -464,6 +465,10 @@ pub(crate) async fn answers_for_what_it_cannot_do(kind: Kind) {
         } else {
             assert_eq!(status, StatusCode::OK, "{method} {path}: {body}");
         }
+    }
+    if kind == Kind::Kubernetes {
+        assert!(unsupported.contains(&"/api/v1/images"), "{info}");
+        assert_eq!(info["disk_limits"]["enforced"], true, "{info}");
     }
     if kind == Kind::Local {
         assert!(unsupported.contains(&"/api/v1/images"), "{info}");

@@ -21,6 +21,10 @@ static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
 static GIT: OnceLock<Git> = OnceLock::new();
 static DOCKER: OnceLock<(OwnedApp, tempfile::TempDir)> = OnceLock::new();
 static LOCAL: OnceLock<(OwnedApp, tempfile::TempDir)> = OnceLock::new();
+static KUBERNETES: OnceLock<(OwnedApp, tempfile::TempDir)> = OnceLock::new();
+
+/// The test cluster's kubeconfig (`scripts/kubernetes.sh up` prints it).
+const KUBECONFIG: &str = "/var/lib/repobox-kube/admin.kubeconfig";
 
 /// The runtime that owns the shared servers (each test's own runtime ends with it).
 fn background() -> &'static tokio::runtime::Runtime {
@@ -70,6 +74,14 @@ pub(crate) fn simple_url(prefix: &str) -> String {
 pub(crate) fn config(kind: Kind, dir: &std::path::Path) -> repobox::config::Config {
     let mut config = test_config(dir);
     config.backend = kind;
+    if kind == Kind::Kubernetes {
+        config.kubeconfig =
+            std::env::var("REPOBOX_TEST_KUBECONFIG").unwrap_or(KUBECONFIG.to_owned());
+        // The namespace `scripts/kubernetes.sh up` makes.
+        config.kube_namespace = "repobox".to_owned();
+        // The test cluster's images are the node's own.
+        config.kube_image_pull_policy = "Never".to_owned();
+    }
     config
 }
 
@@ -78,6 +90,7 @@ pub(crate) fn app(kind: Kind) -> TestApp {
     let cell = match kind {
         Kind::Docker => &DOCKER,
         Kind::Local => &LOCAL,
+        Kind::Kubernetes => &KUBERNETES,
     };
     cell.get_or_init(|| {
         on_background(async move {

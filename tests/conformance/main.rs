@@ -38,6 +38,15 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod kubernetes {
+            $(
+                #[tokio::test]
+                #[ignore = "needs the test cluster and the agent's image: make conformance-kube"]
+                async fn $case() {
+                    crate::cases::$case(crate::Kind::Kubernetes).await
+                }
+            )*
+        }
     };
 }
 

@@ -7,6 +7,9 @@
 //! commands it runs can neither signal nor trace it nor open its pipes (see [`reap`]).
 //! - `repobox-agent supervise [--process] [--tty] <shell> -c <command>` is the
 //!   supervisor each command and background process runs under (see [`supervise`]).
+//! - `repobox-agent install <path>` copies the agent's own binary to `<path>` (mode
+//!   0755): how an engine without a copy API (Kubernetes) provisions it, from an init
+//!   container of the agent's image into a volume the sandbox's container mounts.
 //! - `repobox-agent --version` prints the version.
 
 mod archive;
@@ -62,15 +65,36 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         None => agent(),
         Some("supervise") => supervise::main(&args[1..]),
+        Some("install") if args.len() == 2 => install(&args[1]),
         Some("--version" | "-V") => {
             println!("repobox-agent {VERSION}");
             ExitCode::SUCCESS
         }
         Some(_) => {
             eprintln!(
-                "usage: repobox-agent [--version | supervise [--process] [--tty] <shell> -c <command>]"
+                "usage: repobox-agent [--version | install <path> | supervise [--process] [--tty] <shell> -c <command>]"
             );
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Copies this binary to `target` (written aside, then renamed into place, mode 0755).
+fn install(target: &str) -> ExitCode {
+    use std::os::unix::fs::PermissionsExt;
+    let target = PathBuf::from(target);
+    let staged = target.with_extension("partial");
+    let copied = std::fs::copy("/proc/self/exe", &staged)
+        .and_then(|_| std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|()| std::fs::rename(&staged, &target));
+    match copied {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!(
+                "repobox-agent: cannot install to {}: {error}",
+                target.display()
+            );
+            ExitCode::FAILURE
         }
     }
 }
