@@ -93,7 +93,10 @@ ensure_packages() {
 }
 readonly BUILD_PACKAGES=(golang-1.19-go rsync patch make gcc libc6-dev dpkg-dev
   golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
-readonly RUN_PACKAGES=(etcd-server openssl curl)
+# The pods' network (see kubelet_config).
+readonly POD_LINK=repobox-kube0
+readonly POD_SUBNET=10.244.0.0/16
+readonly RUN_PACKAGES=(etcd-server openssl curl containernetworking-plugins)
 
 # The source package, fetched with a private apt configuration (its own
 # deb-src list, state and cache dirs) so the system's sources stay as they are.
@@ -399,6 +402,26 @@ evictionHard:
   imagefs.available: 1%
 volumePluginDir: $STATE/kubelet/volume-plugins
 EOF
+  # The pod network: an address and nowhere to go. Each pod's eth0 is a macvlan
+  # of $POD_LINK, a bridge with no port and no address (it carries nothing
+  # anywhere; this kernel has no dummy interfaces), in `private`
+  # mode (no pod reaches another), with an address from $POD_SUBNET and no
+  # route but that subnet's: no gateway, no host, no other pod. (The kubelet
+  # restarts a pod whose sandbox has no IP, so loopback alone will not do.)
+  mkdir -p "$STATE/cni/net.d"
+  cat >"$STATE/cni/net.d/10-repobox-isolated.conflist" <<EOF
+{"cniVersion": "0.4.0", "name": "repobox-isolated", "plugins": [{
+  "type": "macvlan", "master": "$POD_LINK", "mode": "private",
+  "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_SUBNET"}]],
+           "dataDir": "$STATE/cni-ipam"}}]}
+EOF
+}
+
+pod_link() {
+  if ! ip link show "$POD_LINK" >/dev/null 2>&1; then
+    ip link add "$POD_LINK" type bridge
+  fi
+  ip link set "$POD_LINK" up
 }
 
 cmd_up() {
@@ -411,6 +434,7 @@ cmd_up() {
   chmod 0700 "$STATE/etcd"
   make_identity
   kubelet_config
+  pod_link
   import_pause
   # The kubelet keeps pod logs in /var/log/pods and /var/log/containers
   # (fixed paths in 1.20); `down` removes the ones it made.
@@ -464,6 +488,7 @@ cmd_up() {
     --container-runtime-endpoint "unix://$RUN/dockershim.sock" \
     --experimental-dockershim-root-directory "$STATE/dockershim" \
     --pod-infra-container-image "$PAUSE_IMAGE" \
+    --network-plugin cni --cni-conf-dir "$STATE/cni/net.d" --cni-bin-dir /usr/lib/cni \
     --cni-cache-dir "$STATE/cni-cache"
   wait_until "node $NODE to be Ready" "$READY_WAIT" kubelet node_ready
 
@@ -549,10 +574,11 @@ cmd_down() {
     find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   restore_sysctls
+  ip link del "$POD_LINK" 2>/dev/null || true
   # The cluster's objects go with it; pki/ and the kubeconfigs stay, so the
   # next `up` hands out the same credentials.
   if [[ -d $STATE ]]; then
-    rm -rf "$STATE/etcd" "$STATE/kubelet" "$STATE/dockershim" "$STATE/cni-cache" "$RUN"
+    rm -rf "$STATE/etcd" "$STATE/kubelet" "$STATE/dockershim" "$STATE/cni-cache" "$STATE/cni-ipam" "$RUN"
     if [[ -f $STATE/created-var-log ]]; then
       rm -rf /var/log/pods /var/log/containers
       rm -f "$STATE/created-var-log"

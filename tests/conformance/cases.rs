@@ -476,3 +476,144 @@ pub(crate) async fn answers_for_what_it_cannot_do(kind: Kind) {
         assert_eq!(info["disk_limits"]["enforced"], false, "{info}");
     }
 }
+
+/// Where a backend isolates (every one but the local test backend, which says it does
+/// not): a sandbox of `network: none` has no route out and reaches none of the host's
+/// addresses nor another sandbox, holds no credentials of its engine, and keeps the capabilities
+/// `/info` lists and no more, with no way to gain privileges.
+pub(crate) async fn contains_its_sandboxes(kind: Kind) {
+    let app = app(kind);
+    let (_, info) = app.get("/api/v1/info").await;
+    if info["backend"]["unsupported"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("isolation"))
+    {
+        assert_eq!(
+            kind,
+            Kind::Local,
+            "only the local test backend may not isolate"
+        );
+        return;
+    }
+    // A listener on every address of the host.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let addresses = host_addresses();
+    assert!(
+        !addresses.is_empty(),
+        "the host has no address but loopback"
+    );
+
+    let (sandbox, _) = Sandbox::new(kind, json!({})).await;
+    let probes: String = addresses
+        .iter()
+        .map(|address| {
+            format!("timeout 3 bash -c 'echo > /dev/tcp/{address}/{port}' 2>/dev/null && echo reached {address}; ")
+        })
+        .collect();
+    let reached = sandbox.exec(&format!("{probes}true")).await;
+    assert_eq!(reached["stdout"], "", "{addresses:?}: {reached}");
+    assert!(
+        listener.accept().is_err(),
+        "the host's listener was reached from the sandbox"
+    );
+    // No default route (`/proc/net/route`'s destination 00000000).
+    let routes = sandbox
+        .exec("awk 'NR > 1 && $2 == \"00000000\"' /proc/net/route")
+        .await;
+    assert_eq!(routes["stdout"], "", "{routes}");
+
+    // Nor another sandbox, at whatever address it has: a server listening in one
+    // is not reached from the other.
+    let (status, _) = sandbox
+        .app
+        .post(
+            &sandbox.path("/processes"),
+            &json!({"command": "exec python3 -m http.server 8099"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (other, _) = Sandbox::new(kind, json!({})).await;
+    let served = sandbox
+        .exec("for i in $(seq 50); do (echo > /dev/tcp/127.0.0.1/8099) 2>/dev/null && break; sleep 0.1; done; hostname -I")
+        .await;
+    let theirs: Vec<&str> = served["stdout"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .filter(|address| !address.starts_with("127."))
+        .collect();
+    if kind == Kind::Kubernetes {
+        // Every pod has an address of the pod network.
+        assert!(!theirs.is_empty(), "{served}");
+    }
+    for address in &theirs {
+        let reached = other
+            .exec(&format!(
+                "timeout 3 bash -c 'echo > /dev/tcp/{address}/8099' 2>/dev/null && echo reached"
+            ))
+            .await;
+        assert_eq!(reached["stdout"], "", "{address}: {reached}");
+    }
+
+    // (Kubernetes gives every pod the API server's address, KUBERNETES_SERVICE_HOST:
+    // an address without a route to it, and no token.)
+    let credentials = sandbox
+        .exec(
+            "ls -d /var/run/secrets/kubernetes.io /run/secrets/kubernetes.io /var/run/docker.sock 2>/dev/null; \
+             env | grep -E '^DOCKER_' ; true",
+        )
+        .await;
+    assert_eq!(credentials["stdout"], "", "{credentials}");
+
+    let kept: u64 = info["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|name| 1u64 << capability_bit(name.as_str().unwrap()))
+        .sum();
+    let status = sandbox
+        .exec("grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status")
+        .await;
+    let expected = format!("CapEff:\t{kept:016x}\nCapBnd:\t{kept:016x}\nNoNewPrivs:\t1\n");
+    assert_eq!(status["stdout"], expected, "{status}");
+}
+
+/// The host's IPv4 addresses but loopback's.
+fn host_addresses() -> Vec<String> {
+    let output = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .expect("ip (iproute2)");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .filter_map(|cidr| cidr.split('/').next())
+        .filter(|address| !address.starts_with("127."))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A capability's bit (linux/capability.h), for those a backend may keep.
+fn capability_bit(name: &str) -> u32 {
+    match name {
+        "CHOWN" => 0,
+        "DAC_OVERRIDE" => 1,
+        "DAC_READ_SEARCH" => 2,
+        "FOWNER" => 3,
+        "FSETID" => 4,
+        "KILL" => 5,
+        "SETGID" => 6,
+        "SETUID" => 7,
+        "SETPCAP" => 8,
+        "NET_BIND_SERVICE" => 10,
+        "NET_RAW" => 13,
+        "SYS_CHROOT" => 18,
+        "MKNOD" => 27,
+        "AUDIT_WRITE" => 29,
+        "SETFCAP" => 31,
+        other => panic!("a capability this test does not know: {other}"),
+    }
+}

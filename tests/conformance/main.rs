@@ -1,7 +1,10 @@
 //! The conformance suite: the same cases against every backend. Each case is one
 //! function of [`cases`] taking the backend's kind; [`conformance!`] makes a test of
 //! it per backend, so that `cargo test --test conformance -- local::` runs the local
-//! backend's (seconds) and `-- docker::` Docker's.
+//! backend's (seconds) and `-- docker::` Docker's. The Kubernetes backend's (`--
+//! kube::`) need the test cluster (`scripts/kubernetes.sh`) and the agent's image:
+//! they are ignored by a plain `cargo test`; `make conformance-kube` (part of `make
+//! test`) brings both up, runs them, and takes the cluster down.
 //!
 //! A backend passes when every route a client uses behaves the same on it; what it
 //! cannot serve it must say (`/info.backend.unsupported`) and refuse with 501
@@ -38,7 +41,7 @@ macro_rules! conformance {
                 }
             )*
         }
-        mod kubernetes {
+        mod kube {
             $(
                 #[tokio::test]
                 #[ignore = "needs the test cluster and the agent's image: make conformance-kube"]
@@ -61,4 +64,5 @@ conformance!(
     expires,
     reconciles_after_a_restart,
     answers_for_what_it_cannot_do,
+    contains_its_sandboxes,
 );
