@@ -617,3 +617,70 @@ fn capability_bit(name: &str) -> u32 {
         other => panic!("a capability this test does not know: {other}"),
     }
 }
+
+/// A warm pool on the backend: a create is served from it (a pool hit), the sandbox
+/// is a whole one, the pool refills; a create asking for other limits is served too
+/// (on a backend whose members' limits are fixed, by a new sandbox).
+pub(crate) async fn serves_from_its_warm_pool(kind: Kind) {
+    let dir = scratch();
+    let mut settings = config(kind, dir.path());
+    settings.pool_size = 1;
+    let server = spawn_app(settings).await;
+    let app = &server.app;
+    wait_pool_ready(app).await;
+    let hits = pool_claims(app, "hit").await;
+    let url = simple_url("pool");
+    let (status, created) = app
+        .post("/api/v1/containers", &json!({"repo_url": url}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        pool_claims(app, "hit").await,
+        hits + 1,
+        "not served by the pool"
+    );
+    let id = created["container_id"].as_str().unwrap().to_owned();
+    let head = app.exec(&id, "git rev-parse HEAD").await;
+    assert_eq!(head["stdout"], format!("{}\n", git().simple.trunk_head));
+    wait_pool_ready(app).await;
+
+    let (status, other) = app
+        .post(
+            "/api/v1/containers",
+            &json!({"repo_url": url, "resources": {"memory_mb": 300}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{other}");
+    let other_id = other["container_id"].as_str().unwrap().to_owned();
+    let head = app.exec(&other_id, "git rev-parse HEAD").await;
+    assert_eq!(head["stdout"], format!("{}\n", git().simple.trunk_head));
+    for id in [&id, &other_id] {
+        assert_eq!(app.destroy(id).await, StatusCode::NO_CONTENT);
+    }
+    server.stop().await;
+}
+
+/// Waits until the pool of `app` has a ready member.
+async fn wait_pool_ready(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, info) = app.get("/api/v1/info").await;
+        if info["pool"]["ready"] == 1 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the pool never warmed: {info}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The pool's claims counter of `outcome` (`hit`, `miss`).
+async fn pool_claims(app: &TestApp, outcome: &str) -> u64 {
+    app.text("/metrics")
+        .await
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(&format!("repobox_pool_claims_total{{kind=\"{outcome}\"}} "))
+                .map(|value| value.trim().parse::<f64>().unwrap() as u64)
+        })
+        .unwrap_or(0)
+}

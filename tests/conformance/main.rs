@@ -65,4 +65,5 @@ conformance!(
     reconciles_after_a_restart,
     answers_for_what_it_cannot_do,
     contains_its_sandboxes,
+    serves_from_its_warm_pool,
 );
