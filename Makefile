@@ -6,7 +6,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 TEST_BIN := $(abspath $(TARGET_DIR)/debug/repobox)
 TEST_FLAGS ?= --include-ignored --skip timing_breakdown --skip kube::
 
-.PHONY: setup engine image run test lint unit e2e conformance conformance-local conformance-kube kube-up kube-down bench smoke schemathesis ui-test soak clean
+.PHONY: setup engine image run test lint unit e2e conformance conformance-local kube-test kube-up kube-down bench smoke schemathesis ui-test soak clean
 
 ## setup: a Docker engine and the sandbox image (no-op when both are there)
 setup: image
@@ -22,8 +22,9 @@ run: setup
 	$(CARGO) run --locked --release -- serve
 
 ## test: formatting, lints, unit tests, the end-to-end suite against the real engine,
-## the engine-restart test, the conformance suite on a Kubernetes test cluster
-## (scripts/kube-conformance.sh), the container smoke test (repobox itself in a container)
+## the engine-restart test, the Kubernetes backend on a test cluster (conformance
+## cases and the deploy/kubernetes manifest: scripts/kube-test.sh), the container
+## smoke test (repobox itself in a container)
 ## schemathesis against the OpenAPI document, the Python SDK's tests (pytest, real server),
 ## the TypeScript SDK's (node --test, real servers) and the dashboard's (headless
 ## Chromium, real servers)
@@ -37,7 +38,7 @@ run: setup
 ## `make test SHELL=scripts/timed-shell.sh` prints how long each step took.
 test: setup lint
 	$(CARGO) test --locked --workspace --all-targets -- $(TEST_FLAGS)
-	REPOBOX_BIN=$(TEST_BIN) bash scripts/kube-conformance.sh
+	REPOBOX_BIN=$(TEST_BIN) bash scripts/kube-test.sh
 	REPOBOX_BIN=$(TEST_BIN) bash scripts/smoke-container.sh
 	REPOBOX_BIN=$(TEST_BIN) bash scripts/schemathesis.sh
 	REPOBOX_BIN=$(TEST_BIN) bash sdk/python/run-tests.sh -q -n 2

@@ -147,10 +147,10 @@ async fn watch_docker(
         if up && !sandboxes.is_reconciled() {
             match sandboxes.reconcile().await {
                 Ok(()) => {
-                    tracing::info!(sandboxes = sandboxes.count(), "reconciled with Docker");
+                    tracing::info!(sandboxes = sandboxes.count(), "reconciled with the engine");
                     reconciled_at = Some(tokio::time::Instant::now());
                 }
-                Err(err) => tracing::warn!(%err, "reconciling with Docker failed; will retry"),
+                Err(err) => tracing::warn!(%err, "reconciling with the engine failed; will retry"),
             }
         } else if up && reconciled_at.is_some_and(|at| at.elapsed() < LATE_SWEEP_WINDOW) {
             // A create the previous process sent goes on in the engine without it and
@@ -159,7 +159,7 @@ async fn watch_docker(
                 tracing::warn!(%err, "looking for leftovers of interrupted creates failed");
             }
         } else if !up {
-            tracing::warn!("Docker engine unreachable");
+            tracing::warn!("engine unreachable");
         }
         tokio::select! {
             () = tokio::time::sleep(DOCKER_CHECK_PERIOD) => {}

@@ -3,7 +3,7 @@
 //! it per backend, so that `cargo test --test conformance -- local::` runs the local
 //! backend's (seconds) and `-- docker::` Docker's. The Kubernetes backend's (`--
 //! kube::`) need the test cluster (`scripts/kubernetes.sh`) and the agent's image:
-//! they are ignored by a plain `cargo test`; `make conformance-kube` (part of `make
+//! they are ignored by a plain `cargo test`; `make kube-test` (part of `make
 //! test`) brings both up, runs them, and takes the cluster down.
 //!
 //! A backend passes when every route a client uses behaves the same on it; what it
@@ -44,7 +44,7 @@ macro_rules! conformance {
         mod kube {
             $(
                 #[tokio::test]
-                #[ignore = "needs the test cluster and the agent's image: make conformance-kube"]
+                #[ignore = "needs the test cluster and the agent's image: make kube-test"]
                 async fn $case() {
                     crate::cases::$case(crate::Kind::Kubernetes).await
                 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# scripts/kube-conformance.sh: the conformance suite against the Kubernetes backend,
-# on the test cluster of scripts/kubernetes.sh (built once per machine into its
-# cache; a cold build takes ~17 minutes, a cached `up` ~20 s).
+# scripts/kube-test.sh: the Kubernetes backend's tests, on the test cluster of
+# scripts/kubernetes.sh (built once per machine into its cache; a cold build takes
+# ~17 minutes, a cached `up` ~20 s): the conformance suite's kube:: cases, then
+# deploy/kubernetes/repobox.yaml checked by scripts/kube-deploy-test.sh.
 #
 # Brings the cluster up, builds the agent's image from the repobox binary under
-# test (REPOBOX_BIN, default target/debug/repobox), runs the suite's kube::
-# cases, and takes the cluster down again (also when the tests fail), unless it
-# was already up when this started.
+# test (REPOBOX_BIN, default target/debug/repobox), runs both, and takes the
+# cluster down again (also when a test fails), unless it was already up when this
+# started.
 #
 # Environment:
 #   REPOBOX_BIN   the repobox binary whose agent the image carries
@@ -14,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PROG=kube-conformance
+PROG=kube-test
 say() { printf '%s: %s\n' "$PROG" "$*"; }
 
 BIN=${REPOBOX_BIN:-target/debug/repobox}
@@ -38,3 +39,4 @@ fi
 
 REPOBOX_TEST_KUBECONFIG=/var/lib/repobox-kube/admin.kubeconfig \
   "$CARGO" test --locked --test conformance -- --ignored kube::
+REPOBOX_BIN=$BIN bash scripts/kube-deploy-test.sh
