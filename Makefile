@@ -4,7 +4,7 @@
 CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 TEST_BIN := $(abspath $(TARGET_DIR)/debug/repobox)
-TEST_FLAGS ?= --include-ignored --skip timing_breakdown --skip kube::
+TEST_FLAGS ?= --include-ignored --skip timing_breakdown --skip kube:: --skip nodes::sandboxes_land
 
 .PHONY: setup engine image run test lint unit e2e conformance conformance-local kube-test kube-up kube-down bench smoke schemathesis ui-test soak clean
 

@@ -7,9 +7,9 @@
 #
 # What the test cluster changes in the manifest (it has no registry, no volume
 # provisioner and no pod network): local images (`imagePullPolicy: Never`), a
-# hostPath PersistentVolume for the claim, and the server on the host's network
-# (to reach the fixture served on 127.0.0.1 and the API server at 127.0.0.1:6443,
-# with its service account's token, as in any cluster).
+# hostPath PersistentVolume for the claim, and the server on the first node, on
+# the host's network (to reach the fixture served on 127.0.0.1 and the API server
+# at 127.0.0.1:6443, with its service account's token, as in any cluster).
 #
 # Environment: REPOBOX_BIN (default target/debug/repobox), the binary the server's
 # image and the agent's image are built from.
@@ -86,6 +86,7 @@ kc -n repobox patch deployment repobox --type json -p \
 kc -n repobox patch deployment repobox --type strategic -p "$(cat <<JSON
 {"spec": {"template": {"spec": {
   "hostNetwork": true,
+  "nodeSelector": {"kubernetes.io/hostname": "localhost"},
   "containers": [{"name": "repobox", "image": "$SERVER_IMAGE", "imagePullPolicy": "Never",
     "env": [
       {"name": "PORT", "value": "$PORT"},

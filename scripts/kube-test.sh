@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/kube-test.sh: the Kubernetes backend's tests, on the test cluster of
 # scripts/kubernetes.sh (built once per machine into its cache; a cold build takes
-# ~17 minutes, a cached `up` ~20 s): the conformance suite's kube:: cases, then
-# deploy/kubernetes/repobox.yaml checked by scripts/kube-deploy-test.sh.
+# ~17 minutes, a cached `up` ~30 s), with two nodes: the conformance suite's kube::
+# cases and nodes:: (sandboxes on both nodes), then deploy/kubernetes/repobox.yaml
+# checked by scripts/kube-deploy-test.sh.
 #
 # Brings the cluster up, builds the agent's image from the repobox binary under
 # test (REPOBOX_BIN, default target/debug/repobox), runs both, and takes the
@@ -29,6 +30,8 @@ fi
 if ! $was_up; then
   trap 'bash scripts/kubernetes.sh down >/dev/null 2>&1 || say "warning: kubernetes.sh down failed"' EXIT
 fi
+# Two nodes: the conformance cases land on either, nodes:: checks both are used.
+export REPOBOX_KUBE_NODES=2
 bash scripts/kubernetes.sh up
 
 image=$("$BIN" agent-image --tag)
@@ -36,7 +39,8 @@ if ! docker image inspect "$image" >/dev/null 2>&1; then
   say "building $image"
   "$BIN" agent-image | timeout 300 docker build -q -t "$image" - >/dev/null
 fi
+bash scripts/kubernetes.sh load "$image" "${DOCKER_BASE_IMAGE:-repobox/sandbox:bookworm}"
 
 REPOBOX_TEST_KUBECONFIG=/var/lib/repobox-kube/admin.kubeconfig \
-  "$CARGO" test --locked --test conformance -- --ignored kube::
+  "$CARGO" test --locked --test conformance -- --ignored kube:: nodes::
 REPOBOX_BIN=$BIN bash scripts/kube-deploy-test.sh

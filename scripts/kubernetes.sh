@@ -31,6 +31,9 @@
 #   REPOBOX_KUBE_APISERVER_PORT  (6443), REPOBOX_KUBE_ETCD_PORT (12379; the
 #                        peer port is the next one)
 #   REPOBOX_KUBE_NICE    niceness of the build (19)
+#   REPOBOX_KUBE_NODES   2: a second node (own kubelet, own Docker engine, in the
+#                        network namespace repobox-node2; see node2_up); `load
+#                        IMAGE...` copies images from the host's engine to it
 #   DOCKER_HOST          the engine the kubelet uses (unix sockets only)
 set -euo pipefail
 
@@ -58,6 +61,16 @@ readonly BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet
 # loopback address (the kubelet picks eth0's for InternalIP, unused here).
 readonly NODE=localhost
 readonly PAUSE_IMAGE=repobox/kube-pause:3.2
+# A second node (REPOBOX_KUBE_NODES=2): a kubelet and a Docker engine of its own in
+# the network namespace $NODE2_NS, joined to the host by a veth pair
+# ($NODE2_HOST_IP on the host, $NODE2_IP in the namespace). Its name is its
+# address, so the apiserver reaches its kubelet by name as it reaches the first.
+readonly NODES=${REPOBOX_KUBE_NODES:-1}
+readonly NODE2_NS=repobox-node2
+readonly NODE2_HOST_IP=10.250.0.1
+readonly NODE2_IP=10.250.0.2
+readonly NODE2=$NODE2_IP
+readonly N2=$STATE/node2
 # What the kubelet changes at start (kubelet's setupKernelTunables), and that
 # `down` puts back.
 readonly SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
@@ -95,8 +108,7 @@ readonly BUILD_PACKAGES=(golang-1.19-go rsync patch make gcc libc6-dev dpkg-dev
   golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
 # The pods' network (see kubelet_config).
 readonly POD_LINK=repobox-kube0
-readonly POD_SUBNET=10.244.0.0/16
-readonly RUN_PACKAGES=(etcd-server openssl curl containernetworking-plugins)
+readonly RUN_PACKAGES=(etcd-server openssl curl containernetworking-plugins socat)
 
 # The source package, fetched with a private apt configuration (its own
 # deb-src list, state and cache dirs) so the system's sources stay as they are.
@@ -220,15 +232,15 @@ subjectAltName=$san"
   rm -f "$PKI/$name.csr"
 }
 
-kubeconfig() { # file user
-  local file=$1 user=$2
+kubeconfig() { # file user [server]
+  local file=$1 user=$2 server=${3:-https://127.0.0.1:$API_PORT}
   cat >"$file" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
 - name: repobox
   cluster:
-    server: https://127.0.0.1:$API_PORT
+    server: $server
     certificate-authority: $PKI/ca.crt
 users:
 - name: $user
@@ -245,18 +257,24 @@ EOF
 make_identity() {
   mkdir -p "$PKI"
   chmod 0700 "$PKI"
+  # An apiserver certificate from before the second node lacks its address.
+  if [[ -f $PKI/apiserver.crt ]] && ! live_pid kube-apiserver >/dev/null &&
+    ! openssl x509 -in "$PKI/apiserver.crt" -noout -text | grep -q "IP Address:$NODE2_HOST_IP"; then
+    rm -f "$PKI/apiserver.crt" "$PKI/apiserver.key"
+  fi
   if [[ ! -f $PKI/ca.crt ]]; then
     openssl genrsa -out "$PKI/ca.key" 2048 2>/dev/null
     openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=repobox-kube-ca" -days 3650 \
       -sha256 -out "$PKI/ca.crt" 2>/dev/null
   fi
   cert apiserver kube-apiserver "" \
-    "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1" \
+    "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1,IP:$NODE2_HOST_IP" \
     serverAuth
   cert admin repobox-admin system:masters
   # The apiserver's identity towards the kubelet (exec, attach, logs).
   cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
   cert kubelet "system:node:$NODE" system:nodes
+  cert kubelet-node2 "system:node:$NODE2" system:nodes
   cert scheduler system:kube-scheduler ""
   cert controller-manager system:kube-controller-manager ""
   if [[ ! -f $PKI/sa.key ]]; then
@@ -270,6 +288,9 @@ make_identity() {
   fi
   kubeconfig "$KUBECONFIG_ADMIN" admin
   kubeconfig "$STATE/kubelet.kubeconfig" kubelet
+  # The second node reaches the apiserver through the forwarder on its veth's far end.
+  mkdir -p "$N2"
+  kubeconfig "$N2/kubelet.kubeconfig" kubelet-node2 "https://$NODE2_HOST_IP:$API_PORT"
   kubeconfig "$STATE/scheduler.kubeconfig" scheduler
   kubeconfig "$STATE/controller-manager.kubeconfig" controller-manager
 }
@@ -285,7 +306,8 @@ live_pid() {
   pid=$(<"$RUN/$name.pid")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
-  [[ ${exe##*/} == "$name" || ${exe##*/} == "$name (deleted)" ]] || return 1
+  local program=${name%%@*}
+  [[ ${exe##*/} == "$program" || ${exe##*/} == "$program (deleted)" ]] || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE" || return 1
   echo "$pid"
 }
@@ -373,11 +395,12 @@ import_pause() {
   tar -C "$BIN" -c pause | timeout 60 docker import --change 'ENTRYPOINT ["/pause"]' - "$PAUSE_IMAGE" >/dev/null
 }
 
-kubelet_config() {
-  cat >"$STATE/kubelet.yaml" <<EOF
+kubelet_config() { # dir address cgroup-root subnet
+  local dir=$1 address=$2 cgroup_root=$3 subnet=$4
+  cat >"$dir/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: $address
 port: 10250
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -388,6 +411,7 @@ authentication:
   x509: {clientCAFile: $PKI/ca.crt}
 authorization: {mode: Webhook}
 cgroupDriver: cgroupfs
+cgroupRoot: $cgroup_root
 failSwapOn: false
 # The kubelet's own score: it may not lower it without CAP_SYS_RESOURCE.
 oomScoreAdj: 0
@@ -400,20 +424,20 @@ evictionHard:
   nodefs.available: 1%
   nodefs.inodesFree: 1%
   imagefs.available: 1%
-volumePluginDir: $STATE/kubelet/volume-plugins
+volumePluginDir: $dir/kubelet/volume-plugins
 EOF
   # The pod network: an address and nowhere to go. Each pod's eth0 is a macvlan
   # of $POD_LINK, a bridge with no port and no address (it carries nothing
   # anywhere; this kernel has no dummy interfaces), in `private`
-  # mode (no pod reaches another), with an address from $POD_SUBNET and no
+  # mode (no pod reaches another), with an address from the node's subnet and no
   # route but that subnet's: no gateway, no host, no other pod. (The kubelet
   # restarts a pod whose sandbox has no IP, so loopback alone will not do.)
-  mkdir -p "$STATE/cni/net.d"
-  cat >"$STATE/cni/net.d/10-repobox-isolated.conflist" <<EOF
+  mkdir -p "$dir/cni/net.d"
+  cat >"$dir/cni/net.d/10-repobox-isolated.conflist" <<EOF
 {"cniVersion": "0.4.0", "name": "repobox-isolated", "plugins": [{
   "type": "macvlan", "master": "$POD_LINK", "mode": "private",
-  "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_SUBNET"}]],
-           "dataDir": "$STATE/cni-ipam"}}]}
+  "ipam": {"type": "host-local", "ranges": [[{"subnet": "$subnet"}]],
+           "dataDir": "$dir/cni-ipam"}}]}
 EOF
 }
 
@@ -422,6 +446,113 @@ pod_link() {
     ip link add "$POD_LINK" type bridge
   fi
   ip link set "$POD_LINK" up
+}
+
+# ------------------------------------------------------------ second node --
+
+node2_docker() { timeout 60 docker -H "unix://$N2/docker.sock" "$@"; }
+
+node2_ready() {
+  [[ $(kc get node "$NODE2" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]]
+}
+
+# The namespace, its link to the host and its own bridge for the pods' macvlans.
+node2_network() {
+  if ! ip netns list | grep -qw "$NODE2_NS"; then
+    ip netns add "$NODE2_NS"
+  fi
+  if ! ip link show rbx-node2 >/dev/null 2>&1; then
+    ip link add rbx-node2 type veth peer name rbx-node2-in
+    ip link set rbx-node2-in netns "$NODE2_NS"
+    ip netns exec "$NODE2_NS" ip link set rbx-node2-in name eth0
+    ip addr add "$NODE2_HOST_IP/30" dev rbx-node2
+    ip netns exec "$NODE2_NS" ip addr add "$NODE2_IP/30" dev eth0
+  fi
+  ip link set rbx-node2 up
+  ip netns exec "$NODE2_NS" ip link set lo up
+  ip netns exec "$NODE2_NS" ip link set eth0 up
+  if ! ip netns exec "$NODE2_NS" ip link show "$POD_LINK" >/dev/null 2>&1; then
+    ip netns exec "$NODE2_NS" ip link add "$POD_LINK" type bridge
+  fi
+  ip netns exec "$NODE2_NS" ip link set "$POD_LINK" up
+}
+
+# A second node: its own Docker engine (overlay2 under $N2, its own containerd
+# namespace, no bridge, no iptables) and kubelet, both in $NODE2_NS's network
+# (entered with nsenter --net: `ip netns exec` would also remount /sys and hide
+# the cgroup tree); socat on the host's end of the veth forwards to the
+# apiserver on 127.0.0.1.
+node2_up() {
+  mkdir -p "$N2/kubelet" "$N2/dockershim" "$N2/docker" /run/repobox-node2
+  node2_network
+  kubelet_config "$N2" "$NODE2_IP" /repobox-node2 10.245.0.0/16
+  # The kubelet's cgroup root must exist in every hierarchy (v1) or the tree (v2).
+  local d
+  if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    mkdir -p /sys/fs/cgroup/repobox-node2
+  else
+    for d in /sys/fs/cgroup/*/; do
+      [[ -L ${d%/} ]] || mkdir -p "${d}repobox-node2" 2>/dev/null || true
+    done
+  fi
+  echo '{}' >"$N2/daemon.json"
+  start_proc "socat@node2" socat -L "$RUN/socat-node2.lock" \
+    "TCP-LISTEN:$API_PORT,bind=$NODE2_HOST_IP,reuseaddr,fork" "TCP:127.0.0.1:$API_PORT"
+  start_proc "dockerd@node2" nsenter --net="/run/netns/$NODE2_NS" dockerd \
+    --config-file "$N2/daemon.json" --data-root "$N2/docker" --exec-root /run/repobox-node2 \
+    --pidfile /run/repobox-node2/dockerd.pid -H "unix://$N2/docker.sock" \
+    --containerd-namespace repobox-node2 --containerd-plugins-namespace repobox-node2-plugins \
+    --storage-driver overlay2 --bridge none --iptables=false --ip-masq=false --ip-forward=false \
+    --exec-opt native.cgroupdriver=cgroupfs --cgroup-parent /repobox-node2-docker
+  wait_until "node 2's Docker engine" 60 "dockerd@node2" node2_docker info
+  node2_load "$PAUSE_IMAGE"
+  start_proc "kubelet@node2" nsenter --net="/run/netns/$NODE2_NS" "$BIN/kubelet" \
+    --config "$N2/kubelet.yaml" --kubeconfig "$N2/kubelet.kubeconfig" \
+    --root-dir "$N2/kubelet" --cert-dir "$N2/kubelet/pki" \
+    --hostname-override "$NODE2" --node-ip "$NODE2_IP" \
+    --container-runtime docker --docker-endpoint "unix://$N2/docker.sock" \
+    --container-runtime-endpoint "unix://$N2/dockershim.sock" \
+    --experimental-dockershim-root-directory "$N2/dockershim" \
+    --pod-infra-container-image "$PAUSE_IMAGE" \
+    --network-plugin cni --cni-conf-dir "$N2/cni/net.d" --cni-bin-dir /usr/lib/cni \
+    --cni-cache-dir "$N2/cni-cache"
+  wait_until "node $NODE2 to be Ready" "$READY_WAIT" "kubelet@node2" node2_ready
+}
+
+# Copies images from the host's engine to node 2's (missing ones only).
+node2_load() {
+  local image missing=()
+  for image in "$@"; do
+    node2_docker image inspect "$image" >/dev/null 2>&1 || missing+=("$image")
+  done
+  ((${#missing[@]})) || return 0
+  say "loading ${missing[*]} into node 2's engine"
+  timeout 600 docker save "${missing[@]}" | timeout 600 docker -H "unix://$N2/docker.sock" load -q >/dev/null
+}
+
+node2_down() {
+  stop_procs "kubelet@node2"
+  if live_pid "dockerd@node2" >/dev/null; then
+    local ids
+    ids=$(node2_docker ps -aq --filter label=io.kubernetes.pod.uid 2>/dev/null) || true
+    # shellcheck disable=SC2086 # ids: one per word
+    [[ -z $ids ]] || node2_docker rm -f $ids >/dev/null 2>&1 || say "warning: node 2's pod containers were not all removed"
+  fi
+  # Stopping its engine stops the pods' containers (no live-restore there).
+  stop_procs "dockerd@node2" "socat@node2"
+  local m
+  while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done < <(awk -v p="$N2/" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r)
+  local d
+  for d in /sys/fs/cgroup/*/repobox-node2 /sys/fs/cgroup/*/repobox-node2-docker; do
+    [[ -d $d ]] || continue
+    find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+  ip link del rbx-node2 2>/dev/null || true
+  ip netns del "$NODE2_NS" 2>/dev/null || true
+  # Its images stay (loading the sandbox image again takes a while).
+  rm -rf "$N2/kubelet" "$N2/dockershim" "$N2/cni-cache" "$N2/cni-ipam" /run/repobox-node2
 }
 
 cmd_up() {
@@ -433,7 +564,7 @@ cmd_up() {
   mkdir -p "$STATE" "$RUN" "$LOGS" "$STATE/etcd" "$STATE/kubelet" "$STATE/dockershim"
   chmod 0700 "$STATE/etcd"
   make_identity
-  kubelet_config
+  kubelet_config "$STATE" 127.0.0.1 / 10.244.0.0/16
   pod_link
   import_pause
   # The kubelet keeps pod logs in /var/log/pods and /var/log/containers
@@ -491,6 +622,9 @@ cmd_up() {
     --network-plugin cni --cni-conf-dir "$STATE/cni/net.d" --cni-bin-dir /usr/lib/cni \
     --cni-cache-dir "$STATE/cni-cache"
   wait_until "node $NODE to be Ready" "$READY_WAIT" kubelet node_ready
+  if ((NODES >= 2)); then
+    node2_up
+  fi
 
   if ! kc get namespace repobox >/dev/null 2>&1; then
     kc create namespace repobox >/dev/null
@@ -555,8 +689,9 @@ remove_pod_containers() {
 
 cmd_down() {
   [[ $(id -u) == 0 ]] || die "must run as root"
-  # The kubelet first, so it starts no container while the rest go; etcd
+  # The kubelets first, so they start no container while the rest go; etcd
   # last, so the apiserver can finish its requests.
+  node2_down
   stop_procs kubelet
   stop_procs kube-controller-manager kube-scheduler kube-apiserver
   stop_procs etcd
@@ -587,6 +722,14 @@ cmd_down() {
   say "down"
 }
 
+# Makes images of the host's engine available to every node (node 1 uses that
+# engine itself).
+cmd_load() {
+  (($#)) || die "usage: $0 load IMAGE..."
+  live_pid "dockerd@node2" >/dev/null || return 0
+  node2_load "$@"
+}
+
 cmd_env() {
   live_pid kube-apiserver >/dev/null || die "no cluster runs (scripts/kubernetes.sh up)"
   echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
@@ -596,8 +739,12 @@ case ${1:-} in
 up) cmd_up ;;
 down) cmd_down ;;
 env) cmd_env ;;
+load)
+  shift
+  cmd_load "$@"
+  ;;
 *)
-  echo "usage: $0 up|down|env" >&2
+  echo "usage: $0 up|down|env|load IMAGE..." >&2
   exit 2
   ;;
 esac

@@ -19,6 +19,7 @@ mod support;
 
 mod cases;
 mod harness;
+mod nodes;
 
 pub use repobox::config::BackendKind as Kind;
 
