@@ -468,7 +468,15 @@ pub(crate) async fn answers_for_what_it_cannot_do(kind: Kind) {
     }
     if kind == Kind::Kubernetes {
         assert!(unsupported.contains(&"/api/v1/images"), "{info}");
-        assert_eq!(info["disk_limits"]["enforced"], true, "{info}");
+        // Eviction after the fact is no cap: refused, as on any engine without one.
+        assert_eq!(info["disk_limits"]["enforced"], false, "{info}");
+        let (status, refused) = app
+            .post(
+                "/api/v1/containers",
+                &json!({"repo_url": simple_url("disk"), "resources": {"disk_mb": 100}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
     }
     if kind == Kind::Local {
         assert!(unsupported.contains(&"/api/v1/images"), "{info}");
