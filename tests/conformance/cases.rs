@@ -692,3 +692,50 @@ async fn pool_claims(app: &TestApp, outcome: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A job on the backend: one command over several checkouts, each entry's result in
+/// order, and no sandbox left after it.
+pub(crate) async fn runs_a_job(kind: Kind) {
+    let app = app(kind);
+    let (one, other) = (simple_url("job"), simple_url("job"));
+    let body = json!({
+        "command": "git rev-parse HEAD",
+        "repos": [
+            {"repo_url": one},
+            {"repo_url": other, "commit": &git().simple.first[..10]},
+            {"repo_url": other, "branch": "no-such-branch"},
+        ],
+        "concurrency": 2,
+        "timeout_secs": 60,
+    });
+    let (status, job) = app.post("/api/v1/jobs", &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let job = loop {
+        let (_, job) = app.get(&format!("/api/v1/jobs/{id}")).await;
+        if job["status"] == "completed" {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the job never finished: {job}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(job["counts"]["succeeded"], 2, "{job}");
+    assert_eq!(job["counts"]["errored"], 1, "{job}");
+    let (_, results) = app.get(&format!("/api/v1/jobs/{id}/results")).await;
+    let results = results["results"].as_array().unwrap();
+    assert_eq!(
+        results[0]["stdout"],
+        format!("{}\n", git().simple.trunk_head)
+    );
+    assert_eq!(results[1]["stdout"], format!("{}\n", git().simple.first));
+    assert_eq!(results[2]["status"], "errored", "{}", results[2]);
+    let (_, list) = app.get("/api/v1/containers").await;
+    let left: Vec<&Value> = list["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|sandbox| sandbox["job_id"] == id.as_str())
+        .collect();
+    assert!(left.is_empty(), "the job's sandboxes outlived it: {left:?}");
+}

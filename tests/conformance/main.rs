@@ -67,4 +67,5 @@ conformance!(
     answers_for_what_it_cannot_do,
     contains_its_sandboxes,
     serves_from_its_warm_pool,
+    runs_a_job,
 );
