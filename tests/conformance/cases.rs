@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -738,4 +738,41 @@ pub(crate) async fn runs_a_job(kind: Kind) {
         .filter(|sandbox| sandbox["job_id"] == id.as_str())
         .collect();
     assert!(left.is_empty(), "the job's sandboxes outlived it: {left:?}");
+}
+
+/// The terminal: a login shell on a pseudo-terminal over a WebSocket, in
+/// `/workspace`, sized as asked, its exit code reported.
+pub(crate) async fn opens_a_terminal(kind: Kind) {
+    use tokio_tungstenite::tungstenite::Message;
+    let (sandbox, _) = Sandbox::new(kind, json!({})).await;
+    let ws = sandbox.app.base.replacen("http://", "ws://", 1);
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!(
+        "{ws}{}?cols=100&rows=30",
+        sandbox.path("/terminal")
+    ))
+    .await
+    .expect("the terminal opens");
+    socket
+        .send(Message::Binary(
+            "stty size; pwd; tty; exit 3\r".as_bytes().to_vec().into(),
+        ))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = String::new();
+    let exit = loop {
+        let next = tokio::time::timeout_at(deadline.into(), socket.next()).await;
+        match next {
+            Ok(Some(Ok(Message::Binary(bytes)))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                break serde_json::from_str::<Value>(&text).unwrap();
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("{kind:?}: no exit message ({other:?}); saw {seen:?}"),
+        }
+    };
+    assert_eq!(exit, json!({"type": "exit", "exit_code": 3}), "{seen:?}");
+    assert!(seen.contains("30 100"), "{seen:?}");
+    assert!(seen.contains("/workspace"), "{seen:?}");
+    assert!(seen.contains("/dev/pts/"), "{seen:?}");
 }

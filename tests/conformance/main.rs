@@ -68,4 +68,5 @@ conformance!(
     contains_its_sandboxes,
     serves_from_its_warm_pool,
     runs_a_job,
+    opens_a_terminal,
 );
