@@ -72,11 +72,13 @@ kube-up:
 kube-down:
 	bash scripts/kubernetes.sh down
 
-## bench: repobox against the raw Docker Engine API (prints a table, writes target/bench/latest.json)
+## bench: repobox against the raw Docker Engine API, and its Kubernetes backend against the
+## raw Kubernetes API on the two-node test cluster (brought up and down around it);
+## prints a table, writes target/bench/latest.json
 ## BENCH_ARGS=--quick: a few samples of every figure (checks the benchmark, measures nothing)
 bench: setup
 	$(CARGO) build --locked --release --bins --examples
-	target/release/examples/bench $(BENCH_ARGS)
+	REPOBOX_BIN=$(abspath $(TARGET_DIR)/release/repobox) bash scripts/with-kube.sh $(TARGET_DIR)/release/examples/bench $(BENCH_ARGS)
 
 ## smoke: build and run repobox itself in a container, check it reaches Docker
 smoke: setup

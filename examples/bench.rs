@@ -31,6 +31,8 @@ mod fixtures;
 mod flood;
 #[path = "../tests/e2e/support/git_server.rs"]
 mod git_server;
+#[path = "bench/kube.rs"]
+mod kube;
 #[path = "bench/report.rs"]
 mod report;
 #[path = "bench/server.rs"]
@@ -67,6 +69,8 @@ const BIG_FILE: &str = "/workspace/big.txt";
 /// Section titles.
 const FIGURES: &str = "Figures (issue #6)";
 const SCALING: &str = "How cost grows (repository size, sandboxes alive)";
+const KUBERNETES: &str =
+    "Kubernetes: repobox with BACKEND=kubernetes against the raw Kubernetes API (same API server)";
 
 const USAGE: &str = "usage: bench [--quick] [--only GROUP[,GROUP...]] [--serve]
 
@@ -76,7 +80,10 @@ Measures repobox against the raw Docker Engine API (see docs/PERFORMANCE.md).
             size table), pool (10), throughput (4), stream (5, 8 streaming), files (6),
             alive (8 with 100 sandboxes, exec latency by sandboxes alive),
             flood (14: the server's agent client against fake agents that send
-            all the output the flow control allows)
+            all the output the flow control allows), kube (K: the Kubernetes
+            backend against the raw Kubernetes API, on the cluster of
+            REPOBOX_BENCH_KUBECONFIG, default the test cluster's; `make bench`
+            brings that up)
   --serve   set up (fixtures, git server, repobox) and wait for Ctrl-C instead of
             measuring: for profiling repobox by hand; cleans up as usual
 A full run writes target/bench/latest.json; --quick and --only write
@@ -86,7 +93,7 @@ DOCKER_HOST and the sandbox settings repobox reads (DOCKER_BASE_IMAGE, DEFAULT_C
 
 /// Groups of figures, in the order they run (streaming last: its sync part leaves
 /// repobox's heap larger, which would inflate the later RSS figures).
-const PHASES: [&str; 9] = [
+const PHASES: [&str; 10] = [
     "exec",
     "create",
     "pool",
@@ -96,6 +103,7 @@ const PHASES: [&str; 9] = [
     "alive",
     "stream",
     "flood",
+    "kube",
 ];
 
 /// How many samples of what. The full plan keeps a run near 7 minutes on 2 cores.
@@ -506,7 +514,7 @@ async fn bench(
             .note(format!("could not compare configurations: {err:#}")),
     }
 
-    let phases: [(&str, Phase); 9] = [
+    let phases: [(&str, Phase); 10] = [
         ("1 exec round trip", |ctx, s, f| {
             Box::pin(exec_latency(ctx, s, f))
         }),
@@ -522,6 +530,9 @@ async fn bench(
         ("8 sandboxes alive", |ctx, s, f| Box::pin(alive(ctx, s, f))),
         ("5 streaming", |ctx, s, f| Box::pin(streaming(ctx, s, f))),
         ("14 a flooding agent", |ctx, _, _| Box::pin(flooding(ctx))),
+        ("K the Kubernetes backend", |ctx, _, _| {
+            Box::pin(kubernetes(ctx))
+        }),
     ];
     for (key, (name, phase)) in PHASES.into_iter().zip(phases) {
         if !ctx.plan.only.is_empty() && !ctx.plan.only.iter().any(|only| only == key) {
@@ -2070,5 +2081,267 @@ async fn write_json(ctx: &Ctx, path: &Path, took: f64, health: &serde_json::Valu
         "notes": ctx.report.notes,
     });
     std::fs::write(path, serde_json::to_vec_pretty(&document)?)?;
+    Ok(())
+}
+
+/// The Kubernetes column: exec round trip, create → first command (pooled and not),
+/// 20 creates at once, each against the raw Kubernetes API doing the same (a pod of
+/// the sandbox image made Running, `pods/exec`), on the cluster of
+/// [`kube::kubeconfig`].
+async fn kubernetes(ctx: &mut Ctx) -> Result<()> {
+    let Some(kubeconfig) = kube::kubeconfig() else {
+        ctx.report.note(
+            "K: no cluster (REPOBOX_BENCH_KUBECONFIG, or the test cluster: make kube-up): no Kubernetes figures",
+        );
+        return Ok(());
+    };
+    let defaults = repobox::config::Config::defaults();
+    let mut cluster = kube::Cluster::connect(
+        &kubeconfig,
+        &ctx.run,
+        &defaults.docker_base_image,
+        defaults.default_cpus,
+        defaults.default_memory_mb,
+    )
+    .await?;
+    let paths = Paths::find()?;
+    let root = tempfile::Builder::new()
+        .prefix("repobox-bench-kube-")
+        .tempdir()?;
+    // Its own instance: its sandboxes are found (and swept) by that label.
+    let instance = format!(
+        "{:016x}",
+        u64::from_str_radix(&ctx.instance, 16)? ^ 0x6b75_6265
+    );
+    let result = Box::pin(kubernetes_figures(
+        ctx,
+        &mut cluster,
+        &paths,
+        root.path(),
+        &kubeconfig,
+        &instance,
+    ))
+    .await;
+    let swept = cluster.sweep().await
+        + cluster
+            .sweep_selector(&format!("repobox.managed=true,repobox.instance={instance}"))
+            .await;
+    if swept > 0 {
+        eprintln!("bench: K: removed {swept} pods");
+    }
+    result
+}
+
+async fn kubernetes_figures(
+    ctx: &mut Ctx,
+    cluster: &mut kube::Cluster,
+    paths: &Paths,
+    root: &Path,
+    kubeconfig: &Path,
+    instance: &str,
+) -> Result<()> {
+    let simple = ctx.repo("simple").clone();
+    let url = ctx.warm_url("simple");
+    // A repobox on the cluster, with a warm pool of `pool` pods (0: none).
+    let start = |name: &str, pool: usize| -> Result<(Child, Api)> {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("data"))?;
+        std::fs::write(dir.join("data").join("instance-id"), instance)?;
+        let port = server::free_port()?;
+        let child = server::spawn_with(
+            &paths.repobox,
+            &dir,
+            port,
+            &paths.out.join(format!("repobox-kube-{name}.log")),
+            &[
+                ("BACKEND", "kubernetes".to_owned()),
+                ("KUBECONFIG", kubeconfig.display().to_string()),
+                ("KUBE_NAMESPACE", kube::NAMESPACE.to_owned()),
+                ("POOL_SIZE", pool.to_string()),
+            ],
+        )?;
+        Ok((child, Api::new(format!("http://127.0.0.1:{port}"))?))
+    };
+
+    // Not pooled: exec, cold creates, 20 at once.
+    let (mut child, api) = start("cold", 0)?;
+    api.wait_ready(Duration::from_secs(60)).await?;
+    let sandbox = api.create(&url).await?;
+    let floor = cluster.create_running().await?;
+    let samples = ctx.plan.exec_samples.min(100);
+    for _ in 0..ctx.plan.exec_warmup {
+        repobox_exec(&api, &sandbox, "true").await?;
+        cluster.exec(&floor, "true").await?;
+    }
+    let (mut ours, mut theirs) = (Samples::new(), Samples::new());
+    for i in 0..samples {
+        let (a, b) = both(
+            i,
+            repobox_exec(&api, &sandbox, "true"),
+            cluster.exec(&floor, "true"),
+        )
+        .await;
+        ours.push(a?);
+        theirs.push(b?);
+    }
+    ctx.report.add(
+        KUBERNETES,
+        latency_rows(
+            "K1 exec `true` round trip (floor: pods/exec)",
+            &ours,
+            &theirs,
+            None,
+        ),
+    );
+    let _ = api.destroy(&sandbox).await;
+    cluster.remove(&floor).await;
+
+    let (mut ours, mut theirs) = (Samples::new(), Samples::new());
+    for i in 0..ctx.plan.small_cold {
+        let (a, b) = both(
+            i,
+            async {
+                let (took, id) = repobox_create(&api, &url, &simple.head).await?;
+                api.destroy(&id).await?;
+                Ok::<_, anyhow::Error>(took)
+            },
+            async {
+                let at = Instant::now();
+                let name = cluster.create_running().await?;
+                cluster.exec(&name, "true").await?;
+                let took = ms(at);
+                cluster.remove(&name).await;
+                Ok::<_, anyhow::Error>(took)
+            },
+        )
+        .await;
+        ours.push(a?);
+        theirs.push(b?);
+    }
+    ctx.report.add(
+        KUBERNETES,
+        latency_rows(
+            "K2 create -> first command, no pool (floor: pod Running + pods/exec)",
+            &ours,
+            &theirs,
+            None,
+        ),
+    );
+
+    // 20 at once: each side's time until all 20 answered their first command.
+    let burst = 20;
+    let at = Instant::now();
+    let made = futures_util::future::join_all(
+        (0..burst).map(|_| repobox_create(&api, &url, &simple.head)),
+    )
+    .await;
+    let ours_all = ms(at);
+    let mut ours_each = Samples::new();
+    let mut ids = Vec::new();
+    for made in made {
+        let (took, id) = made?;
+        ours_each.push(took);
+        ids.push(id);
+    }
+    let placement = cluster
+        .placement(&format!("repobox.managed=true,repobox.instance={instance}"))
+        .await;
+    for id in &ids {
+        let _ = api.destroy(id).await;
+    }
+    let at = Instant::now();
+    let mut names = Vec::new();
+    for _ in 0..burst {
+        names.push(cluster.next_name());
+    }
+    let floors = futures_util::future::join_all(names.iter().map(|name| async {
+        let at = Instant::now();
+        cluster.create_running_named(name).await?;
+        cluster.exec(name, "true").await?;
+        Ok::<_, anyhow::Error>(ms(at))
+    }))
+    .await;
+    let theirs_all = ms(at);
+    let mut theirs_each = Samples::new();
+    for took in floors {
+        theirs_each.push(took?);
+    }
+    for name in &names {
+        cluster.remove(name).await;
+    }
+    ctx.report.add(
+        KUBERNETES,
+        [
+            Row::new(
+                "K4 20 creates at once, all usable",
+                "ms",
+                1,
+                ours_all,
+                Some(theirs_all),
+                None,
+            ),
+            Row::new(
+                "K4 20 creates at once, p50 time to first command",
+                "ms",
+                burst,
+                ours_each.p50(),
+                Some(theirs_each.p50()),
+                None,
+            ),
+        ],
+    );
+    ctx.report.note(format!(
+        "K4: repobox's 20 pods by node: {}",
+        placement
+            .iter()
+            .map(|(node, count)| format!("{node} {count}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+
+    // Pooled: a server whose pool is refilled before each create.
+    let (mut child, api) = start("pooled", 2)?;
+    api.wait_ready(Duration::from_secs(60)).await?;
+    let (mut ours, mut theirs) = (Samples::new(), Samples::new());
+    for i in 0..ctx.plan.pool_warm.min(10) {
+        api.wait_pool_full(Duration::from_secs(120)).await?;
+        let (a, b) = both(
+            i,
+            async {
+                let (took, id) = repobox_create(&api, &url, &simple.head).await?;
+                api.destroy(&id).await?;
+                Ok::<_, anyhow::Error>(took)
+            },
+            async {
+                let at = Instant::now();
+                let name = cluster.create_running().await?;
+                cluster.exec(&name, "true").await?;
+                let took = ms(at);
+                cluster.remove(&name).await;
+                Ok::<_, anyhow::Error>(took)
+            },
+        )
+        .await;
+        ours.push(a?);
+        theirs.push(b?);
+    }
+    let hits = api.counter("repobox_pool_claims_total", "hit").await?;
+    ctx.report.add(
+        KUBERNETES,
+        latency_rows(
+            "K3 create -> first command from the warm pool (floor: pod Running + pods/exec)",
+            &ours,
+            &theirs,
+            None,
+        ),
+    );
+    ctx.report.note(format!(
+        "K3: {hits} of {} creates were pool hits; the floor has no pool and no checkout (repobox's includes its clone)",
+        ours.len()
+    ));
+    let _ = child.start_kill();
+    let _ = child.wait().await;
     Ok(())
 }

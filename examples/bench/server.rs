@@ -18,6 +18,17 @@ pub(crate) const WORKSPACE: &str = "/workspace";
 /// its output appended to `log`. The child has a process group of its own, so a
 /// Ctrl-C at the terminal reaches only the benchmark, which then stops it.
 pub(crate) fn spawn(binary: &Path, root: &Path, port: u16, log: &Path) -> Result<Child> {
+    spawn_with(binary, root, port, log, &[])
+}
+
+/// [`spawn`] with more settings (they win over the defaults set here).
+pub(crate) fn spawn_with(
+    binary: &Path,
+    root: &Path,
+    port: u16,
+    log: &Path,
+    settings: &[(&str, String)],
+) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -43,6 +54,7 @@ pub(crate) fn spawn(binary: &Path, root: &Path, port: u16, log: &Path) -> Result
             std::env::var("POOL_SIZE").unwrap_or_else(|_| "4".to_owned()),
         )
         .env("LOG_FORMAT", "human")
+        .envs(settings.iter().map(|(key, value)| (*key, value.as_str())))
         .env_remove("API_KEYS")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
