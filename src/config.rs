@@ -94,8 +94,12 @@ pub struct Config {
     #[arg(long, env = "KUBECONFIG", default_value = "")]
     pub kubeconfig: String,
     /// The namespace sandboxes' pods go in (`BACKEND=kubernetes`).
-    #[arg(long, env = "KUBE_NAMESPACE", default_value = "default")]
+    #[arg(long, env = "KUBE_NAMESPACE", default_value = "repobox")]
     pub kube_namespace: String,
+    /// The RuntimeClass of sandboxes' pods (e.g. one whose handler is gVisor's
+    /// `runsc`); empty: the cluster's default runtime.
+    #[arg(long, env = "KUBE_RUNTIME_CLASS", default_value = "")]
+    pub kube_runtime_class: String,
     /// The image of the agent, copied into each pod by an init container
     /// (`BACKEND=kubernetes`); empty: `repobox/agent:<version>-<digest>`, built by
     /// `repobox agent-image | docker build -t "$(repobox agent-image --tag)" -`.

@@ -214,6 +214,8 @@ async fn connect_backend(
                 agent_image: (!config.kube_agent_image.is_empty())
                     .then(|| config.kube_agent_image.clone()),
                 pull_policy: config.kube_image_pull_policy.clone(),
+                runtime_class: (!config.kube_runtime_class.is_empty())
+                    .then(|| config.kube_runtime_class.clone()),
                 request_percent: config.kube_request_percent,
                 start_timeout: std::time::Duration::from_secs(config.kube_start_timeout_secs),
             };

@@ -12,6 +12,8 @@
 //! - **Hardening.** Every capability dropped but [`KEPT_CAPABILITIES`], no privilege
 //!   escalation, no service-account token mounted, no service links, no host
 //!   namespaces, grace period 0.
+//! - **Runtime.** `KUBE_RUNTIME_CLASS` names the pods' RuntimeClass (the engine's
+//!   `DOCKER_RUNTIME` is Docker's alone).
 //! - **Limits.** cpus and memory as the container's limits (requests a fraction of
 //!   them, `KUBE_REQUEST_PERCENT`, so a node holds more than its cores' worth of idle
 //!   sandboxes). No disk limit: an `ephemeral-storage` limit is enforced by eviction
@@ -92,6 +94,8 @@ pub struct Settings {
     pub agent_image: Option<String>,
     /// The pods' image pull policy (`IfNotPresent`, `Always`, `Never`).
     pub pull_policy: String,
+    /// The pods' RuntimeClass (`None`: the cluster's default runtime).
+    pub runtime_class: Option<String>,
     /// Requests as a percentage of limits.
     pub request_percent: u8,
     /// Bound on a pod's start (scheduling, pulls, the agent's copy).
@@ -260,7 +264,7 @@ impl Kubernetes {
                 "automountServiceAccountToken": false,
                 "enableServiceLinks": false,
                 "terminationGracePeriodSeconds": 0,
-                "runtimeClassName": spec.runtime,
+                "runtimeClassName": self.settings.runtime_class,
                 // The agent's directory also holds its sessions' and git's scratch
                 // files (what the sandbox writes there counts toward the pod's
                 // ephemeral-storage limit).
