@@ -165,6 +165,12 @@ pub struct Config {
     /// there to limit their steps' processes (Docker's cgroupfs driver).
     #[arg(long, env = "BUILD_CGROUP_ROOT", default_value = DEFAULT_CGROUP_ROOT)]
     pub build_cgroup_root: std::path::PathBuf,
+    /// Credentials for private repositories: a file of lines
+    /// `https://<user>:<token>@<host>[/<path-prefix>]` (git's credential-store format);
+    /// the server's fetches of a URL without credentials use the longest matching
+    /// entry. Tokens never reach a sandbox, an answer, a log or a record. Empty: none.
+    #[arg(long, env = "GIT_CREDENTIALS_FILE", default_value = "")]
+    pub git_credentials_file: String,
     /// Bound on one image build.
     #[arg(long, env = "IMAGE_BUILD_TIMEOUT_SECS", default_value_t = 1800)]
     pub image_build_timeout_secs: u64,

@@ -181,6 +181,9 @@ pub struct InfoResponse {
     pub docker_runtime: String,
     /// Hosts repositories may come from.
     pub allowed_git_hosts: Vec<String>,
+    /// Hosts the server has credentials for (`GIT_CREDENTIALS_FILE`; never the
+    /// credentials themselves).
+    pub git_credential_hosts: Vec<String>,
     /// Images a create may name (empty: any).
     pub allowed_images: Vec<String>,
     /// Image pulls and builds.
@@ -342,6 +345,7 @@ pub async fn get_info(State(state): State<AppState>) -> Result<Json<InfoResponse
         docker_base_image: config.docker_base_image.clone(),
         docker_runtime: config.docker_runtime.clone(),
         allowed_git_hosts: config.allowed_git_hosts.items().to_vec(),
+        git_credential_hosts: state.sandboxes.git().credential_hosts(),
         allowed_images: config.allowed_images.items().to_vec(),
         images: ImagesInfo {
             pull_policy: match config.image_pull_policy {

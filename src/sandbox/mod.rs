@@ -196,6 +196,7 @@ impl Sandboxes {
             Duration::from_secs(config.git_timeout_secs),
             config.tree_cache_mb.saturating_mul(1024 * 1024),
             config.cache_mb.saturating_mul(1024 * 1024),
+            crate::git::Credentials::load(&config.git_credentials_file)?,
         )?;
         let expiries = Expiries::default();
         for sandbox in registry.all() {
@@ -418,6 +419,11 @@ impl Sandboxes {
         self.session_locks
             .locked()
             .remove(&format!("{id}/{session}"));
+    }
+
+    /// The git cache (mirrors, checkouts, credentials).
+    pub fn git(&self) -> &GitCache {
+        &self.git
     }
 
     /// The warm pool.

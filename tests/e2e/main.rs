@@ -14,6 +14,7 @@ mod images;
 mod jobs;
 mod mcp;
 mod pool;
+mod private;
 mod processes;
 mod repo;
 mod restart;

@@ -430,6 +430,11 @@ export interface InfoResponse {
   docker_base_image: string;
   /** OCI runtime for sandboxes (empty: the engine's default). */
   docker_runtime: string;
+  /**
+   * Hosts the server has credentials for (`GIT_CREDENTIALS_FILE`; never the
+   * credentials themselves).
+   */
+  git_credential_hosts: Array<string>;
   /** Image pulls and builds. */
   images: ImagesInfo;
   /**

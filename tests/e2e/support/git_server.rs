@@ -24,7 +24,11 @@ pub(crate) struct GitServer {
     #[allow(dead_code, reason = "read by the tests, not by the benchmark")]
     pub root: PathBuf,
     log: Log,
+    guards: Guards,
 }
+
+/// URL prefixes (`/<prefix>/`) that need basic auth, with the `Authorization` they need.
+type Guards = Arc<Mutex<Vec<(String, String)>>>;
 
 /// Every protocol-v2 command served (`ls-refs`, `fetch`), with its request's path.
 type Log = Arc<Mutex<Vec<(String, &'static str)>>>;
@@ -33,6 +37,7 @@ type Log = Arc<Mutex<Vec<(String, &'static str)>>>;
 struct Served {
     root: PathBuf,
     log: Log,
+    guards: Guards,
 }
 
 impl GitServer {
@@ -43,9 +48,11 @@ impl GitServer {
             .expect("bind git server");
         let addr: SocketAddr = listener.local_addr().unwrap();
         let log = Log::default();
+        let guards = Guards::default();
         let app = axum::Router::new().fallback(serve).with_state(Served {
             root: root.clone(),
             log: log.clone(),
+            guards: guards.clone(),
         });
         tokio::spawn(async move {
             axum::serve(listener, app).await.expect("git server");
@@ -54,7 +61,20 @@ impl GitServer {
             base: format!("http://{addr}"),
             root,
             log,
+            guards,
         }
+    }
+
+    /// From now on, URLs under `prefix` answer 401 unless they carry basic auth of
+    /// `user` and `token` (a private repository).
+    #[allow(dead_code, reason = "read by the tests, not by the benchmark")]
+    pub(crate) fn guard(&self, prefix: &str, user: &str, token: &str) {
+        use base64::Engine as _;
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"));
+        self.guards
+            .lock()
+            .unwrap()
+            .push((format!("/{prefix}/"), format!("Basic {pair}")));
     }
 
     /// The git commands served so far for URLs under `prefix`, in order.
@@ -76,9 +96,29 @@ impl GitServer {
     }
 }
 
-async fn serve(State(Served { root, log }): State<Served>, request: Request) -> Response {
+async fn serve(State(Served { root, log, guards }): State<Served>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
+    let needed = guards
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .map(|(_, authorization)| authorization.clone());
+    if let Some(needed) = needed {
+        let given = parts
+            .headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok());
+        if given != Some(needed.as_str()) {
+            let mut response = status(StatusCode::UNAUTHORIZED);
+            response.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static("Basic realm=\"git\""),
+            );
+            return response;
+        }
+    }
     // Keep from the first component ending in `.git` on.
     let Some(start) = path.split('/').position(|part| part.ends_with(".git")) else {
         return status(StatusCode::NOT_FOUND);

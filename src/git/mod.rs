@@ -13,6 +13,9 @@
 //! nothing goes through a shell, prompts are disabled, protocols are restricted to
 //! http(s), and every git process has a deadline.
 
+mod credentials;
+pub use credentials::Credentials;
+
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -531,9 +534,16 @@ pub struct GitCache {
     tmp: PathBuf,
     timeout: Duration,
     locks: MirrorTable,
+    /// `GIT_CREDENTIALS_FILE`'s, for the fetches of URLs without their own.
+    credentials: Credentials,
 }
 
 impl GitCache {
+    /// The hosts `GIT_CREDENTIALS_FILE` has credentials for (what `/info` shows).
+    pub fn credential_hosts(&self) -> Vec<String> {
+        self.credentials.hosts()
+    }
+
     /// Opens the cache, creating its directories and clearing what an interrupted
     /// earlier run left: temporary checkouts, half-made mirrors, and git lock files.
     pub fn open(
@@ -541,6 +551,7 @@ impl GitCache {
         timeout: Duration,
         tree_cache_bytes: u64,
         cache_bytes: u64,
+        credentials: Credentials,
     ) -> anyhow::Result<Self> {
         let mirrors = root.join("mirrors");
         let trees = root.join("trees");
@@ -568,6 +579,7 @@ impl GitCache {
             tmp,
             timeout,
             locks: Arc::new(Mutex::new(HashMap::new())),
+            credentials,
         })
     }
 
@@ -1207,6 +1219,20 @@ impl GitCache {
                 .env("GIT_ALLOW_PROTOCOL", "http:https")
                 .env("GIT_PROTOCOL_FROM_USER", "0");
         }
+        // A URL without credentials of its own gets GIT_CREDENTIALS_FILE's, as a
+        // header handed over in git's environment (never on its command line).
+        let authorization = remote
+            .filter(|repo| repo.url.username().is_empty() && repo.url.password().is_none())
+            .and_then(|repo| self.credentials.for_url(&repo.url));
+        if let Some(authorization) = &authorization {
+            command
+                .env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                .env(
+                    "GIT_CONFIG_VALUE_0",
+                    format!("Authorization: {}", authorization.header),
+                );
+        }
         command.args(args);
         let child = command.spawn().map_err(GitFailure::Spawn)?;
         let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
@@ -1227,6 +1253,11 @@ impl GitCache {
             if let Some(password) = repo.url.password() {
                 message = message.replace(password, "***");
             }
+        }
+        if let Some(authorization) = &authorization {
+            message = message
+                .replace(&authorization.header, "Basic ***")
+                .replace(&authorization.token, "***");
         }
         if message.len() > MAX_GIT_MESSAGE {
             let mut end = MAX_GIT_MESSAGE;
