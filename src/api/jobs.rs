@@ -43,6 +43,7 @@ pub struct JobResults {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ResultsQuery {
     /// `json` (default) or `jsonl` (one result per line, `application/x-ndjson`).
+    #[param(inline)]
     pub format: Option<ResultsFormat>,
 }
 
