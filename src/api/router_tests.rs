@@ -778,6 +778,11 @@ fn the_document_states_the_constraints_the_server_checks() {
         .find(|p| p["name"] == "path")
         .unwrap();
     assert!(path["schema"]["pattern"].is_string(), "{path}");
+    // Results as JSON Lines are a documented answer.
+    let results =
+        &document["paths"]["/api/v1/jobs/{job_id}/results"]["get"]["responses"]["200"]["content"];
+    assert!(results["application/json"].is_object(), "{results}");
+    assert!(results["application/x-ndjson"].is_object(), "{results}");
 }
 
 #[test]
