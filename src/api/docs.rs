@@ -383,7 +383,10 @@ const COMMAND: &str = r"^[^\x00]*[^\s\x00][^\x00]*$";
 const ABSOLUTE_PATH: &str = r"^/[^\x00]*$";
 /// A repository's URL (the host must also be in `ALLOWED_GIT_HOSTS`, which the
 /// document cannot say).
-const REPO_URL: &str = "^https?://";
+const REPO_URL: &str = r"^https?://[^/?#\s]+";
+/// A revision (`git/diff`'s `base`): no leading `-`, no `..`, `:`, `\`, white space
+/// or control characters; at most 255 bytes, which 63 characters never pass.
+const REVISION: &str = r"^(?!-)(?!.*\.\.)[^\s:\\\x00-\x1f\x7f-\x9f]{1,63}$";
 /// A commit SHA (7 to 64 hex digits); empty means "not given".
 const COMMIT: &str = "^(?:[0-9A-Fa-f]{7,64})?$";
 /// A name of an environment variable (or build argument).
@@ -467,7 +470,7 @@ fn constrain_strings(document: &mut serde_json::Value) {
         );
         set(schema, field, "maxProperties", MAX_VARIABLES.into());
     }
-    // Paths in queries (`path`, `file_path`): absolute.
+    // Paths in queries (`path`, `file_path`): absolute; `base`: a revision.
     let Some(paths) = document
         .get_mut("paths")
         .and_then(serde_json::Value::as_object_mut)
@@ -482,14 +485,17 @@ fn constrain_strings(document: &mut serde_json::Value) {
         .filter_map(serde_json::Value::as_array_mut)
         .flatten()
     {
-        let is_path_query = parameter["in"] == "query"
-            && matches!(parameter["name"].as_str(), Some("path" | "file_path"));
+        let pattern = match parameter["name"].as_str() {
+            _ if parameter["in"] != "query" => continue,
+            Some("path" | "file_path") => ABSOLUTE_PATH,
+            Some("base") => REVISION,
+            _ => continue,
+        };
         if let Some(schema) = parameter
             .get_mut("schema")
             .and_then(serde_json::Value::as_object_mut)
-            .filter(|_| is_path_query)
         {
-            schema.insert("pattern".to_owned(), ABSOLUTE_PATH.into());
+            schema.insert("pattern".to_owned(), pattern.into());
         }
     }
 }

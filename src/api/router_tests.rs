@@ -778,6 +778,11 @@ fn the_document_states_the_constraints_the_server_checks() {
         .find(|p| p["name"] == "path")
         .unwrap();
     assert!(path["schema"]["pattern"].is_string(), "{path}");
+    let diff = document["paths"]["/api/v1/containers/{container_id}/git/diff"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let base = diff.iter().find(|p| p["name"] == "base").unwrap();
+    assert!(base["schema"]["pattern"].is_string(), "{base}");
     // Results as JSON Lines are a documented answer.
     let results =
         &document["paths"]["/api/v1/jobs/{job_id}/results"]["get"]["responses"]["200"]["content"];
