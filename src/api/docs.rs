@@ -125,6 +125,105 @@ pub(super) fn complete(openapi: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// The routes that create something, the status of their answer, and the field of
+/// that answer (and path parameter of later routes) that names what they made.
+const CREATIONS: [(&str, &str, &str); 7] = [
+    ("/api/v1/containers", "201", "container_id"),
+    (
+        "/api/v1/containers/{container_id}/processes",
+        "201",
+        "process_id",
+    ),
+    (
+        "/api/v1/containers/{container_id}/sessions",
+        "201",
+        "session_id",
+    ),
+    (
+        "/api/v1/containers/{container_id}/snapshots",
+        "201",
+        "snapshot_id",
+    ),
+    (
+        "/api/v1/containers/{container_id}/fork",
+        "201",
+        "snapshot_id",
+    ),
+    ("/api/v1/jobs", "202", "job_id"),
+    ("/api/v1/images", "202", "image_id"),
+];
+
+/// OpenAPI links from each creation's answer to every route that takes the id it
+/// made (its other path parameters from the creation's own path), so that a client
+/// generator, or a stateful tester such as schemathesis, knows where an id goes.
+///
+/// Last of the document's steps: utoipa 5.5 writes a link's `operation_id` under
+/// that name rather than OpenAPI's `operationId`, so the id goes in through the
+/// link's extensions (written as given), which [`configure`]'s round trip through
+/// JSON would drop.
+pub(super) fn link_creations(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::LinkBuilder;
+
+    let targets: Vec<(String, String)> = openapi
+        .paths
+        .paths
+        .iter()
+        .flat_map(|(path, item)| {
+            [&item.get, &item.put, &item.post, &item.delete, &item.patch]
+                .into_iter()
+                .flatten()
+                .filter_map(|operation| operation.operation_id.clone())
+                .map(|id| (path.clone(), id))
+        })
+        .collect();
+    for (creator, status, id) in CREATIONS {
+        let Some(RefOr::T(response)) = openapi
+            .paths
+            .paths
+            .get_mut(creator)
+            .and_then(|item| item.post.as_mut())
+            .and_then(|operation| operation.responses.responses.get_mut(status))
+        else {
+            continue;
+        };
+        for (path, operation_id) in &targets {
+            let parameters = path_parameters(path);
+            if !parameters.contains(&id) {
+                continue;
+            }
+            let name: utoipa::openapi::extensions::Extensions =
+                [("operationId", operation_id.clone())]
+                    .into_iter()
+                    .collect();
+            let mut link = LinkBuilder::new().extensions(Some(name));
+            let mut complete = true;
+            for parameter in parameters {
+                if parameter == id {
+                    link = link.parameter(parameter, format!("$response.body#/{id}"));
+                } else if creator.contains(&format!("{{{parameter}}}")) {
+                    link = link.parameter(parameter, format!("$request.path.{parameter}"));
+                } else {
+                    complete = false;
+                }
+            }
+            if complete {
+                response
+                    .links
+                    .insert(operation_id.clone(), RefOr::T(link.build()));
+            }
+        }
+    }
+}
+
+/// The names of a path template's parameters (`{container_id}` gives `container_id`).
+fn path_parameters(template: &str) -> Vec<&str> {
+    template
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .collect()
+}
+
 fn is_empty_requirement(requirement: &utoipa::openapi::security::SecurityRequirement) -> bool {
     serde_json::to_value(requirement)
         .ok()
@@ -223,6 +322,22 @@ pub(super) fn configure(openapi: &mut utoipa::openapi::OpenApi, config: &crate::
         config.max_pids as f64,
         false,
     );
+    bound("ForkRequest", "count", 1.0, config.max_forks as f64, false);
+    bound(
+        "ForkRequest",
+        "max_runtime_secs",
+        1.0,
+        max(config.max_runtime_secs),
+        false,
+    );
+    bound(
+        "StartProcessRequest",
+        "timeout_secs",
+        1.0,
+        max(config.max_exec_timeout_secs),
+        false,
+    );
+    constrain_strings(&mut bounds);
     if let Some(repos) = bounds
         .pointer_mut("/components/schemas/JobRequest/properties/repos")
         .and_then(serde_json::Value::as_object_mut)
@@ -259,5 +374,128 @@ pub(super) fn configure(openapi: &mut utoipa::openapi::OpenApi, config: &crate::
     }
     if let Ok(configured) = serde_json::from_value(bounds) {
         *openapi = configured;
+    }
+}
+
+/// A command: something other than white space, and no NUL byte.
+const COMMAND: &str = r"^[^\x00]*[^\s\x00][^\x00]*$";
+/// An absolute path without NUL bytes.
+const ABSOLUTE_PATH: &str = r"^/[^\x00]*$";
+/// A repository's URL (the host must also be in `ALLOWED_GIT_HOSTS`, which the
+/// document cannot say).
+const REPO_URL: &str = r"^https?://[^/?#\s]+";
+/// A revision (`git/diff`'s `base`): no leading `-`, no `..`, `:`, `\`, white space
+/// or control characters; at most 255 bytes, which 63 characters never pass.
+const REVISION: &str = r"^(?!-)(?!.*\.\.)[^\s:\\\x00-\x1f\x7f-\x9f]{1,63}$";
+/// A commit SHA (7 to 64 hex digits); empty means "not given".
+const COMMIT: &str = "^(?:[0-9A-Fa-f]{7,64})?$";
+/// A name of an environment variable (or build argument).
+const VARIABLE_NAME: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+/// A value without NUL bytes.
+const NO_NUL: &str = r"^[^\x00]*$";
+/// Canonical standard base64 (padded, no stray bits in the last group), what the
+/// server decodes.
+const BASE64: &str =
+    "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
+/// Variables one map may hold (`request::validate_env`).
+const MAX_VARIABLES: u64 = 256;
+
+/// States in the document the checks the server makes of request strings, so that a
+/// client (or a generator of test requests) is not told that a value the server
+/// refuses is valid: commands, paths, URLs, commits, names of variables.
+fn constrain_strings(document: &mut serde_json::Value) {
+    let mut set = |schema: &str, field: &str, keyword: &str, value: serde_json::Value| {
+        if let Some(property) = document
+            .pointer_mut(&format!("/components/schemas/{schema}/properties/{field}"))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            property.insert(keyword.to_owned(), value);
+        }
+    };
+    for (schema, field) in [
+        ("ExecuteCommandRequest", "command"),
+        ("StartProcessRequest", "command"),
+        ("JobRequest", "command"),
+        ("CreateContainerRequest", "initial_command"),
+        ("JobRequest", "initial_command"),
+    ] {
+        set(schema, field, "pattern", COMMAND.into());
+    }
+    for schema in [
+        "ExecuteCommandRequest",
+        "StartProcessRequest",
+        "CreateSessionRequest",
+    ] {
+        set(schema, "working_directory", "pattern", ABSOLUTE_PATH.into());
+    }
+    for schema in ["CreateContainerRequest", "CreateImageRequest", "JobRepo"] {
+        set(schema, "repo_url", "pattern", REPO_URL.into());
+        set(schema, "commit", "pattern", COMMIT.into());
+    }
+    set("StdinRequest", "data_base64", "pattern", BASE64.into());
+    set(
+        "StdinRequest",
+        "data_base64",
+        "contentEncoding",
+        "base64".into(),
+    );
+    set("CreateSnapshotRequest", "name", "minLength", 1.into());
+    set("CreateSnapshotRequest", "name", "maxLength", 200.into());
+    set(
+        "CreateSnapshotRequest",
+        "name",
+        "pattern",
+        r"^[^\x00-\x1f\x7f-\x9f]*$".into(),
+    );
+    for (schema, field) in [
+        ("CreateContainerRequest", "environment_vars"),
+        ("ExecuteCommandRequest", "environment"),
+        ("StartProcessRequest", "environment"),
+        ("CreateSessionRequest", "environment"),
+        ("ForkRequest", "environment_vars"),
+        ("JobRequest", "environment_vars"),
+        ("CreateImageRequest", "build_args"),
+    ] {
+        set(
+            schema,
+            field,
+            "propertyNames",
+            serde_json::json!({"type": "string", "pattern": VARIABLE_NAME}),
+        );
+        set(
+            schema,
+            field,
+            "additionalProperties",
+            serde_json::json!({"type": "string", "pattern": NO_NUL}),
+        );
+        set(schema, field, "maxProperties", MAX_VARIABLES.into());
+    }
+    // Paths in queries (`path`, `file_path`): absolute; `base`: a revision.
+    let Some(paths) = document
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    for parameter in paths
+        .values_mut()
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("parameters"))
+        .filter_map(serde_json::Value::as_array_mut)
+        .flatten()
+    {
+        let pattern = match parameter["name"].as_str() {
+            _ if parameter["in"] != "query" => continue,
+            Some("path" | "file_path") => ABSOLUTE_PATH,
+            Some("base") => REVISION,
+            _ => continue,
+        };
+        if let Some(schema) = parameter
+            .get_mut("schema")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            schema.insert("pattern".to_owned(), pattern.into());
+        }
     }
 }

@@ -43,6 +43,7 @@ pub struct JobResults {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ResultsQuery {
     /// `json` (default) or `jsonl` (one result per line, `application/x-ndjson`).
+    #[param(inline)]
     pub format: Option<ResultsFormat>,
 }
 
@@ -118,7 +119,10 @@ pub async fn delete_job(
 #[utoipa::path(get, path = "/jobs/{job_id}/results", tag = "jobs",
     params(("job_id" = String, Path, description = "Job id"), ResultsQuery),
     responses(
-        (status = 200, body = JobResults, description = "JSON, or with format=jsonl one Result per line (application/x-ndjson)"),
+        (status = 200, description = "JSON, or with format=jsonl one Result per line (application/x-ndjson)", content(
+            (JobResults = "application/json"),
+            (inline(super::files::RawBytes) = "application/x-ndjson"),
+        )),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
 pub async fn get_job_results(

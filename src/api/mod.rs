@@ -85,6 +85,7 @@ pub fn openapi(config: &Config) -> utoipa::openapi::OpenApi {
     let (_, mut openapi) = api_router().split_for_parts();
     docs::complete(&mut openapi);
     docs::configure(&mut openapi, config);
+    docs::link_creations(&mut openapi);
     openapi
 }
 
@@ -94,6 +95,7 @@ pub fn app(state: AppState) -> Router {
     let (api, mut openapi) = api_router().split_for_parts();
     docs::complete(&mut openapi);
     docs::configure(&mut openapi, &state.config);
+    docs::link_creations(&mut openapi);
     // The MCP tools call the API in-process, through the same middleware (keys,
     // metrics, logs) as a request from outside. `/mcp` itself is not in the OpenAPI
     // document: it speaks MCP, not this API (README, "Clients").
@@ -305,10 +307,105 @@ async fn track_metrics(State(state): State<AppState>, request: Request, next: Ne
     response
 }
 
-/// `axum::Json`, with rejections in the service's error shape.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(Error))]
+/// `axum::Json`, with rejections in the service's error shape, and integers written
+/// as `16596.0` taken for integers (see [`integral_floats_as_integers`]).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
+        if !has_json_content_type(request.headers()) {
+            return Err(Error::UnsupportedMediaType(NOT_JSON.to_owned()));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::TooLarge(format!("request body too large: {}", rejection.body_text()))
+                } else {
+                    Error::invalid(rejection.body_text())
+                }
+            })?;
+        match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection @ JsonRejection::JsonDataError(_)) => integral_floats_as_integers(&bytes)
+                .and_then(|rewritten| axum::Json::<T>::from_bytes(&rewritten).ok())
+                .map(|axum::Json(value)| Self(value))
+                .ok_or_else(|| rejection.into()),
+            Err(rejection) => Err(rejection.into()),
+        }
+    }
+}
+
+/// JSON Schema counts a number whose fraction is zero (`16596.0`) as an integer, so a
+/// schema-valid body may carry one where the type wants an integer, which serde
+/// refuses. Returns the body with every such number written as an integer, or `None`
+/// when it has none (or is not JSON). Only tried after a body failed to deserialize: a
+/// float field takes an integer as well, so rewriting never loses a valid body.
+fn integral_floats_as_integers(bytes: &[u8]) -> Option<Vec<u8>> {
+    fn rewrite(value: &mut serde_json::Value) -> bool {
+        use serde_json::Value;
+        match value {
+            Value::Number(number) => {
+                let Some(float) = number.as_f64().filter(|_| number.is_f64()) else {
+                    return false;
+                };
+                // The ends of u64 and i64, exact as floats.
+                let (u64_end, i64_start) = (2_f64.powi(64), -(2_f64.powi(63)));
+                let integer = if float.fract() != 0.0 {
+                    None
+                } else if (0.0..u64_end).contains(&float) {
+                    #[expect(
+                        clippy::cast_possible_truncation,
+                        clippy::cast_sign_loss,
+                        reason = "integral and in range"
+                    )]
+                    Some(serde_json::Number::from(float as u64))
+                } else if (i64_start..0.0).contains(&float) {
+                    #[expect(clippy::cast_possible_truncation, reason = "integral and in range")]
+                    Some(serde_json::Number::from(float as i64))
+                } else {
+                    None
+                };
+                integer.map(|integer| *number = integer).is_some()
+            }
+            Value::Array(items) => items
+                .iter_mut()
+                .fold(false, |changed, item| rewrite(item) | changed),
+            Value::Object(fields) => fields
+                .values_mut()
+                .fold(false, |changed, field| rewrite(field) | changed),
+            _ => false,
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    if !rewrite(&mut value) {
+        return None;
+    }
+    serde_json::to_vec(&value).ok()
+}
+
+/// What a body that is not JSON is told.
+const NOT_JSON: &str = "expected a JSON body with `Content-Type: application/json`";
+
+/// Whether a request says its body is JSON (`application/json` or `application/*+json`).
+fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| {
+            let essence = essence.trim().to_ascii_lowercase();
+            essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"))
+        })
+}
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
@@ -319,9 +416,9 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
 impl From<JsonRejection> for Error {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType(
-                "expected a JSON body with `Content-Type: application/json`".to_owned(),
-            ),
+            JsonRejection::MissingJsonContentType(_) => {
+                Error::UnsupportedMediaType(NOT_JSON.to_owned())
+            }
             JsonRejection::JsonSyntaxError(err) => {
                 Error::invalid(format!("malformed JSON: {}", err.body_text()))
             }
@@ -343,30 +440,23 @@ pub async fn json_body<T: serde::de::DeserializeOwned>(
     body: axum::body::Body,
     limit: usize,
 ) -> Result<T, Error> {
-    let is_json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .map(|essence| {
-            let essence = essence.trim().to_ascii_lowercase();
-            essence == "application/json"
-                || (essence.starts_with("application/") && essence.ends_with("+json"))
-        })
-        .unwrap_or(false);
-    if !is_json {
-        return Err(Error::UnsupportedMediaType(
-            "expected a JSON body with `Content-Type: application/json`".to_owned(),
-        ));
+    if !has_json_content_type(headers) {
+        return Err(Error::UnsupportedMediaType(NOT_JSON.to_owned()));
     }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         Error::TooLarge(format!(
             "request body too large: at most {limit} bytes are accepted here"
         ))
     })?;
-    serde_json::from_slice(&bytes).map_err(|err| match err.classify() {
-        serde_json::error::Category::Data => Error::invalid(format!("invalid request body: {err}")),
-        _ => Error::invalid(format!("malformed JSON: {err}")),
-    })
+    match serde_json::from_slice(&bytes) {
+        Ok(value) => Ok(value),
+        Err(err) if err.classify() == serde_json::error::Category::Data => {
+            integral_floats_as_integers(&bytes)
+                .and_then(|rewritten| serde_json::from_slice(&rewritten).ok())
+                .ok_or_else(|| Error::invalid(format!("invalid request body: {err}")))
+        }
+        Err(err) => Err(Error::invalid(format!("malformed JSON: {err}"))),
+    }
 }
 
 /// `axum::extract::Query`, with rejections in the service's error shape.
@@ -404,6 +494,21 @@ mod tests {
             "/api/v1/health?x=1"
         );
         assert_eq!(trim_trailing_slash(request("/docs/")).uri(), "/docs/");
+    }
+
+    #[test]
+    fn integers_with_a_zero_fraction_are_written_as_integers() {
+        let rewritten = integral_floats_as_integers(
+            br#"{"a": 16596.0, "b": [1.0, -2.0, {"c": 0.0}], "d": 1.5, "e": "3.0", "f": 1e300}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&rewritten).unwrap(),
+            serde_json::json!({"a": 16596, "b": [1, -2, {"c": 0}], "d": 1.5, "e": "3.0", "f": 1e300})
+        );
+        // Nothing to rewrite, or not JSON: the original error stands.
+        assert!(integral_floats_as_integers(br#"{"a": 1, "b": 1.5}"#).is_none());
+        assert!(integral_floats_as_integers(b"{not json").is_none());
     }
 
     #[test]

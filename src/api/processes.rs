@@ -475,7 +475,7 @@ pub async fn process_stdin(
 pub struct SignalRequest {
     /// `SIGTERM`, `TERM` or its number: any of SIGHUP SIGINT SIGQUIT SIGKILL SIGUSR1
     /// SIGUSR2 SIGTERM SIGCONT SIGSTOP.
-    #[schema(value_type = Object, example = "SIGTERM")]
+    #[schema(schema_with = signal_schema, example = "SIGTERM")]
     pub signal: serde_json::Value,
 }
 
@@ -491,6 +491,43 @@ const SIGNALS: [(&str, i32); 9] = [
     ("STOP", 19),
 ];
 
+/// What `signal` takes: a name of [`SIGNALS`], with or without `SIG`, in any case, or
+/// its number.
+fn signal_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaType, Type};
+    let names = SIGNALS
+        .iter()
+        .map(|(name, _)| format!("(?:[Ss][Ii][Gg])?{}", case_free(name)))
+        .collect::<Vec<_>>()
+        .join("|");
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::String))
+                .pattern(Some(format!("^(?:{names})$"))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::Integer))
+                .enum_values(Some(SIGNALS.iter().map(|(_, number)| *number))),
+        )
+        .description(Some("A signal's name (`SIGTERM`, `term`) or number (`15`)"))
+        .into()
+}
+
+/// A regular expression matching `word` in any case (`[Tt][Ee][Rr][Mm]`).
+fn case_free(word: &str) -> String {
+    word.chars()
+        .map(|c| {
+            if c.is_ascii_alphabetic() {
+                format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// The number of an allowed signal given by name or number, or 400.
 fn signal_number(signal: &serde_json::Value) -> Result<i32> {
     let found = match signal {
@@ -502,8 +539,15 @@ fn signal_number(signal: &serde_json::Value) -> Result<i32> {
                 .find(|(known, _)| *known == bare)
                 .map(|(_, n)| *n)
         }
+        // `15.0` is a JSON Schema integer too.
         serde_json::Value::Number(number) => number
             .as_i64()
+            .or_else(|| {
+                number
+                    .as_f64()
+                    .filter(|n| n.fract() == 0.0 && n.abs() < 1e9)
+                    .map(|n| n as i64)
+            })
             .and_then(|n| SIGNALS.iter().find(|(_, known)| i64::from(*known) == n))
             .map(|(_, n)| *n),
         _ => None,
@@ -554,9 +598,12 @@ mod tests {
         assert_eq!(signal_number(&serde_json::json!("SIGTERM")).unwrap(), 15);
         assert_eq!(signal_number(&serde_json::json!("term")).unwrap(), 15);
         assert_eq!(signal_number(&serde_json::json!(9)).unwrap(), 9);
+        // What JSON Schema calls an integer too.
+        assert_eq!(signal_number(&serde_json::json!(15.0)).unwrap(), 15);
         for bad in [
             serde_json::json!("SIGSEGV"),
             serde_json::json!(11),
+            serde_json::json!(15.5),
             serde_json::json!(null),
             serde_json::json!("-9"),
         ] {

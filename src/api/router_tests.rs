@@ -650,3 +650,198 @@ async fn the_query_token_is_taken_on_the_terminal_route_only() {
     }
     assert!(super::key_matches(&["x".to_owned(), "k1".to_owned()], "k1"));
 }
+
+#[tokio::test]
+async fn integers_written_with_a_zero_fraction_are_integers() {
+    // JSON Schema counts `60.0` as an integer: a schema-valid body, so not a 400.
+    let harness = harness(|_| {});
+    let id = "repo-container-1-999";
+    let patch = |body: Value| {
+        Request::patch(format!("/api/v1/containers/{id}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    // The body is read before the sandbox is looked up: 404 means it was taken.
+    let (status, error) = harness.send(patch(json!({"max_runtime_secs": 60.0}))).await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "container_not_found");
+    let (status, error) = harness
+        .post_json(
+            &format!("/api/v1/containers/{id}/execute"),
+            &json!({"command": "true", "timeout_secs": 30.0}),
+        )
+        .await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "container_not_found");
+    // A fraction is not an integer.
+    let (status, error) = harness.send(patch(json!({"max_runtime_secs": 60.5}))).await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_request");
+    // A create with one gets as far as a create without.
+    let (status, error) = harness
+        .post_json(
+            "/api/v1/containers",
+            &json!({"repo_url": "https://git.example/r.git", "max_runtime_secs": 60.0, "resources": {"cpus": 1.0, "memory_mb": 512.0}}),
+        )
+        .await;
+    assert!(
+        status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::UNPROCESSABLE_ENTITY,
+        "{status}: {error}"
+    );
+}
+
+/// Every `$ref` in `value`.
+fn references<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(fields) => {
+            for (name, field) in fields {
+                match field {
+                    Value::String(target) if name == "$ref" => found.push(target),
+                    _ => references(field, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| references(item, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_document_states_the_constraints_the_server_checks() {
+    let config = Config::defaults();
+    let document = serde_json::to_value(openapi(&config)).unwrap();
+    let mut found = Vec::new();
+    references(&document, &mut found);
+    for target in found {
+        assert!(
+            document.pointer(target.trim_start_matches('#')).is_some(),
+            "{target} does not resolve"
+        );
+    }
+    let terminal =
+        document["paths"]["/api/v1/containers/{container_id}/terminal"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+    for name in ["cols", "rows"] {
+        let parameter = terminal.iter().find(|p| p["name"] == name).unwrap();
+        assert_eq!(parameter["schema"]["minimum"], 1.0, "{parameter}");
+        assert_eq!(parameter["schema"]["maximum"], 1000.0, "{parameter}");
+    }
+    let schemas = &document["components"]["schemas"];
+    let fork = &schemas["ForkRequest"]["properties"];
+    assert_eq!(fork["count"]["minimum"], 1.0);
+    assert_eq!(fork["count"]["maximum"], config.max_forks as f64);
+    assert_eq!(
+        fork["max_runtime_secs"]["maximum"],
+        config.max_runtime_secs as f64
+    );
+    assert_eq!(
+        schemas["StartProcessRequest"]["properties"]["timeout_secs"]["maximum"],
+        config.max_exec_timeout_secs as f64
+    );
+    // A name or a number, not an object.
+    let signal = &schemas["SignalRequest"]["properties"]["signal"];
+    let kinds: Vec<_> = signal["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kind| kind["type"].clone())
+        .collect();
+    assert_eq!(kinds, [json!("string"), json!("integer")], "{signal}");
+    for (schema, field) in [
+        ("ExecuteCommandRequest", "command"),
+        ("ExecuteCommandRequest", "working_directory"),
+        ("StartProcessRequest", "command"),
+        ("CreateContainerRequest", "repo_url"),
+        ("CreateContainerRequest", "commit"),
+        ("JobRepo", "repo_url"),
+        ("StdinRequest", "data_base64"),
+    ] {
+        assert!(
+            schemas[schema]["properties"][field]["pattern"].is_string(),
+            "{schema}.{field}"
+        );
+    }
+    assert_eq!(
+        schemas["CreateSnapshotRequest"]["properties"]["name"]["maxLength"],
+        200
+    );
+    let environment = &schemas["ExecuteCommandRequest"]["properties"]["environment"];
+    assert!(
+        environment["propertyNames"]["pattern"].is_string(),
+        "{environment}"
+    );
+    let browse =
+        &document["paths"]["/api/v1/containers/{container_id}/browse"]["get"]["parameters"];
+    let path = browse
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "path")
+        .unwrap();
+    assert!(path["schema"]["pattern"].is_string(), "{path}");
+    let diff = document["paths"]["/api/v1/containers/{container_id}/git/diff"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let base = diff.iter().find(|p| p["name"] == "base").unwrap();
+    assert!(base["schema"]["pattern"].is_string(), "{base}");
+    // Results as JSON Lines are a documented answer.
+    let results =
+        &document["paths"]["/api/v1/jobs/{job_id}/results"]["get"]["responses"]["200"]["content"];
+    assert!(results["application/json"].is_object(), "{results}");
+    assert!(results["application/x-ndjson"].is_object(), "{results}");
+}
+
+#[test]
+fn creations_link_to_the_routes_behind_their_ids() {
+    let document = serde_json::to_value(openapi(&Config::defaults())).unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    let created = &paths["/api/v1/containers"]["post"]["responses"]["201"]["links"];
+    assert_eq!(
+        created["get_container"],
+        json!({"operationId": "get_container", "parameters": {"container_id": "$response.body#/container_id"}})
+    );
+    let started =
+        &paths["/api/v1/containers/{container_id}/processes"]["post"]["responses"]["201"]["links"];
+    assert_eq!(
+        started["get_process"]["parameters"],
+        json!({"container_id": "$request.path.container_id", "process_id": "$response.body#/process_id"})
+    );
+    // Every route behind an id is reached by a link, and every link names a route
+    // with exactly the parameters it takes.
+    let mut targets = std::collections::BTreeMap::new();
+    for (path, item) in paths {
+        for operation in item.as_object().unwrap().values() {
+            if let Some(id) = operation["operationId"].as_str() {
+                targets.insert(id.to_owned(), path.clone());
+            }
+        }
+    }
+    let mut linked = std::collections::BTreeSet::new();
+    for item in paths.values() {
+        for operation in item.as_object().unwrap().values() {
+            for response in operation["responses"].as_object().into_iter().flatten() {
+                for link in response.1["links"].as_object().into_iter().flatten() {
+                    let id = link.1["operationId"].as_str().unwrap();
+                    let path = &targets[id];
+                    let parameters: Vec<_> = link.1["parameters"]
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .map(|name| format!("{{{name}}}"))
+                        .collect();
+                    assert_eq!(
+                        path.matches('{').count(),
+                        parameters.len(),
+                        "{id}: {parameters:?}"
+                    );
+                    assert!(parameters.iter().all(|p| path.contains(p.as_str())), "{id}");
+                    linked.insert(id.to_owned());
+                }
+            }
+        }
+    }
+    for (id, path) in &targets {
+        if path.contains('{') {
+            assert!(linked.contains(id), "no link reaches {id} ({path})");
+        }
+    }
+}

@@ -30,8 +30,10 @@ const SHELL: &str = "if command -v bash >/dev/null 2>&1; then exec bash -l; else
 #[into_params(parameter_in = Query)]
 pub struct TerminalQuery {
     /// Width (1 … 1000), 80 by default.
+    #[param(minimum = 1, maximum = 1000)]
     pub cols: Option<u16>,
     /// Height (1 … 1000), 24 by default.
+    #[param(minimum = 1, maximum = 1000)]
     pub rows: Option<u16>,
     /// The API key, for clients that cannot set headers (browsers); this route only,
     /// never logged.

@@ -781,11 +781,8 @@ export interface SessionList {
 
 /** Body of `POST …/processes/{process_id}/signal`. */
 export interface SignalRequest {
-  /**
-   * `SIGTERM`, `TERM` or its number: any of SIGHUP SIGINT SIGQUIT SIGKILL SIGUSR1
-   * SIGUSR2 SIGTERM SIGCONT SIGSTOP.
-   */
-  signal: unknown;
+  /** A signal's name (`SIGTERM`, `term`) or number (`15`) */
+  signal: string | 1 | 2 | 3 | 9 | 10 | 12 | 15 | 18 | 19;
 }
 
 /** A sandbox's filesystem at one moment, as an image. */
