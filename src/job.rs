@@ -58,6 +58,10 @@ pub struct JobRepo {
     pub branch: Option<String>,
     /// Commit (full or at least 7 hex digits).
     pub commit: Option<String>,
+    /// Commits of history the sandbox's `.git` holds (a shallow clone); the whole
+    /// history when omitted.
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub depth: Option<u32>,
 }
 
 /// Body of `POST /jobs`, kept as given. Unknown fields are refused (400): a misspelt
@@ -159,6 +163,7 @@ impl JobRequest {
             snapshot_id: None,
             branch: repo.branch.clone(),
             commit: repo.commit.clone(),
+            depth: repo.depth,
             max_runtime_secs: Some(lifetime.min(config.max_runtime_secs) as i64),
             environment_vars: self.environment_vars.clone(),
             initial_command: self.initial_command.clone(),
@@ -1164,6 +1169,7 @@ mod tests {
                     repo_url: format!("http://git.example/r{i}"),
                     branch: None,
                     commit: None,
+                    depth: None,
                 })
                 .collect(),
             timeout_secs: None,

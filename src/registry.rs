@@ -75,6 +75,9 @@ pub struct Sandbox {
     /// The built image (`POST /images`) it runs on.
     #[serde(default)]
     pub image_id: Option<String>,
+    /// Commits of history its checkout's `.git` holds (`None`: all).
+    #[serde(default)]
+    pub depth: Option<u32>,
 }
 
 impl Sandbox {
@@ -443,6 +446,7 @@ mod tests {
             job_id: None,
             image_id: None,
             env: BTreeMap::new(),
+            depth: None,
         }
     }
 

@@ -15,6 +15,9 @@ use crate::git::{RepoUrl, validate_branch, validate_commit};
 use crate::registry::Resources;
 use crate::sandbox::{NewSandbox, Sandboxes};
 
+/// The deepest shallow history a create may ask for (`depth`).
+pub const MAX_DEPTH: u32 = 1_000_000;
+
 /// Body of `POST /containers`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateContainerRequest {
@@ -29,6 +32,10 @@ pub struct CreateContainerRequest {
     pub branch: Option<String>,
     /// Commit to check out (full or at least 7 hex digits).
     pub commit: Option<String>,
+    /// (ext) Commits of history the sandbox's `.git` holds, counted from the checked-out
+    /// commit (a shallow clone, 1 … 1,000,000); the whole history when omitted.
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub depth: Option<u32>,
     /// Lifetime in seconds; no expiry when omitted.
     pub max_runtime_secs: Option<i64>,
     /// Environment for the container and every command in it.
@@ -158,6 +165,18 @@ impl CreateContainerRequest {
             .as_deref()
             .map(validate_commit)
             .transpose()?;
+        let depth = match self.depth {
+            None => None,
+            Some(_) if snapshot.is_some() => {
+                return Err(Error::invalid(
+                    "a sandbox from a snapshot has the snapshot's history: leave out depth",
+                ));
+            }
+            Some(depth) if (1..=MAX_DEPTH).contains(&depth) => Some(depth),
+            Some(_) => {
+                return Err(Error::invalid(format!("depth must be in [1, {MAX_DEPTH}]")));
+            }
+        };
         let max_runtime = match self.max_runtime_secs {
             None => None,
             Some(secs) if secs <= 0 => {
@@ -239,6 +258,7 @@ impl CreateContainerRequest {
             branch,
             commit,
             commit_as_requested,
+            depth,
             max_runtime,
             env,
             initial_command: self.initial_command,

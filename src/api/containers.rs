@@ -56,6 +56,9 @@ pub struct ContainerResponse {
     pub job_id: Option<String>,
     /// (ext) The built image (`POST /images`) it runs on; null otherwise.
     pub image_id: Option<String>,
+    /// (ext) Commits of history the checkout's `.git` holds (a shallow clone); null:
+    /// the whole history.
+    pub depth: Option<u32>,
 }
 
 impl ContainerResponse {
@@ -75,6 +78,7 @@ impl ContainerResponse {
             initial_command_result: sandbox.initial_command_result.clone(),
             job_id: sandbox.job_id.clone(),
             image_id: sandbox.image_id.clone(),
+            depth: sandbox.depth,
         }
     }
 }

@@ -219,6 +219,7 @@ pub async fn fork(
         branch: None,
         commit: None,
         commit_as_requested: None,
+        depth: None,
         max_runtime,
         env,
         initial_command: None,

@@ -524,6 +524,19 @@ fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// What a mirror fetches: every branch and tag.
+const MIRROR_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+
+/// In a shallow mirror: how many commits of each branch it holds.
+const DEPTH_FILE: &str = "repobox-depth";
+
+/// A shallow mirror's depth (`None`: the whole history, or no mirror).
+fn mirror_depth(mirror: &Path) -> Option<u32> {
+    std::fs::read_to_string(mirror.join(DEPTH_FILE))
+        .ok()
+        .and_then(|depth| depth.trim().parse().ok())
+}
+
 /// The mirror cache under `CACHE_DIR`.
 pub struct GitCache {
     mirrors: PathBuf,
@@ -589,11 +602,19 @@ impl GitCache {
     /// history) is refused with [`Error::TooLarge`] before anything is written: the
     /// tree's size is read from the mirror's objects, so a small repository that
     /// expands (a tree of many references to one large blob) costs the host nothing.
+    ///
+    /// With `depth`, the checkout's `.git` holds that many commits of history (a
+    /// shallow clone). A mirror made for such a request is itself shallow (a shallow
+    /// fetch); it is deepened when a later request asks for more, and made whole when
+    /// one asks for the whole history or for a commit by its id. A whole mirror serves
+    /// any depth.
+    #[allow(clippy::too_many_arguments)]
     pub async fn checkout(
         &self,
         repo: &RepoUrl,
         branch: Option<&str>,
         commit: Option<&str>,
+        depth: Option<u32>,
         label: &str,
         max_bytes: u64,
     ) -> Result<Checkout> {
@@ -604,10 +625,19 @@ impl GitCache {
             commit: sha,
             cache_hit,
             _in_use,
-        } = self.locate(repo, branch, commit).await?;
-        self.check_size(&mirror, &sha, max_bytes).await?;
-        self.check_out(repo, &mirror, &key, checkout_branch, sha, cache_hit, label)
-            .await
+        } = self.locate(repo, branch, commit, depth).await?;
+        self.check_size(&mirror, &sha, max_bytes, depth).await?;
+        self.check_out(
+            repo,
+            &mirror,
+            &key,
+            checkout_branch,
+            sha,
+            depth,
+            cache_hit,
+            label,
+        )
+        .await
     }
 
     /// Fetches (or reuses) the mirror of `repo` and resolves the requested state to a
@@ -621,7 +651,7 @@ impl GitCache {
     ) -> Result<Source<'_>> {
         Ok(Source {
             cache: self,
-            located: self.locate(repo, branch, commit).await?,
+            located: self.locate(repo, branch, commit, None).await?,
         })
     }
 
@@ -631,7 +661,11 @@ impl GitCache {
         repo: &RepoUrl,
         branch: Option<&str>,
         commit: Option<&str>,
+        depth: Option<u32>,
     ) -> Result<Located> {
+        // The history the mirror must hold: `depth` commits of every branch, or all
+        // of it (a commit asked for by id may be anywhere in it).
+        let wanted = if commit.is_some() { None } else { depth };
         let arrived = Instant::now();
         let key = repo.key();
         let mirror = self.mirrors.join(format!("{key}.git"));
@@ -662,7 +696,9 @@ impl GitCache {
                         tokio::join!(self.remote_refs(repo), self.mirror_refs(&mirror));
                     let remote = remote?;
                     if remote.refs != local? {
-                        self.fetch(repo, &mirror, &key, true).await?;
+                        // A shallow mirror stays as deep as it is.
+                        self.fetch(repo, &mirror, &key, true, mirror_depth(&mirror))
+                            .await?;
                         fetched = true;
                     }
                     if need_default {
@@ -674,10 +710,25 @@ impl GitCache {
                         })?);
                     }
                 } else {
-                    self.fetch(repo, &mirror, &key, false).await?;
+                    self.fetch(repo, &mirror, &key, false, wanted).await?;
                     fetched = true;
                 }
                 state.fetched_at = Some(started);
+            }
+            // A shallow mirror (made by an earlier request with `depth`) deepened to
+            // what this one needs, whoever fetched last.
+            if let Some(have) = mirror_depth(&mirror) {
+                match wanted {
+                    None => {
+                        self.deepen(repo, &mirror, None).await?;
+                        fetched = true;
+                    }
+                    Some(depth) if depth > have => {
+                        self.deepen(repo, &mirror, Some(depth)).await?;
+                        fetched = true;
+                    }
+                    Some(_) => {}
+                }
             }
             if need_default && default_branch.is_none() {
                 default_branch = Some(self.mirror_head(&mirror).await?);
@@ -761,9 +812,11 @@ impl GitCache {
         key: &str,
         checkout_branch: Option<String>,
         sha: String,
+        depth: Option<u32>,
         cache_hit: bool,
         label: &str,
     ) -> Result<Checkout> {
+        let depth_key = depth.map(|depth| depth.to_string()).unwrap_or_default();
         // The tree cache is keyed by everything that goes into the tar: the mirror
         // (URL), what is checked out, and every ref the clone copies into `.git`.
         let refs = self
@@ -781,6 +834,7 @@ impl GitCache {
                 &sha,
                 repo.redacted(),
                 &refs,
+                &depth_key,
             ] {
                 hasher.update(part.as_bytes());
                 hasher.update([0]);
@@ -813,20 +867,34 @@ impl GitCache {
         let mirror_path = mirror
             .to_str()
             .ok_or_else(|| Error::internal("non-UTF-8 cache path"))?;
-        self.git(
-            None,
-            &[
-                "clone",
-                "--quiet",
-                "--local",
-                "--no-checkout",
-                "--",
-                mirror_path,
-                &path,
-            ],
-            None,
-        )
-        .await?;
+        match depth {
+            None => {
+                self.git(
+                    None,
+                    &[
+                        "clone",
+                        "--quiet",
+                        "--local",
+                        "--no-checkout",
+                        "--",
+                        mirror_path,
+                        &path,
+                    ],
+                    None,
+                )
+                .await?;
+            }
+            Some(depth) => {
+                self.shallow_clone(
+                    mirror_path,
+                    dir.path(),
+                    &sha,
+                    checkout_branch.as_deref(),
+                    depth,
+                )
+                .await?;
+            }
+        }
         match &checkout_branch {
             Some(name) => {
                 self.git(
@@ -848,7 +916,12 @@ impl GitCache {
         // Point origin at the real repository (never at our cache, never with credentials).
         self.git(
             Some(dir.path()),
-            &["remote", "set-url", "origin", repo.redacted()],
+            &[
+                "remote",
+                if depth.is_some() { "add" } else { "set-url" },
+                "origin",
+                repo.redacted(),
+            ],
             None,
         )
         .await?;
@@ -873,9 +946,20 @@ impl GitCache {
     /// sizes of its files as `git ls-tree` reads them from the objects (streamed, and
     /// stopped as soon as the sum is over), 512 bytes of tar header per entry, and the
     /// mirror's objects that the clone carries.
-    async fn check_size(&self, mirror: &Path, sha: &str, max_bytes: u64) -> Result<()> {
+    async fn check_size(
+        &self,
+        mirror: &Path,
+        sha: &str,
+        max_bytes: u64,
+        depth: Option<u32>,
+    ) -> Result<()> {
         use tokio::io::AsyncBufReadExt;
-        let history = dir_bytes(&mirror.join("objects"));
+        // A shallow checkout carries its commits' objects, not the mirror's: counted as
+        // its files once more (compressed, they take no more).
+        let (history, per_file) = match depth {
+            None => (dir_bytes(&mirror.join("objects")), 1),
+            Some(_) => (0, 2),
+        };
         let too_large = |what: String| {
             Error::TooLarge(format!(
                 "the checkout would take {what}, more than the sandbox's disk allows ({} MiB); \
@@ -899,7 +983,7 @@ impl GitCache {
             while let Some(line) = lines.next_segment().await.transpose() {
                 let line = line.map_err(|err| Error::internal(format!("git ls-tree: {err}")))?;
                 entries += 1;
-                total = total.saturating_add(512 + tree_entry_bytes(&line));
+                total = total.saturating_add(512 + per_file * tree_entry_bytes(&line));
                 if total > max_bytes {
                     return Err(too_large(format!(
                         "over {} MiB in at least {entries} files",
@@ -957,18 +1041,24 @@ impl GitCache {
         }
     }
 
-    async fn fetch(&self, repo: &RepoUrl, mirror: &Path, key: &str, exists: bool) -> Result<()> {
-        let refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+    /// Brings the mirror up to date (`exists`) or makes it, `depth` commits deep
+    /// (`None`: all; a shallow mirror records its depth in [`DEPTH_FILE`]).
+    async fn fetch(
+        &self,
+        repo: &RepoUrl,
+        mirror: &Path,
+        key: &str,
+        exists: bool,
+        depth: Option<u32>,
+    ) -> Result<()> {
+        let depth_arg = depth.map(|depth| depth.to_string());
         if exists {
-            let mut args = vec![
-                "fetch",
-                "--quiet",
-                "--prune",
-                "--no-write-fetch-head",
-                "--",
-                repo.secret(),
-            ];
-            args.extend(refspecs);
+            let mut args = vec!["fetch", "--quiet", "--prune", "--no-write-fetch-head"];
+            if let Some(depth) = &depth_arg {
+                args.extend(["--depth", depth.as_str()]);
+            }
+            args.extend(["--", repo.secret()]);
+            args.extend(MIRROR_REFSPECS);
             self.git(Some(mirror), &args, Some(repo)).await.map(drop)
         } else {
             // Build the mirror beside its final place and rename it in: a mirror either
@@ -986,15 +1076,19 @@ impl GitCache {
                 if let Some(auth) = &auth {
                     args.extend(["-c", auth.as_str()]);
                 }
-                args.extend([
-                    "clone",
-                    "--quiet",
-                    "--mirror",
-                    "--",
-                    repo.redacted(),
-                    building_str,
-                ]);
+                args.extend(["clone", "--quiet", "--mirror"]);
+                if let Some(depth) = &depth_arg {
+                    args.extend(["--depth", depth.as_str()]);
+                }
+                args.extend(["--", repo.redacted(), building_str]);
                 self.git(None, &args, Some(repo)).await?;
+                if let Some(depth) = &depth_arg {
+                    tokio::fs::write(building.join(DEPTH_FILE), depth)
+                        .await
+                        .map_err(|err| {
+                            Error::internal(format!("recording a mirror's depth: {err}"))
+                        })?;
+                }
                 // The origin URL may hold credentials; later fetches name the URL explicitly.
                 self.git(Some(&building), &["remote", "remove", "origin"], None)
                     .await?;
@@ -1008,6 +1102,63 @@ impl GitCache {
             }
             result
         }
+    }
+
+    /// Deepens a shallow mirror to `depth` commits, or (`None`) fetches the rest of
+    /// its history; records what it now holds.
+    async fn deepen(&self, repo: &RepoUrl, mirror: &Path, depth: Option<u32>) -> Result<()> {
+        let depth_arg = depth.map(|depth| depth.to_string());
+        let mut args = vec!["fetch", "--quiet", "--prune", "--no-write-fetch-head"];
+        match &depth_arg {
+            Some(depth) => args.extend(["--depth", depth.as_str()]),
+            None => args.push("--unshallow"),
+        }
+        args.extend(["--", repo.secret()]);
+        args.extend(MIRROR_REFSPECS);
+        self.git(Some(mirror), &args, Some(repo)).await?;
+        let recorded = match &depth_arg {
+            Some(depth) => tokio::fs::write(mirror.join(DEPTH_FILE), depth).await,
+            None => tokio::fs::remove_file(mirror.join(DEPTH_FILE)).await,
+        };
+        recorded.map_err(|err| Error::internal(format!("recording a mirror's depth: {err}")))
+    }
+
+    /// A shallow clone of `sha` (and of `branch`'s head, its upstream) from the mirror
+    /// into the empty directory `path`, `depth` commits deep, nothing checked out.
+    async fn shallow_clone(
+        &self,
+        mirror: &str,
+        path: &Path,
+        sha: &str,
+        branch: Option<&str>,
+        depth: u32,
+    ) -> Result<()> {
+        let path_str = path
+            .to_str()
+            .ok_or_else(|| Error::internal("non-UTF-8 cache path"))?;
+        self.git(None, &["init", "--quiet", "--", path_str], None)
+            .await?;
+        let depth = depth.to_string();
+        let source = format!("file://{mirror}");
+        let upstream = branch.map(|name| format!("+refs/heads/{name}:refs/remotes/origin/{name}"));
+        let mut args = vec![
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--depth",
+            depth.as_str(),
+            // Our own mirror, read by our own upload-pack: any commit of it may be asked for.
+            "--upload-pack",
+            "git -c uploadpack.allowAnySHA1InWant=true upload-pack",
+            "--",
+            source.as_str(),
+            sha,
+        ];
+        if let Some(upstream) = &upstream {
+            args.push(upstream.as_str());
+        }
+        self.git(Some(path), &args, None).await.map(drop)
     }
 
     /// The remote's branches and tags, and the branch its `HEAD` names.

@@ -125,6 +125,8 @@ pub struct NewSandbox {
     pub commit: Option<String>,
     /// Commit exactly as the client wrote it (echoed back, as the seed does).
     pub commit_as_requested: Option<String>,
+    /// Commits of history the checkout's `.git` holds (`None`: all).
+    pub depth: Option<u32>,
     /// Lifetime.
     pub max_runtime: Option<Duration>,
     /// Environment for the container and every command.
@@ -823,6 +825,7 @@ impl Sandboxes {
                         repo,
                         request.branch.as_deref(),
                         request.commit.as_deref(),
+                        request.depth,
                         id.as_str(),
                         request
                             .resources
@@ -906,6 +909,7 @@ impl Sandboxes {
                 env: request.env.clone(),
                 job_id: request.job_id.clone(),
                 image_id: request.image_id.clone(),
+                depth: request.depth,
             };
             let sandbox = self.registry.insert(sandbox, slot).await?;
             *self.agent_slot(&id).lock().await = Some(agent);

@@ -6,6 +6,7 @@ mod agent;
 mod cli;
 mod containers;
 mod containment;
+mod depth;
 mod edges;
 mod exec;
 mod files;

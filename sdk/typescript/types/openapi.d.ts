@@ -66,6 +66,11 @@ export interface ContainerResponse {
   container_id: string;
   /** When it was created. */
   created_at: string;
+  /**
+   * (ext) Commits of history the checkout's `.git` holds (a shallow clone); null:
+   * the whole history.
+   */
+  depth?: number | null;
   /** When it will be destroyed automatically. */
   expires_at?: string | null;
   /** (ext) Image it runs. */
@@ -96,6 +101,11 @@ export interface CreateContainerRequest {
   branch?: string | null;
   /** Commit to check out (full or at least 7 hex digits). */
   commit?: string | null;
+  /**
+   * (ext) Commits of history the sandbox's `.git` holds, counted from the checked-out
+   * commit (a shallow clone, 1 … 1,000,000); the whole history when omitted.
+   */
+  depth?: number | null;
   /** Environment for the container and every command in it. */
   environment_vars?: Record<string, string> | null;
   /**
@@ -485,6 +495,11 @@ export interface JobRepo {
   branch?: string | null;
   /** Commit (full or at least 7 hex digits). */
   commit?: string | null;
+  /**
+   * Commits of history the sandbox's `.git` holds (a shallow clone); the whole
+   * history when omitted.
+   */
+  depth?: number | null;
   /** `http`/`https` URL of a git repository on an allowed host. */
   repo_url: string;
 }
