@@ -59,6 +59,13 @@ def test_create_default_branch(client: Client, repo_url: str, fixture) -> None:
         assert head.stdout.split() == [fixture.trunk_head, "trunk"]
 
 
+def test_create_shallow(client: Client, repo_url: str, fixture) -> None:
+    with client.create(repo_url, depth=1) as box:
+        assert box.depth == 1
+        shallow = box.exec("git rev-list --count HEAD; git rev-parse --is-shallow-repository")
+        assert shallow.stdout.split() == ["1", "true"]
+
+
 def test_create_branch_commit_env_initial_command(client: Client, repo_url: str, fixture) -> None:
     with client.create(
         repo_url,

@@ -370,6 +370,7 @@ def create_container(
     network: Optional[str] = None,
     extra: Optional[Mapping[str, Any]] = None,
     image_id: Optional[str] = None,
+    depth: Optional[int] = None,
 ) -> Op[Any]:
     body = _drop_none(
         {
@@ -384,6 +385,7 @@ def create_container(
             "snapshot_id": getattr(snapshot_id, "snapshot_id", snapshot_id),
             "network": network,
             "image_id": image_id,
+            "depth": depth,
         }
     )
     if extra:

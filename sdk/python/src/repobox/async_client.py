@@ -132,6 +132,7 @@ class AsyncClient:
         network: Optional[str] = None,
         extra: Optional[Mapping[str, Any]] = None,
         image_id: Optional[str] = None,
+        depth: Optional[int] = None,
     ) -> "_Creating":
         """``box = await client.create(...)``, or ``async with client.create(...) as box:``
         (destroyed at the end of the block)."""
@@ -148,6 +149,7 @@ class AsyncClient:
             network=network,
             extra=extra,
             image_id=image_id,
+            depth=depth,
         )
         return _Creating(self._call(op))
 

@@ -128,6 +128,7 @@ class Client:
         network: Optional[str] = None,
         extra: Optional[Mapping[str, Any]] = None,
         image_id: Optional[str] = None,
+        depth: Optional[int] = None,
     ) -> "Sandbox":
         """Creates a sandbox (returns once it is running). ``with client.create(...) as
         box:`` destroys it at the end of the block."""
@@ -145,6 +146,7 @@ class Client:
                 network=network,
                 extra=extra,
                 image_id=image_id,
+                depth=depth,
             )
         )
         return box

@@ -142,6 +142,7 @@ class ContainerInfo(_Model):
     status_reason: Optional[str] = None
     job_id: Optional[str] = None
     image_id: Optional[str] = None
+    depth: Optional[int] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     _convert: ClassVar[Dict[str, Callable[[Any], Any]]] = {
