@@ -13,8 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export REPOBOX_BIN=${REPOBOX_BIN:-target/debug/repobox}
 export CARGO=${CARGO:-cargo}
+# The same cargo flags as `make test`'s run: its build is reused, not redone (a
+# narrower `--test conformance` would unify features differently and rebuild).
 exec bash scripts/with-kube.sh bash -c '
   REPOBOX_TEST_KUBECONFIG=/var/lib/repobox-kube/admin.kubeconfig \
-    "$CARGO" test --locked --test conformance -- --ignored kube:: nodes::
+    "$CARGO" test --locked --workspace --all-targets -- --ignored kube:: nodes::
   bash scripts/kube-deploy-test.sh
 '
