@@ -2132,6 +2132,24 @@ async fn kubernetes(ctx: &mut Ctx) -> Result<()> {
     result
 }
 
+/// A create and its first command through repobox (timed), then its destroy.
+async fn repobox_create_destroy(api: &Api, url: &str, head: &str) -> Result<f64> {
+    let (took, id) = repobox_create(api, url, head).await?;
+    api.destroy(&id).await?;
+    Ok(took)
+}
+
+/// The floor of a create on Kubernetes: a pod made Running and its first
+/// `pods/exec` (timed), then its removal.
+async fn floor_pod_first_command(cluster: &mut kube::Cluster) -> Result<f64> {
+    let at = Instant::now();
+    let name = cluster.create_running().await?;
+    cluster.exec(&name, "true").await?;
+    let took = ms(at);
+    cluster.remove(&name).await;
+    Ok(took)
+}
+
 async fn kubernetes_figures(
     ctx: &mut Ctx,
     cluster: &mut kube::Cluster,
@@ -2200,19 +2218,8 @@ async fn kubernetes_figures(
     for i in 0..ctx.plan.small_cold {
         let (a, b) = both(
             i,
-            async {
-                let (took, id) = repobox_create(&api, &url, &simple.head).await?;
-                api.destroy(&id).await?;
-                Ok::<_, anyhow::Error>(took)
-            },
-            async {
-                let at = Instant::now();
-                let name = cluster.create_running().await?;
-                cluster.exec(&name, "true").await?;
-                let took = ms(at);
-                cluster.remove(&name).await;
-                Ok::<_, anyhow::Error>(took)
-            },
+            repobox_create_destroy(&api, &url, &simple.head),
+            floor_pod_first_command(cluster),
         )
         .await;
         ours.push(a?);
@@ -2309,19 +2316,8 @@ async fn kubernetes_figures(
         api.wait_pool_full(Duration::from_secs(120)).await?;
         let (a, b) = both(
             i,
-            async {
-                let (took, id) = repobox_create(&api, &url, &simple.head).await?;
-                api.destroy(&id).await?;
-                Ok::<_, anyhow::Error>(took)
-            },
-            async {
-                let at = Instant::now();
-                let name = cluster.create_running().await?;
-                cluster.exec(&name, "true").await?;
-                let took = ms(at);
-                cluster.remove(&name).await;
-                Ok::<_, anyhow::Error>(took)
-            },
+            repobox_create_destroy(&api, &url, &simple.head),
+            floor_pod_first_command(cluster),
         )
         .await;
         ours.push(a?);
