@@ -395,6 +395,39 @@ import_pause() {
   tar -C "$BIN" -c pause | timeout 60 docker import --change 'ENTRYPOINT ["/pause"]' - "$PAUSE_IMAGE" >/dev/null
 }
 
+# The flags of a kubelet whose files are under `dir` (kubelet.yaml, kubeconfig,
+# root, CNI config), in KUBELET_FLAGS.
+kubelet_flags() { # dir node-name docker-endpoint dockershim-socket
+  local dir=$1
+  KUBELET_FLAGS=(--config "$dir/kubelet.yaml" --kubeconfig "$dir/kubelet.kubeconfig"
+    --root-dir "$dir/kubelet" --cert-dir "$dir/kubelet/pki"
+    --hostname-override "$2"
+    --container-runtime docker --docker-endpoint "$3"
+    --container-runtime-endpoint "unix://$4"
+    --experimental-dockershim-root-directory "$dir/dockershim"
+    --pod-infra-container-image "$PAUSE_IMAGE"
+    --network-plugin cni --cni-conf-dir "$dir/cni/net.d" --cni-bin-dir /usr/lib/cni
+    --cni-cache-dir "$dir/cni-cache")
+}
+
+# Unmounts what a kubelet left mounted under `dir` (deepest first).
+unmount_under() { # dir
+  local m
+  while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || say "warning: could not unmount $m"
+  done < <(awk -v p="$1/" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r)
+}
+
+# Removes the empty cgroups at and under each path (cgroupfs driver); a cgroup
+# still holding a process stays.
+remove_empty_cgroups() { # path...
+  local d
+  for d in "$@"; do
+    [[ -d $d ]] || continue
+    find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+}
+
 kubelet_config() { # dir address cgroup-root subnet
   local dir=$1 address=$2 cgroup_root=$3 subnet=$4
   cat >"$dir/kubelet.yaml" <<EOF
@@ -506,16 +539,9 @@ node2_up() {
     --exec-opt native.cgroupdriver=cgroupfs --cgroup-parent /repobox-node2-docker
   wait_until "node 2's Docker engine" 60 "dockerd@node2" node2_docker info
   node2_load "$PAUSE_IMAGE"
+  kubelet_flags "$N2" "$NODE2" "unix://$N2/docker.sock" "$N2/dockershim.sock"
   start_proc "kubelet@node2" nsenter --net="/run/netns/$NODE2_NS" "$BIN/kubelet" \
-    --config "$N2/kubelet.yaml" --kubeconfig "$N2/kubelet.kubeconfig" \
-    --root-dir "$N2/kubelet" --cert-dir "$N2/kubelet/pki" \
-    --hostname-override "$NODE2" --node-ip "$NODE2_IP" \
-    --container-runtime docker --docker-endpoint "unix://$N2/docker.sock" \
-    --container-runtime-endpoint "unix://$N2/dockershim.sock" \
-    --experimental-dockershim-root-directory "$N2/dockershim" \
-    --pod-infra-container-image "$PAUSE_IMAGE" \
-    --network-plugin cni --cni-conf-dir "$N2/cni/net.d" --cni-bin-dir /usr/lib/cni \
-    --cni-cache-dir "$N2/cni-cache"
+    "${KUBELET_FLAGS[@]}" --node-ip "$NODE2_IP"
   wait_until "node $NODE2 to be Ready" "$READY_WAIT" "kubelet@node2" node2_ready
 }
 
@@ -540,15 +566,8 @@ node2_down() {
   fi
   # Stopping its engine stops the pods' containers (no live-restore there).
   stop_procs "dockerd@node2" "socat@node2"
-  local m
-  while read -r m; do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-  done < <(awk -v p="$N2/" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r)
-  local d
-  for d in /sys/fs/cgroup/*/repobox-node2 /sys/fs/cgroup/*/repobox-node2-docker; do
-    [[ -d $d ]] || continue
-    find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
-  done
+  unmount_under "$N2"
+  remove_empty_cgroups /sys/fs/cgroup/*/repobox-node2 /sys/fs/cgroup/*/repobox-node2-docker
   ip link del rbx-node2 2>/dev/null || true
   ip netns del "$NODE2_NS" 2>/dev/null || true
   # Its images stay (loading the sandbox image again takes a while).
@@ -611,16 +630,8 @@ cmd_up() {
     --use-service-account-credentials=true
 
   record_sysctls
-  start_proc kubelet "$BIN/kubelet" \
-    --config "$STATE/kubelet.yaml" --kubeconfig "$STATE/kubelet.kubeconfig" \
-    --root-dir "$STATE/kubelet" --cert-dir "$STATE/kubelet/pki" \
-    --hostname-override "$NODE" \
-    --container-runtime docker --docker-endpoint "$docker" \
-    --container-runtime-endpoint "unix://$RUN/dockershim.sock" \
-    --experimental-dockershim-root-directory "$STATE/dockershim" \
-    --pod-infra-container-image "$PAUSE_IMAGE" \
-    --network-plugin cni --cni-conf-dir "$STATE/cni/net.d" --cni-bin-dir /usr/lib/cni \
-    --cni-cache-dir "$STATE/cni-cache"
+  kubelet_flags "$STATE" "$NODE" "$docker" "$RUN/dockershim.sock"
+  start_proc kubelet "$BIN/kubelet" "${KUBELET_FLAGS[@]}"
   wait_until "node $NODE to be Ready" "$READY_WAIT" kubelet node_ready
   if ((NODES >= 2)); then
     node2_up
@@ -697,17 +708,9 @@ cmd_down() {
   stop_procs etcd
   remove_pod_containers
   # Volumes the kubelet mounted (service account tokens are tmpfs mounts)
-  # outlive it; deepest first.
-  local m
-  while read -r m; do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || say "warning: could not unmount $m"
-  done < <(awk -v p="$STATE/" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r)
-  # The kubelet's pod cgroups (cgroupfs driver): only empty ones go.
-  local d
-  for d in /sys/fs/cgroup/*/kubepods; do
-    [[ -d $d ]] || continue
-    find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
-  done
+  # outlive it.
+  unmount_under "$STATE"
+  remove_empty_cgroups /sys/fs/cgroup/*/kubepods
   restore_sysctls
   ip link del "$POD_LINK" 2>/dev/null || true
   # The cluster's objects go with it; pki/ and the kubeconfigs stay, so the

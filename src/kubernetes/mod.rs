@@ -107,11 +107,21 @@ pub struct Settings {
 pub fn default_agent_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(crate::backend::AGENT_BINARY);
-        let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-        format!("repobox/agent:{}-{hex}", crate::backend::AGENT_VERSION)
+        format!(
+            "repobox/agent:{}-{}",
+            crate::backend::AGENT_VERSION,
+            short_digest(crate::backend::AGENT_BINARY, 6)
+        )
     })
+}
+
+/// The first `bytes` bytes of `data`'s SHA-256, in hex.
+fn short_digest(data: &[u8], bytes: usize) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)[..bytes]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A `docker build` context (a tar) of the agent's image: the agent binary alone,
@@ -444,10 +454,7 @@ fn label_value(value: &str) -> String {
     if valid {
         return value.to_owned();
     }
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(value.as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("h-{hex}")
+    format!("h-{}", short_digest(value.as_bytes(), 16))
 }
 
 /// A kube error as the service's: an API server that cannot be reached is the
