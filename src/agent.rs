@@ -33,7 +33,9 @@ use repobox_protocol::{
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-pub use repobox_protocol::{Entry, Kind, OutputChunk, ProcessInfo, ProcessStatus, Stat};
+pub use repobox_protocol::{
+    Entry, Kind, ListeningPort, OutputChunk, ProcessInfo, ProcessStatus, Stat,
+};
 
 use crate::backend::{BodyStream, ByteStream, Transport};
 use crate::error::{Error, Result};
@@ -431,6 +433,8 @@ impl AgentClient {
                 | Request::Read { .. }
                 | Request::ArchiveOut { .. }
                 | Request::ProcessFollow { .. }
+                | Request::Connect { .. }
+                | Request::Accept { .. }
         );
         let (tx, rx) = mpsc::unbounded_channel();
         let account = Arc::new(Account::default());
@@ -927,6 +931,65 @@ impl AgentClient {
         self.process_done(&Request::ProcessRemove { id }).await
     }
 
+    /// Opens a TCP connection to `127.0.0.1:port` inside the sandbox;
+    /// [`Error::PortClosed`] when nothing listens there.
+    pub async fn connect_port(&self, port: u16) -> Result<Tunnel> {
+        let mut op = self.open(&Request::Connect { port })?;
+        let peer_port = loop {
+            match op.recv_within().await? {
+                Incoming::Reply(Reply::Connected { peer_port }) => break peer_port,
+                Incoming::Reply(Reply::Error { kind, message }) => {
+                    op.done = true;
+                    return Err(match kind {
+                        ErrorKind::NotFound => Error::PortClosed(format!(
+                            "nothing listens on port {port} in the sandbox"
+                        )),
+                        kind => agent_error(kind, message),
+                    });
+                }
+                Incoming::Reply(other) if other.is_final() => {
+                    op.done = true;
+                    return Err(unexpected(&other));
+                }
+                _ => {}
+            }
+        };
+        Ok(Tunnel::carry(op, peer_port))
+    }
+
+    /// Waits for one connection to `127.0.0.1:port` inside the sandbox, where the agent
+    /// listens (binding the port on the first call); no deadline: it returns when a
+    /// process connects, or the connection to the agent is lost.
+    pub async fn accept(&self, port: u16) -> Result<Tunnel> {
+        let mut op = self.open(&Request::Accept { port })?;
+        let peer_port = loop {
+            match op.recv().await? {
+                Incoming::Reply(Reply::Connected { peer_port }) => break peer_port,
+                Incoming::Reply(Reply::Error { kind, message }) => {
+                    op.done = true;
+                    return Err(agent_error(kind, message));
+                }
+                Incoming::Reply(other) if other.is_final() => {
+                    op.done = true;
+                    return Err(unexpected(&other));
+                }
+                _ => {}
+            }
+        };
+        Ok(Tunnel::carry(op, peer_port))
+    }
+
+    /// The TCP ports listening inside the sandbox (but the agent's own).
+    pub async fn listening_ports(&self) -> Result<Vec<ListeningPort>> {
+        match self.call(&Request::Ports).await? {
+            Reply::Ports { mut ports } => {
+                ports.truncate(repobox_protocol::MAX_PORTS);
+                Ok(ports)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn process_done(&self, request: &Request) -> Result<()> {
         match self.call_with(request, process_error).await? {
             Reply::Done { .. } => Ok(()),
@@ -1117,6 +1180,135 @@ impl Execution {
                 }
                 Incoming::Reply(_) => {}
             }
+        }
+    }
+}
+
+/// Bytes buffered between a tunnel's user and its pump, each way.
+const TUNNEL_BUFFER: usize = 64 * 1024;
+
+/// A TCP connection inside the sandbox ([`AgentClient::connect_port`],
+/// [`AgentClient::accept`]), read and written as a byte stream. A task pumps it to and
+/// from the agent within the protocol's windows; dropping the tunnel stops the task and
+/// closes the connection in the sandbox. Its end of file comes when the sandbox's side
+/// closes (or the agent is lost).
+pub struct Tunnel {
+    io: tokio::io::DuplexStream,
+    peer_port: u16,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnel")
+            .field("peer_port", &self.peer_port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tunnel {
+    fn carry(op: Op, peer_port: u16) -> Self {
+        let (io, ours) = tokio::io::duplex(TUNNEL_BUFFER);
+        let pump = tokio::spawn(pump_tunnel(op, ours));
+        Self {
+            io,
+            peer_port,
+            pump,
+        }
+    }
+
+    /// The port of the other end inside the sandbox (the connecting process's, for an
+    /// accept).
+    pub fn peer_port(&self) -> u16 {
+        self.peer_port
+    }
+}
+
+impl tokio::io::AsyncRead for Tunnel {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Tunnel {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Moves a tunnel's bytes: what the user writes goes to the agent within its credit
+/// (then `Eof` at the user's shutdown); what the agent sends is written for the user
+/// and credited as taken. Ends at the agent's end or error, or once the user is gone.
+async fn pump_tunnel(mut op: Op, io: tokio::io::DuplexStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut reader, mut writer) = tokio::io::split(io);
+    let mut credit = WINDOW;
+    let mut reading = true;
+    let mut buf = vec![0u8; MAX_CHUNK];
+    loop {
+        let room = usize::try_from(credit).unwrap_or(MAX_CHUNK).min(MAX_CHUNK);
+        tokio::select! {
+            read = reader.read(&mut buf[..room.max(1)]), if reading && room > 0 => match read {
+                Ok(0) | Err(_) => {
+                    reading = false;
+                    if op.send(&Request::Eof).is_err() {
+                        return;
+                    }
+                }
+                Ok(n) => {
+                    credit -= n as u64;
+                    op.send_data(Bytes::copy_from_slice(&buf[..n]));
+                }
+            },
+            incoming = op.recv() => match incoming {
+                Ok(Incoming::Data(_, bytes)) => {
+                    let len = bytes.len();
+                    if writer.write_all(&bytes).await.is_err() {
+                        // The user is gone: dropping the op cancels the connection.
+                        return;
+                    }
+                    op.consumed(len);
+                }
+                Ok(Incoming::Reply(Reply::Credit { bytes })) => credit += op.take_credit(bytes),
+                Ok(Incoming::Reply(reply)) if reply.is_final() => {
+                    op.finish();
+                    let _ = writer.shutdown().await;
+                    return;
+                }
+                Ok(Incoming::Reply(_)) => {}
+                Err(_) => {
+                    let _ = writer.shutdown().await;
+                    return;
+                }
+            },
         }
     }
 }

@@ -104,6 +104,9 @@ pub enum Error {
     /// The host cannot give what a create asks for (memory, disk) (409).
     #[error("{0}")]
     NoCapacity(String),
+    /// Nothing listens on the sandbox port a request was forwarded to (502).
+    #[error("{0}")]
+    PortClosed(String),
     /// Anything else: a defect or an unexpected answer from a dependency (500).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -149,6 +152,7 @@ impl Error {
             Error::TooManyContainers(_) | Error::LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
+            Error::PortClosed(_) => StatusCode::BAD_GATEWAY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -183,6 +187,7 @@ impl Error {
             Error::NotSupported(_) => ("Not supported by this backend", "not_supported"),
             Error::Sandbox(_) => ("Operation failed in the sandbox", "sandbox_error"),
             Error::NoCapacity(_) => ("Not enough capacity", "no_capacity"),
+            Error::PortClosed(_) => ("Nothing listens on the port", "port_closed"),
             Error::Internal(_) => ("Internal server error", "internal"),
         }
     }

@@ -17,11 +17,13 @@ mod error;
 mod exec;
 mod files;
 mod flow;
+mod ports;
 mod processes;
 mod procs;
 mod reap;
 mod stream;
 mod supervise;
+mod tunnel;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -141,6 +143,8 @@ struct Dispatcher {
     ops: HashMap<u64, Op>,
     /// Background processes: the agent's, untouched by a hello.
     processes: Arc<processes::Table>,
+    /// Ports listened on for [`Request::Accept`]: the agent's, untouched by a hello.
+    listeners: Arc<tunnel::Listeners>,
     writer: Writer,
     done: mpsc::UnboundedSender<(u64, u64)>,
     serial: u64,
@@ -353,6 +357,18 @@ impl Dispatcher {
                     reply_with(out, reply).await;
                 })
             }
+            Request::Connect { port } => Box::pin(tunnel::connect(out, window.clone(), rx, port)),
+            Request::Accept { port } => Box::pin(tunnel::accept(
+                out,
+                window.clone(),
+                rx,
+                self.listeners.clone(),
+                port,
+            )),
+            Request::Ports => {
+                let exclude = self.listeners.ports();
+                Box::pin(blocking_reply(out, move || ports::op_ports(&exclude)))
+            }
             Request::Hello { .. }
             | Request::Ping
             | Request::Eof
@@ -481,6 +497,7 @@ async fn serve() {
     let mut dispatcher = Dispatcher {
         ops: HashMap::new(),
         processes: Arc::default(),
+        listeners: Arc::default(),
         writer,
         done,
         serial: 0,

@@ -272,7 +272,7 @@ struct Spawned {
 /// A process's command as its info shows it: at most
 /// [`repobox_protocol::MAX_INFO_COMMAND`] bytes (cut at a character boundary), so
 /// that a listing of many processes stays a small reply.
-fn shown_command(command: &str) -> String {
+pub(crate) fn shown_command(command: &str) -> String {
     let max = repobox_protocol::MAX_INFO_COMMAND;
     if command.len() <= max {
         return command.to_owned();

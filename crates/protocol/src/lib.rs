@@ -46,7 +46,7 @@ pub use message::*;
 
 /// Version of this protocol; the agent reports it in [`Reply::HelloAck`] and the server
 /// refuses an agent that speaks another.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 #[cfg(test)]
 mod tests {

@@ -216,6 +216,30 @@ pub enum Request {
         /// Its id.
         id: u64,
     },
+    /// Opens a TCP connection to `127.0.0.1:port` inside the sandbox (its loopback: no
+    /// network needed). Answers [`Reply::Connected`] once connected
+    /// ([`ErrorKind::NotFound`] when nothing listens), then carries the connection both
+    /// ways, each within its window: [`Tag::Data`] frames from the server are written to
+    /// it (credit returned as written) and [`Request::Eof`] shuts its sending side;
+    /// what it sends comes back as [`Tag::Data`] frames, then [`Reply::End`] once it
+    /// closes. [`Request::Cancel`] closes it.
+    Connect {
+        /// The port.
+        port: u16,
+    },
+    /// Listens on `127.0.0.1:port` inside the sandbox (bound on the first such request,
+    /// then kept for the agent's life; [`ErrorKind::Conflict`] when the port is taken)
+    /// and waits for one connection to it: [`Reply::Connected`], then the connection
+    /// is carried as for [`Request::Connect`]. How a sandbox with no network reaches a
+    /// proxy the server runs: the server keeps an accept open for each connection it
+    /// is ready to take.
+    Accept {
+        /// The port.
+        port: u16,
+    },
+    /// The TCP ports that listen inside the sandbox (its network namespace), but the
+    /// agent's own. Answers [`Reply::Ports`].
+    Ports,
     /// End of the data the server sends for this operation.
     Eof,
     /// Ends the operation at once: a command is killed with everything it started, a
@@ -478,11 +502,39 @@ pub enum Reply {
         /// Its final info.
         info: ProcessInfo,
     },
+    /// A connection ([`Request::Connect`], [`Request::Accept`]) is open: data follows
+    /// both ways.
+    Connected {
+        /// The port of the other end (the connecting process's, for an accept).
+        peer_port: u16,
+    },
+    /// Answer to [`Request::Ports`] (final).
+    Ports {
+        /// Listening ports, by port; at most [`MAX_PORTS`].
+        ports: Vec<ListeningPort>,
+    },
     /// The agent consumed `bytes` of this operation's data from the server.
     Credit {
         /// Bytes consumed.
         bytes: u64,
     },
+}
+
+/// Most ports in one [`Reply::Ports`].
+pub const MAX_PORTS: usize = 1000;
+
+/// A TCP port listening inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListeningPort {
+    /// The port.
+    pub port: u16,
+    /// Addresses it listens on (`0.0.0.0`, `127.0.0.1`, `::`, …).
+    pub addresses: Vec<String>,
+    /// Pid of a process that holds the socket, when one is found.
+    pub pid: Option<u32>,
+    /// That process's command line (arguments joined by spaces, cut at
+    /// [`MAX_INFO_COMMAND`] bytes).
+    pub process: Option<String>,
 }
 
 impl Reply {
@@ -502,6 +554,7 @@ impl Reply {
                 | Reply::Processes { .. }
                 | Reply::ProcessOutput { .. }
                 | Reply::ProcessEnded { .. }
+                | Reply::Ports { .. }
         )
     }
 
