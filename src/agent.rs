@@ -230,6 +230,8 @@ pub struct AgentClient {
     next_id: AtomicU64,
     version: String,
     tasks: [tokio::task::JoinHandle<()>; 2],
+    /// Tasks that live as long as the connection ([`AgentClient::attach`]).
+    attached: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Drop for AgentClient {
@@ -237,6 +239,12 @@ impl Drop for AgentClient {
         for task in &self.tasks {
             task.abort();
         }
+        for task in self.attached.locked().drain(..) {
+            task.abort();
+        }
+        // Operations still held (a tunnel's pump) hear that the connection is gone
+        // rather than wait on it.
+        self.shared.close();
     }
 }
 
@@ -370,6 +378,7 @@ impl AgentClient {
             next_id: AtomicU64::new(1),
             version: String::new(),
             tasks: [writer, reader],
+            attached: Mutex::default(),
         };
         let epoch = rand_u64();
         let mut hello = client.open_on(0, &Request::Hello { epoch })?;
@@ -957,26 +966,37 @@ impl AgentClient {
         Ok(Tunnel::carry(op, peer_port))
     }
 
-    /// Waits for one connection to `127.0.0.1:port` inside the sandbox, where the agent
-    /// listens (binding the port on the first call); no deadline: it returns when a
-    /// process connects, or the connection to the agent is lost.
-    pub async fn accept(&self, port: u16) -> Result<Tunnel> {
+    /// Opens a wait for one connection to `127.0.0.1:port` inside the sandbox, where the
+    /// agent listens (binding the port on the first call). The future that is returned
+    /// does not hold the client: it has no deadline, and ends when a process connects
+    /// or when the connection to the agent is lost.
+    pub fn accept_later(
+        &self,
+        port: u16,
+    ) -> Result<impl std::future::Future<Output = Result<Tunnel>> + Send + 'static> {
         let mut op = self.open(&Request::Accept { port })?;
-        let peer_port = loop {
-            match op.recv().await? {
-                Incoming::Reply(Reply::Connected { peer_port }) => break peer_port,
-                Incoming::Reply(Reply::Error { kind, message }) => {
-                    op.done = true;
-                    return Err(agent_error(kind, message));
+        Ok(async move {
+            let peer_port = loop {
+                match op.recv().await? {
+                    Incoming::Reply(Reply::Connected { peer_port }) => break peer_port,
+                    Incoming::Reply(Reply::Error { kind, message }) => {
+                        op.finish();
+                        return Err(agent_error(kind, message));
+                    }
+                    Incoming::Reply(other) if other.is_final() => {
+                        op.finish();
+                        return Err(unexpected(&other));
+                    }
+                    _ => {}
                 }
-                Incoming::Reply(other) if other.is_final() => {
-                    op.done = true;
-                    return Err(unexpected(&other));
-                }
-                _ => {}
-            }
-        };
-        Ok(Tunnel::carry(op, peer_port))
+            };
+            Ok(Tunnel::carry(op, peer_port))
+        })
+    }
+
+    /// Ties `task` to this connection: it is stopped when the client is dropped.
+    pub fn attach(&self, task: tokio::task::AbortHandle) {
+        self.attached.locked().push(task);
     }
 
     /// The TCP ports listening inside the sandbox (but the agent's own).
@@ -1186,21 +1206,25 @@ impl Execution {
 
 /// Bytes buffered between a tunnel's user and its pump, each way.
 const TUNNEL_BUFFER: usize = 64 * 1024;
+/// How long a tunnel whose user is gone still waits for the agent to take what the
+/// user wrote last (an answer written just before the drop).
+const TUNNEL_LINGER: Duration = Duration::from_secs(5);
 
 /// A TCP connection inside the sandbox ([`AgentClient::connect_port`],
-/// [`AgentClient::accept`]), read and written as a byte stream. A task pumps it to and
-/// from the agent within the protocol's windows; dropping the tunnel stops the task and
-/// closes the connection in the sandbox. Its end of file comes when the sandbox's side
-/// closes (or the agent is lost).
+/// [`AgentClient::accept_later`]), read and written as a byte stream. A task pumps it
+/// to and from the agent within the protocol's windows. Dropped, the tunnel's last
+/// bytes still reach the sandbox (for at most [`TUNNEL_LINGER`]), then the connection
+/// there is closed. Its end of file comes when the sandbox's side closes (or the agent
+/// is lost).
 pub struct Tunnel {
     io: tokio::io::DuplexStream,
     peer_port: u16,
-    pump: tokio::task::JoinHandle<()>,
+    gone: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Tunnel {
     fn drop(&mut self) {
-        self.pump.abort();
+        self.gone.notify_one();
     }
 }
 
@@ -1215,11 +1239,12 @@ impl std::fmt::Debug for Tunnel {
 impl Tunnel {
     fn carry(op: Op, peer_port: u16) -> Self {
         let (io, ours) = tokio::io::duplex(TUNNEL_BUFFER);
-        let pump = tokio::spawn(pump_tunnel(op, ours));
+        let gone = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(pump_tunnel(op, ours, gone.clone()));
         Self {
             io,
             peer_port,
-            pump,
+            gone,
         }
     }
 
@@ -1265,15 +1290,24 @@ impl tokio::io::AsyncWrite for Tunnel {
 }
 
 /// Moves a tunnel's bytes: what the user writes goes to the agent within its credit
-/// (then `Eof` at the user's shutdown); what the agent sends is written for the user
-/// and credited as taken. Ends at the agent's end or error, or once the user is gone.
-async fn pump_tunnel(mut op: Op, io: tokio::io::DuplexStream) {
+/// (then `Eof` at the user's end of writing); what the agent sends is written for the
+/// user and credited as taken. Ends at the agent's end or error, when the agent is
+/// lost, or once the user is `gone` and the agent took everything (or
+/// [`TUNNEL_LINGER`] passed); ending before the agent's end cancels the connection.
+async fn pump_tunnel(mut op: Op, io: tokio::io::DuplexStream, gone: Arc<tokio::sync::Notify>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut reader, mut writer) = tokio::io::split(io);
     let mut credit = WINDOW;
     let mut reading = true;
+    let mut user_gone = false;
+    let linger = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(linger);
     let mut buf = vec![0u8; MAX_CHUNK];
     loop {
+        if user_gone && !reading && credit == WINDOW {
+            // Everything the user wrote is in the sandbox.
+            return;
+        }
         let room = usize::try_from(credit).unwrap_or(MAX_CHUNK).min(MAX_CHUNK);
         tokio::select! {
             read = reader.read(&mut buf[..room.max(1)]), if reading && room > 0 => match read {
@@ -1291,9 +1325,8 @@ async fn pump_tunnel(mut op: Op, io: tokio::io::DuplexStream) {
             incoming = op.recv() => match incoming {
                 Ok(Incoming::Data(_, bytes)) => {
                     let len = bytes.len();
-                    if writer.write_all(&bytes).await.is_err() {
-                        // The user is gone: dropping the op cancels the connection.
-                        return;
+                    if !user_gone && writer.write_all(&bytes).await.is_err() {
+                        user_gone = true;
                     }
                     op.consumed(len);
                 }
@@ -1309,6 +1342,11 @@ async fn pump_tunnel(mut op: Op, io: tokio::io::DuplexStream) {
                     return;
                 }
             },
+            () = gone.notified(), if !user_gone => {
+                user_gone = true;
+                linger.as_mut().reset(tokio::time::Instant::now() + TUNNEL_LINGER);
+            }
+            () = &mut linger => return,
         }
     }
 }

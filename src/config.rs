@@ -181,6 +181,17 @@ pub struct Config {
     /// Comma-separated programs commands may start (parsed as shell); empty: any command.
     #[arg(long, env = "COMMAND_ALLOWLIST", default_value = "", value_parser = parse_list)]
     pub command_allowlist: List,
+    /// Comma-separated hosts sandboxes may reach through the egress proxy when they ask
+    /// for `"network": {"allow": [...]}`: `host`, `*.domain`, `*` (any name), an IP
+    /// address, each with an optional `:port` (default 80 and 443). A sandbox's entries
+    /// must lie within these. Empty: allow-lists are refused (403).
+    #[arg(long, env = "EGRESS_ALLOW", default_value = "", value_parser = parse_egress_allow)]
+    pub egress_allow: List,
+    /// Comma-separated `name=address` pairs the egress proxy resolves itself instead of
+    /// asking DNS (a package mirror on a private address): the operator naming the
+    /// address lets a name reach it. Empty: DNS alone.
+    #[arg(long, env = "EGRESS_HOSTS", default_value = "", value_parser = parse_egress_hosts)]
+    pub egress_hosts: EgressHosts,
     /// Whether a sandbox may ask for `"network": "bridge"`.
     #[arg(long, env = "ALLOW_NETWORK", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_network: bool,
@@ -348,7 +359,34 @@ fn parse_list(raw: &str) -> Result<List, String> {
     ))
 }
 
+fn parse_egress_allow(raw: &str) -> Result<List, String> {
+    let list = parse_list(raw)?;
+    for entry in list.items() {
+        crate::egress::Entry::parse(entry).map_err(|why| format!("EGRESS_ALLOW: {why}"))?;
+    }
+    Ok(list)
+}
+
+/// `EGRESS_HOSTS`: names the egress proxy resolves itself.
+#[derive(Debug, Clone, Default)]
+pub struct EgressHosts(pub std::sync::Arc<std::collections::HashMap<String, std::net::IpAddr>>);
+
+fn parse_egress_hosts(raw: &str) -> Result<EgressHosts, String> {
+    crate::egress::parse_pinned(raw)
+        .map(|pinned| EgressHosts(std::sync::Arc::new(pinned)))
+        .map_err(|why| format!("EGRESS_HOSTS: {why}"))
+}
+
 impl Config {
+    /// The operator's `EGRESS_ALLOW`, parsed (checked at start).
+    pub fn egress_allow(&self) -> Vec<crate::egress::Entry> {
+        self.egress_allow
+            .items()
+            .iter()
+            .filter_map(|entry| crate::egress::Entry::parse(entry).ok())
+            .collect()
+    }
+
     /// Settings from the environment and defaults alone, ignoring the command line:
     /// what a bare `repobox` serves with.
     pub fn defaults() -> Self {

@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use crate::backend::{Network, WORKSPACE};
+use crate::backend::WORKSPACE;
 use crate::config::Config;
 use crate::error::{Error, ErrorBody, Result};
 use crate::exec;
@@ -89,8 +89,8 @@ pub struct JobRequest {
     pub image_id: Option<String>,
     /// Resource limits of each sandbox.
     pub resources: Option<ResourcesRequest>,
-    /// `none` (default) or `bridge`.
-    pub network: Option<Network>,
+    /// `none` (default), `bridge`, or `{"allow": [...]}` (as on create).
+    pub network: Option<crate::request::NetworkSetting>,
     /// Run once in each sandbox before the command.
     pub initial_command: Option<String>,
 }
@@ -171,7 +171,7 @@ impl JobRequest {
             image_id: self.image_id.clone(),
             any_repo: true,
             resources: self.resources.clone(),
-            network: self.network,
+            network: self.network.clone(),
         };
         request
             .validate(config, sandboxes)

@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod docker;
+pub mod egress;
 pub mod error;
 pub mod exec;
 pub mod files;

@@ -82,6 +82,10 @@ pub struct Metrics {
     pub image_builds: Family<KindLabels, Counter>,
     /// Time of one image build.
     pub image_build_seconds: Histogram,
+    /// Connections through the egress proxies that were allowed.
+    pub egress_allowed: Counter,
+    /// Connections through the egress proxies that were refused.
+    pub egress_denied: Counter,
 }
 
 impl Default for Metrics {
@@ -233,7 +237,21 @@ impl Metrics {
             "Time of one image build",
             image_build_seconds.clone(),
         );
+        let egress_allowed = Counter::default();
+        registry.register(
+            "egress_allowed",
+            "Connections through the egress proxies that were allowed",
+            egress_allowed.clone(),
+        );
+        let egress_denied = Counter::default();
+        registry.register(
+            "egress_denied",
+            "Connections through the egress proxies that were refused",
+            egress_denied.clone(),
+        );
         Self {
+            egress_allowed,
+            egress_denied,
             image_pulls,
             image_pull_bytes,
             image_pull_seconds,

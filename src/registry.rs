@@ -78,6 +78,13 @@ pub struct Sandbox {
     /// Commits of history its checkout's `.git` holds (`None`: all).
     #[serde(default)]
     pub depth: Option<u32>,
+    /// Hosts it reaches through the egress proxy (`network` is then none); `None`: no
+    /// proxy.
+    #[serde(default)]
+    pub egress: Option<Vec<String>>,
+    /// Its proxy's recent decisions (not stored: they start over with the server).
+    #[serde(skip)]
+    pub egress_log: crate::egress::EgressLog,
 }
 
 impl Sandbox {

@@ -57,8 +57,77 @@ pub struct CreateContainerRequest {
     pub any_repo: bool,
     /// (ext) Resource limits, bounded by the server's maxima.
     pub resources: Option<ResourcesRequest>,
-    /// (ext) `none` (default) or `bridge` (only when `ALLOW_NETWORK=true`).
-    pub network: Option<Network>,
+    /// (ext) `none` (default), `bridge` (only when `ALLOW_NETWORK=true`), or
+    /// `{"allow": [...]}`: HTTP and HTTPS to those hosts only, through the server's
+    /// egress proxy (within `EGRESS_ALLOW`).
+    pub network: Option<NetworkSetting>,
+}
+
+/// A sandbox's `network`: a mode, or an allow-list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum NetworkSetting {
+    /// `none`: loopback alone; `bridge`: the engine's network.
+    Mode(Network),
+    /// No network but the egress proxy, to these hosts only.
+    Allow(AllowList),
+}
+
+/// `{"allow": [...]}`: the hosts a sandbox reaches through the egress proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowList {
+    /// `host`, `*.domain`, `*` (any name), or an IP address, each with an optional
+    /// `:port` (default: 80 and 443); each within the server's `EGRESS_ALLOW`.
+    #[schema(example = json!(["pypi.org", "*.pythonhosted.org"]))]
+    pub allow: Vec<String>,
+}
+
+impl NetworkSetting {
+    /// The engine's mode and the allow-list (normalised), checked against the
+    /// server's policy: `bridge` needs `ALLOW_NETWORK`; an allow-list needs
+    /// `EGRESS_ALLOW` to cover each entry (403 otherwise).
+    pub fn validate(setting: Option<Self>, config: &Config) -> Result<(Network, Option<Vec<String>>)> {
+        match setting.unwrap_or(NetworkSetting::Mode(Network::None)) {
+            NetworkSetting::Mode(Network::Bridge) if !config.allow_network => Err(Error::invalid(
+                "network \"bridge\" is disabled on this server (ALLOW_NETWORK=false)",
+            )),
+            NetworkSetting::Mode(mode) => Ok((mode, None)),
+            NetworkSetting::Allow(AllowList { allow }) => {
+                let operator = config.egress_allow();
+                if operator.is_empty() {
+                    return Err(Error::Forbidden(
+                        "network allow-lists are disabled on this server (EGRESS_ALLOW is empty)"
+                            .to_owned(),
+                    ));
+                }
+                let entries = crate::egress::allow::parse_list(&allow, crate::egress::MAX_ENTRIES)?;
+                let mut shown = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    if !operator.iter().any(|own| own.covers(&entry)) {
+                        return Err(Error::Forbidden(format!(
+                            "network.allow: {} is not within this server's EGRESS_ALLOW",
+                            entry.as_str()
+                        )));
+                    }
+                    if !shown.iter().any(|seen: &String| seen == entry.as_str()) {
+                        shown.push(entry.as_str().to_owned());
+                    }
+                }
+                Ok((Network::None, Some(shown)))
+            }
+        }
+    }
+
+    /// The setting a sandbox reports.
+    pub fn of(network: Network, egress: Option<&[String]>) -> Self {
+        match egress {
+            Some(allow) => NetworkSetting::Allow(AllowList {
+                allow: allow.to_vec(),
+            }),
+            None => NetworkSetting::Mode(network),
+        }
+    }
 }
 
 /// Requested resources; omitted fields take the server's defaults.
@@ -246,11 +315,13 @@ impl CreateContainerRequest {
                 config.max_pids
             )));
         }
-        let network = self.network.unwrap_or(Network::None);
-        if network == Network::Bridge && !config.allow_network {
-            return Err(Error::invalid(
-                "network \"bridge\" is disabled on this server (ALLOW_NETWORK=false)",
-            ));
+        let (network, egress) = NetworkSetting::validate(self.network, config)?;
+        let mut env = env;
+        if egress.is_some() {
+            // The proxy's variables, unless the sandbox's own say otherwise.
+            for (name, value) in crate::egress::proxy_env() {
+                env.entry(name).or_insert(value);
+            }
         }
         Ok(NewSandbox {
             repo,
@@ -265,6 +336,7 @@ impl CreateContainerRequest {
             image,
             resources,
             network,
+            egress,
             job_id: None,
             image_id: built.map(|image| image.image_id),
         })

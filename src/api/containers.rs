@@ -15,13 +15,14 @@ use crate::error::{Error, ErrorBody, Result};
 use crate::exec::ExecResult;
 use crate::id::SandboxId;
 use crate::registry::Sandbox;
-use crate::request::CreateContainerRequest;
+use crate::request::{CreateContainerRequest, NetworkSetting};
 use crate::sandbox::{Condition, Status};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_container, list_containers))
         .routes(routes!(get_container, destroy_container, update_container))
+        .routes(routes!(get_egress))
 }
 
 /// A sandbox, as every container endpoint returns it.
@@ -59,6 +60,9 @@ pub struct ContainerResponse {
     /// (ext) Commits of history the checkout's `.git` holds (a shallow clone); null:
     /// the whole history.
     pub depth: Option<u32>,
+    /// (ext) `none`, `bridge`, or `{"allow": [...]}`: the hosts it reaches through the
+    /// egress proxy.
+    pub network: NetworkSetting,
 }
 
 impl ContainerResponse {
@@ -79,6 +83,7 @@ impl ContainerResponse {
             job_id: sandbox.job_id.clone(),
             image_id: sandbox.image_id.clone(),
             depth: sandbox.depth,
+            network: NetworkSetting::of(sandbox.network, sandbox.egress.as_deref()),
         }
     }
 }
@@ -163,6 +168,31 @@ pub async fn get_container(
     let sandbox = state.sandboxes.get(&container_id)?;
     let condition = state.sandboxes.status(&sandbox).await?;
     Ok(Json(ContainerResponse::new(&sandbox, &condition)))
+}
+
+/// Body of `GET /containers/{id}/egress`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EgressResponse {
+    /// The sandbox's allow-list; null when it has none (then it has no proxy).
+    pub allow: Option<Vec<String>>,
+    /// Its proxy's last decisions (at most 1000), oldest first; since the server
+    /// started.
+    pub decisions: Vec<crate::egress::Decision>,
+}
+
+/// (ext) What a sandbox's egress proxy allowed and refused.
+#[utoipa::path(get, path = "/containers/{container_id}/egress", tag = "containers",
+    params(("container_id" = String, Path, description = "Sandbox id")),
+    responses((status = 200, body = EgressResponse), (status = 404, body = ErrorBody)))]
+pub async fn get_egress(
+    State(state): State<AppState>,
+    Path(container_id): Path<SandboxId>,
+) -> Result<Json<EgressResponse>> {
+    let sandbox = state.sandboxes.get(&container_id)?;
+    Ok(Json(EgressResponse {
+        allow: sandbox.egress.clone(),
+        decisions: sandbox.egress_log.entries(),
+    }))
 }
 
 /// Body of `PATCH /containers/{id}`.

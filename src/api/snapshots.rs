@@ -226,6 +226,7 @@ pub async fn fork(
         image: snapshot.image.clone(),
         resources: source.resources,
         network: source.network,
+        egress: source.egress.clone(),
         job_id: None,
         // The copies run on the snapshot's image, not on the source's built one.
         image_id: None,

@@ -139,6 +139,8 @@ pub struct NewSandbox {
     pub resources: Resources,
     /// Network mode.
     pub network: Network,
+    /// Hosts reachable through the egress proxy (with `network` none).
+    pub egress: Option<Vec<String>>,
     /// The job whose entry this sandbox runs.
     pub job_id: Option<String>,
     /// The built image (`POST /images`) it runs on.
@@ -663,11 +665,41 @@ impl Sandboxes {
         }
         match self.connect_agent(&sandbox.engine_id).await {
             Ok(client) => {
+                self.serve_egress(&sandbox.id, sandbox.egress.as_deref(), &sandbox.egress_log, &client);
                 *connected = Some(client.clone());
                 Ok(client)
             }
             Err(err) => Err(self.unreachable(&sandbox, err).await),
         }
+    }
+
+    /// Serves the egress proxy of a sandbox with an allow-list over `agent` (for as long
+    /// as that connection lives). Entries the operator's `EGRESS_ALLOW` no longer
+    /// covers (it changed since the create) are dropped.
+    fn serve_egress(
+        &self,
+        id: &SandboxId,
+        allow: Option<&[String]>,
+        log: &crate::egress::EgressLog,
+        agent: &Arc<AgentClient>,
+    ) {
+        let Some(allow) = allow else {
+            return;
+        };
+        let operator = self.config.egress_allow();
+        let entries = allow
+            .iter()
+            .filter_map(|entry| crate::egress::Entry::parse(entry).ok())
+            .filter(|entry| operator.iter().any(|own| own.covers(entry)))
+            .collect();
+        let proxy = crate::egress::SandboxEgress::new(
+            id.to_string(),
+            entries,
+            log.clone(),
+            self.config.egress_hosts.0.clone(),
+            self.metrics.clone(),
+        );
+        agent.attach(crate::egress::serve(agent, Arc::new(proxy)));
     }
 
     async fn connect_agent(&self, engine_id: &EngineId) -> Result<Arc<AgentClient>> {
@@ -842,8 +874,11 @@ impl Sandboxes {
         );
         // The container is the guard's until the record is written: on any error the
         // container is removed (awaited), and the checkout's temporary tree goes with it.
+        let egress_log = crate::egress::EgressLog::default();
         let provisioned = async {
             let (engine_id, agent) = agent?;
+            // Before anything runs in it (the initial command may install packages).
+            self.serve_egress(&id, request.egress.as_deref(), &egress_log, &agent);
             let (repo_url, branch, resolved_commit) = match (checkout?, &request.snapshot) {
                 (Some(checkout), _) => {
                     Metrics::count(
@@ -910,6 +945,8 @@ impl Sandboxes {
                 job_id: request.job_id.clone(),
                 image_id: request.image_id.clone(),
                 depth: request.depth,
+                egress: request.egress.clone(),
+                egress_log,
             };
             let sandbox = self.registry.insert(sandbox, slot).await?;
             *self.agent_slot(&id).lock().await = Some(agent);
