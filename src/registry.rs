@@ -454,6 +454,8 @@ mod tests {
             image_id: None,
             env: BTreeMap::new(),
             depth: None,
+            egress: None,
+            egress_log: Default::default(),
         }
     }
 

@@ -87,7 +87,10 @@ impl NetworkSetting {
     /// The engine's mode and the allow-list (normalised), checked against the
     /// server's policy: `bridge` needs `ALLOW_NETWORK`; an allow-list needs
     /// `EGRESS_ALLOW` to cover each entry (403 otherwise).
-    pub fn validate(setting: Option<Self>, config: &Config) -> Result<(Network, Option<Vec<String>>)> {
+    pub fn validate(
+        setting: Option<Self>,
+        config: &Config,
+    ) -> Result<(Network, Option<Vec<String>>)> {
         match setting.unwrap_or(NetworkSetting::Mode(Network::None)) {
             NetworkSetting::Mode(Network::Bridge) if !config.allow_network => Err(Error::invalid(
                 "network \"bridge\" is disabled on this server (ALLOW_NETWORK=false)",

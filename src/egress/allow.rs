@@ -92,7 +92,9 @@ impl Entry {
     pub fn parse(raw: &str) -> std::result::Result<Entry, String> {
         let shown = raw.trim().to_ascii_lowercase();
         if shown.is_empty() || shown.len() > MAX_ENTRY {
-            return Err(format!("{raw:?} is not an allow-list entry (empty or too long)"));
+            return Err(format!(
+                "{raw:?} is not an allow-list entry (empty or too long)"
+            ));
         }
         let (host, port) = split_port(&shown)
             .ok_or_else(|| format!("{raw:?}: the port must be a number from 1 to 65535"))?;
@@ -152,9 +154,10 @@ impl Entry {
         };
         ports
             && match (&self.host, &other.host) {
-                (HostPattern::Any, HostPattern::Any | HostPattern::Below(_) | HostPattern::Name(_)) => {
-                    true
-                }
+                (
+                    HostPattern::Any,
+                    HostPattern::Any | HostPattern::Below(_) | HostPattern::Name(_),
+                ) => true,
                 (HostPattern::Below(own), HostPattern::Below(theirs)) => {
                     own == theirs || is_below(theirs, own)
                 }
@@ -263,8 +266,20 @@ mod tests {
     #[test]
     fn malformed_entries_and_numeric_names_are_refused() {
         for bad in [
-            "", "pypi.org:0", "pypi.org:99999", "pypi.org:x", "*.", "*.*.org", "a..b", "-a.org",
-            "a b", "http://pypi.org", "pypi.org/simple", "167772161", "0x0a.0.0.1", "[::1",
+            "",
+            "pypi.org:0",
+            "pypi.org:99999",
+            "pypi.org:x",
+            "*.",
+            "*.*.org",
+            "a..b",
+            "-a.org",
+            "a b",
+            "http://pypi.org",
+            "pypi.org/simple",
+            "167772161",
+            "0x0a.0.0.1",
+            "[::1",
         ] {
             assert!(Entry::parse(bad).is_err(), "{bad:?} was taken");
         }

@@ -223,7 +223,11 @@ pub fn serve(agent: &Arc<AgentClient>, egress: Arc<SandboxEgress>) -> tokio::tas
 /// Parses `EGRESS_HOSTS` (`name=address,...`).
 pub fn parse_pinned(raw: &str) -> Result<HashMap<String, IpAddr>, String> {
     let mut pinned = HashMap::new();
-    for item in raw.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+    for item in raw
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
         let (name, address) = item
             .split_once('=')
             .ok_or_else(|| format!("{item:?} is not name=address"))?;

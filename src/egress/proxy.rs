@@ -92,7 +92,10 @@ where
             upstream_head.push_str("\r\n");
         }
         if !has_host {
-            upstream_head.push_str(&format!("Host: {}\r\n", uri.authority().map_or("", |a| a.as_str())));
+            upstream_head.push_str(&format!(
+                "Host: {}\r\n",
+                uri.authority().map_or("", |a| a.as_str())
+            ));
         }
         upstream_head.push_str("Connection: close\r\n\r\n");
         let mut first = upstream_head.into_bytes();
@@ -143,7 +146,12 @@ where
 
 /// Decides on `host:port`, logs the decision, and connects; on a refusal or failure
 /// answers the client (403, 502) and returns `None`.
-async fn open<S>(client: &mut S, egress: &SandboxEgress, host: &Host, port: u16) -> Option<TcpStream>
+async fn open<S>(
+    client: &mut S,
+    egress: &SandboxEgress,
+    host: &Host,
+    port: u16,
+) -> Option<TcpStream>
 where
     S: AsyncWrite + Unpin,
 {
@@ -404,14 +412,34 @@ mod tests {
     #[test]
     fn private_and_special_addresses_are_not_public() {
         for private in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-            "0.0.0.0", "255.255.255.255", "::1", "::", "fd00::1", "fe80::1", "::ffff:10.0.0.1",
-            "::ffff:127.0.0.1", "::127.0.0.1", "64:ff9b::a00:1", "2002:a00:1::1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
         ] {
-            assert!(!is_public(private.parse().unwrap()), "{private} counted as public");
+            assert!(
+                !is_public(private.parse().unwrap()),
+                "{private} counted as public"
+            );
         }
         for public in ["198.51.100.2", "151.101.0.223", "2a04:4e42::223"] {
-            assert!(is_public(public.parse().unwrap()), "{public} counted as private");
+            assert!(
+                is_public(public.parse().unwrap()),
+                "{public} counted as private"
+            );
         }
     }
 

@@ -665,7 +665,12 @@ impl Sandboxes {
         }
         match self.connect_agent(&sandbox.engine_id).await {
             Ok(client) => {
-                self.serve_egress(&sandbox.id, sandbox.egress.as_deref(), &sandbox.egress_log, &client);
+                self.serve_egress(
+                    &sandbox.id,
+                    sandbox.egress.as_deref(),
+                    &sandbox.egress_log,
+                    &client,
+                );
                 *connected = Some(client.clone());
                 Ok(client)
             }

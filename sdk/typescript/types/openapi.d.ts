@@ -9,6 +9,15 @@ export interface AgentInfo {
   version: string;
 }
 
+/** `{"allow": [...]}`: the hosts a sandbox reaches through the egress proxy. */
+export interface AllowList {
+  /**
+   * `host`, `*.domain`, `*` (any name), or an IP address, each with an optional
+   * `:port` (default: 80 and 443); each within the server's `EGRESS_ALLOW`.
+   */
+  allow: Array<string>;
+}
+
 /** The backend sandboxes run on (`BACKEND`). */
 export interface BackendInfo {
   /** `docker` or `local`. */
@@ -83,6 +92,11 @@ export interface ContainerResponse {
    * ends); null for a sandbox made by a client.
    */
   job_id?: string | null;
+  /**
+   * (ext) `none`, `bridge`, or `{"allow": [...]}`: the hosts it reaches through the
+   * egress proxy.
+   */
+  network: NetworkSetting;
   /** Repository URL (credentials removed). */
   repo_url: string;
   /** (ext) Full SHA of HEAD. */
@@ -125,7 +139,7 @@ export interface CreateContainerRequest {
   initial_command?: string | null;
   /** Lifetime in seconds; no expiry when omitted. */
   max_runtime_secs?: number | null;
-  network?: null | Network;
+  network?: null | NetworkSetting;
   /**
    * `http`/`https` URL of a git repository on an allowed host (required unless
    * `snapshot_id` is given).
@@ -178,6 +192,20 @@ export interface CreateSnapshotRequest {
   name?: string | null;
 }
 
+/** One decision of a sandbox's proxy. */
+export interface Decision {
+  /** Whether the connection was made. */
+  allowed: boolean;
+  /** The host asked for (a name or an address). */
+  host: string;
+  /** The port asked for. */
+  port: number;
+  /** Why it was refused, or why an allowed connection failed. */
+  reason?: string | null;
+  /** When it was taken. */
+  time: string;
+}
+
 /** A directory's entries. */
 export interface DirectoryListing {
   /** Every entry (hidden ones too, not `.` or `..`), sorted by name in byte order. */
@@ -198,6 +226,17 @@ export interface DiskLimits {
   reason?: string | null;
   /** The size of the engine's store, where it can be read (`None`: unknown). */
   store_bytes?: number | null;
+}
+
+/** Body of `GET /containers/{id}/egress`. */
+export interface EgressResponse {
+  /** The sandbox's allow-list; null when it has none (then it has no proxy). */
+  allow?: Array<string> | null;
+  /**
+   * Its proxy's last decisions (at most 1000), oldest first; since the server
+   * started.
+   */
+  decisions: Array<Decision>;
 }
 
 /** How [`FileContent::content`] is encoded. */
@@ -524,7 +563,7 @@ export interface JobRequest {
   image_id?: string | null;
   /** Run once in each sandbox before the command. */
   initial_command?: string | null;
-  network?: null | Network;
+  network?: null | NetworkSetting;
   /** The repositories (1 … `MAX_JOB_REPOS`); results come in this order. */
   repos: Array<JobRepo>;
   resources?: null | ResourcesRequest;
@@ -666,6 +705,9 @@ export interface NetworkInfo {
   /** Mode of a sandbox that asks for none. */
   default: Network;
 }
+
+/** A sandbox's `network`: a mode, or an allow-list. */
+export type NetworkSetting = Network | AllowList;
 
 /**
  * The warm pool (`POOL_SIZE`, `POOL_IMAGES`): started sandboxes waiting for a
