@@ -1,5 +1,6 @@
 //! Allow-list entries: `host`, `*.domain`, `*`, an IP address, each with an optional
-//! `:port` (`[v6]:port` for IPv6). Without a port an entry allows ports 80 and 443.
+//! `:port` (`[v6]:port` for IPv6) or `:*` (any port). Without a port an entry allows
+//! ports 80 and 443.
 
 use std::net::IpAddr;
 
@@ -23,11 +24,42 @@ enum HostPattern {
     Ip(IpAddr),
 }
 
+/// The ports of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ports {
+    /// No `:port`: [`DEFAULT_PORTS`].
+    Default,
+    /// `:port`.
+    One(u16),
+    /// `:*`.
+    Any,
+}
+
+impl Ports {
+    fn allows(self, port: u16) -> bool {
+        match self {
+            Ports::Default => DEFAULT_PORTS.contains(&port),
+            Ports::One(own) => own == port,
+            Ports::Any => true,
+        }
+    }
+
+    fn covers(self, other: Ports) -> bool {
+        match (self, other) {
+            (Ports::Any, _) => true,
+            (_, Ports::Any) => false,
+            (own, Ports::One(port)) => own.allows(port),
+            (Ports::Default, Ports::Default) => true,
+            (Ports::One(_), Ports::Default) => false,
+        }
+    }
+}
+
 /// One allow-list entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     host: HostPattern,
-    port: Option<u16>,
+    port: Ports,
     /// As written, lowercased.
     shown: String,
 }
@@ -97,7 +129,7 @@ impl Entry {
             ));
         }
         let (host, port) = split_port(&shown)
-            .ok_or_else(|| format!("{raw:?}: the port must be a number from 1 to 65535"))?;
+            .ok_or_else(|| format!("{raw:?}: the port must be a number from 1 to 65535, or *"))?;
         let host = if host == "*" {
             HostPattern::Any
         } else if let Some(domain) = host.strip_prefix("*.") {
@@ -124,16 +156,9 @@ impl Entry {
         &self.shown
     }
 
-    fn allows_port(&self, port: u16) -> bool {
-        match self.port {
-            Some(own) => own == port,
-            None => DEFAULT_PORTS.contains(&port),
-        }
-    }
-
     /// Whether a connection to `host:port` is allowed by this entry.
     pub fn allows(&self, host: &Host, port: u16) -> bool {
-        self.allows_port(port)
+        self.port.allows(port)
             && match (&self.host, host) {
                 (HostPattern::Any, Host::Name(_)) => true,
                 (HostPattern::Below(domain), Host::Name(name)) => is_below(name, domain),
@@ -146,13 +171,7 @@ impl Entry {
     /// Whether everything `other` allows, this entry allows too (an operator's
     /// entry covering a sandbox's).
     pub fn covers(&self, other: &Entry) -> bool {
-        let ports = match (self.port, other.port) {
-            (Some(own), Some(theirs)) => own == theirs,
-            (Some(_), None) => false,
-            (None, Some(theirs)) => DEFAULT_PORTS.contains(&theirs),
-            (None, None) => true,
-        };
-        ports
+        self.port.covers(other.port)
             && match (&self.host, &other.host) {
                 (
                     HostPattern::Any,
@@ -180,27 +199,30 @@ fn is_below(name: &str, domain: &str) -> bool {
         && name.as_bytes()[name.len() - domain.len() - 1] == b'.'
 }
 
-/// `host[:port]` or `[v6][:port]` into its host and port.
-fn split_port(entry: &str) -> Option<(&str, Option<u16>)> {
-    let parse_port = |port: &str| -> Option<u16> {
+/// `host[:port]` or `[v6][:port]` into its host and ports.
+fn split_port(entry: &str) -> Option<(&str, Ports)> {
+    let parse_port = |port: &str| -> Option<Ports> {
+        if port == "*" {
+            return Some(Ports::Any);
+        }
         if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        port.parse::<u16>().ok().filter(|p| *p != 0)
+        port.parse::<u16>().ok().filter(|p| *p != 0).map(Ports::One)
     };
     if entry.starts_with('[') {
         let end = entry.find(']')?;
         let host = &entry[..=end];
         return match &entry[end + 1..] {
-            "" => Some((host, None)),
-            rest => Some((host, Some(parse_port(rest.strip_prefix(':')?)?))),
+            "" => Some((host, Ports::Default)),
+            rest => Some((host, parse_port(rest.strip_prefix(':')?)?)),
         };
     }
     match entry.rsplit_once(':') {
         // A bare IPv6 address has several colons: no port.
-        Some((host, _)) if host.contains(':') => Some((entry, None)),
-        Some((host, port)) => Some((host, Some(parse_port(port)?))),
-        None => Some((entry, None)),
+        Some((host, _)) if host.contains(':') => Some((entry, Ports::Default)),
+        Some((host, port)) => Some((host, parse_port(port)?)),
+        None => Some((entry, Ports::Default)),
     }
 }
 
@@ -242,6 +264,8 @@ mod tests {
         assert!(entry("git.example:8443").allows(&host("git.example"), 8443));
         assert!(!entry("git.example:8443").allows(&host("git.example"), 443));
         assert!(entry("*").allows(&host("anything.example"), 443));
+        assert!(entry("*:*").allows(&host("anything.example"), 8443));
+        assert!(entry("git.example:*").allows(&host("git.example"), 22));
         // `*` is names only: an address must be named.
         assert!(!entry("*").allows(&host("10.0.0.1"), 443));
         assert!(entry("10.0.0.1:8080").allows(&host("10.0.0.1"), 8080));
@@ -261,6 +285,10 @@ mod tests {
         assert!(!entry("pypi.org").covers(&entry("pypi.org:22")));
         assert!(!entry("pypi.org:443").covers(&entry("pypi.org")));
         assert!(entry("10.0.0.1:8080").covers(&entry("10.0.0.1:8080")));
+        assert!(entry("*:*").covers(&entry("git.example:8443")));
+        assert!(entry("*:*").covers(&entry("git.example:*")));
+        assert!(!entry("*").covers(&entry("git.example:*")));
+        assert!(!entry("git.example:8443").covers(&entry("git.example:*")));
     }
 
     #[test]

@@ -776,3 +776,118 @@ pub(crate) async fn opens_a_terminal(kind: Kind) {
     assert!(seen.contains("/workspace"), "{seen:?}");
     assert!(seen.contains("/dev/pts/"), "{seen:?}");
 }
+
+/// A server on the host's loopback that answers every connection with `hello` and
+/// counts them; stopped when dropped.
+struct LoopbackServer {
+    port: u16,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LoopbackServer {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, done) = (served.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        stream.set_nonblocking(false).unwrap();
+                        stream
+                            .set_read_timeout(Some(Duration::from_secs(5)))
+                            .unwrap();
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n")
+                            && stream.read(&mut byte).unwrap_or(0) == 1
+                        {
+                            head.push(byte[0]);
+                        }
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello\n",
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self { port, served, stop }
+    }
+
+    fn served(&self) -> usize {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `network: {"allow": [...]}` works alike on every backend, since the proxy is the
+/// server's, reached through the agent: the listed host (a name the operator pinned to
+/// the host's loopback) is reached, another name pinned to the same address is refused
+/// with a 403 and logged, and without the proxy nothing is reached.
+pub(crate) async fn reaches_only_its_allow_list(kind: Kind) {
+    let server = LoopbackServer::start();
+    let port = server.port;
+    let (sandbox, created) = Sandbox::new(
+        kind,
+        json!({"network": {"allow": [format!("allowed.test:{port}")]}}),
+    )
+    .await;
+    assert_eq!(
+        created["network"],
+        json!({"allow": [format!("allowed.test:{port}")]}),
+        "{created}"
+    );
+    let fetch = |host: &str| {
+        format!(
+            "python3 -c 'import urllib.request as u\ntry: print(u.urlopen(\"http://{host}:{port}/\", timeout=20).read().decode(), end=\"\")\nexcept Exception as e: print(\"failed\", getattr(e, \"code\", e))'"
+        )
+    };
+    let allowed = sandbox.exec(&fetch("allowed.test")).await;
+    assert_eq!(allowed["stdout"], "hello\n", "{kind:?}: {allowed}");
+    assert_eq!(server.served(), 1);
+    let refused = sandbox.exec(&fetch("refused.test")).await;
+    assert_eq!(refused["stdout"], "failed 403\n", "{kind:?}: {refused}");
+    let bypass = sandbox
+        .exec(&format!(
+            "(echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo reached; env -u HTTP_PROXY -u http_proxy {}",
+            fetch("allowed.test")
+        ))
+        .await;
+    assert!(
+        bypass["stdout"].as_str().unwrap().starts_with("failed"),
+        "{kind:?}: {bypass}"
+    );
+    assert_eq!(
+        server.served(),
+        1,
+        "{kind:?}: the server was reached past the proxy"
+    );
+    let (_, egress) = sandbox.app.get(&sandbox.path("/egress")).await;
+    let decisions: Vec<(String, bool)> = egress["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["host"].as_str().unwrap().to_owned(), d["allowed"] == true))
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            ("allowed.test".to_owned(), true),
+            ("refused.test".to_owned(), false)
+        ],
+        "{kind:?}: {egress}"
+    );
+}

@@ -74,6 +74,16 @@ pub(crate) fn simple_url(prefix: &str) -> String {
 pub(crate) fn config(kind: Kind, dir: &std::path::Path) -> repobox::config::Config {
     let mut config = test_config(dir);
     config.backend = kind;
+    // For `reaches_only_its_allow_list`: any name, and two names the proxy resolves to
+    // the host's loopback (where the test's server listens) as an operator's mirror.
+    config.egress_allow = repobox::config::List(vec!["*:*".to_owned()]);
+    config.egress_hosts = repobox::config::EgressHosts(std::sync::Arc::new(
+        [
+            ("allowed.test".to_owned(), "127.0.0.1".parse().unwrap()),
+            ("refused.test".to_owned(), "127.0.0.1".parse().unwrap()),
+        ]
+        .into(),
+    ));
     if kind == Kind::Kubernetes {
         config.kubeconfig =
             std::env::var("REPOBOX_TEST_KUBECONFIG").unwrap_or(KUBECONFIG.to_owned());

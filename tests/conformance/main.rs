@@ -69,4 +69,5 @@ conformance!(
     serves_from_its_warm_pool,
     runs_a_job,
     opens_a_terminal,
+    reaches_only_its_allow_list,
 );
