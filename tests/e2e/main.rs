@@ -14,6 +14,7 @@ mod health;
 mod images;
 mod jobs;
 mod mcp;
+mod netns_hosts;
 mod pool;
 mod private;
 mod processes;

@@ -4,6 +4,7 @@
 
 pub(crate) mod fixtures;
 pub(crate) mod git_server;
+pub(crate) mod netns;
 pub(crate) mod registry;
 
 use std::sync::OnceLock;
