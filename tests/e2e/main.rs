@@ -8,6 +8,7 @@ mod containers;
 mod containment;
 mod depth;
 mod edges;
+mod egress;
 mod exec;
 mod files;
 mod health;
