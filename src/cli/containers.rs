@@ -33,6 +33,13 @@ pub struct CreateArgs {
     /// A command run once in /workspace after the checkout.
     #[arg(long, value_name = "CMD")]
     pub initial_command: Option<String>,
+    /// `none` (the default) or `bridge` (when the server allows it).
+    #[arg(long, value_name = "MODE", conflicts_with = "allow")]
+    pub network: Option<String>,
+    /// A host the sandbox may reach through the server's egress proxy (`pypi.org`,
+    /// `*.pythonhosted.org`, `host:port`; repeatable); nothing else is reachable.
+    #[arg(long, value_name = "HOST")]
+    pub allow: Vec<String>,
 }
 
 impl CreateArgs {
@@ -50,6 +57,14 @@ impl CreateArgs {
             ("image", self.image.map(Value::from)),
             ("image_id", self.image_id.map(Value::from)),
             ("initial_command", self.initial_command.map(Value::from)),
+            (
+                "network",
+                match (self.network, self.allow.is_empty()) {
+                    (Some(mode), _) => Some(Value::from(mode)),
+                    (None, false) => Some(json!({ "allow": self.allow })),
+                    (None, true) => None,
+                },
+            ),
         ];
         for (name, value) in fields {
             if let Some(value) = value {
@@ -264,11 +279,21 @@ mod tests {
             image: None,
             image_id: None,
             initial_command: None,
+            network: None,
+            allow: Vec::new(),
         };
         assert_eq!(
-            args.body(),
+            args.clone().body(),
             json!({"repo_url": "https://h/r.git", "commit": "abc1234",
                    "max_runtime_secs": 60, "environment_vars": {"A": "1"}})
+        );
+        let allowing = CreateArgs {
+            allow: vec!["pypi.org".to_owned(), "*.pythonhosted.org".to_owned()],
+            ..args
+        };
+        assert_eq!(
+            allowing.body()["network"],
+            json!({"allow": ["pypi.org", "*.pythonhosted.org"]})
         );
     }
 }
