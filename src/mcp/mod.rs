@@ -58,6 +58,8 @@ pub struct CreateSandbox {
     pub image: Option<String>,
     /// An image built from this repository's Dockerfile or devcontainer (`img-…`, from `POST /images`). Not with `image`.
     pub image_id: Option<String>,
+    /// Hosts the sandbox may reach over HTTP(S) through the server's egress proxy, e.g. `["pypi.org", "*.pythonhosted.org"]` to `pip install`; within what the server allows. Default: no network at all.
+    pub allow_hosts: Option<Vec<String>>,
 }
 
 /// Arguments naming a sandbox.
@@ -198,7 +200,7 @@ impl Tools {
     }
 
     #[tool(
-        description = "Create a sandbox: an isolated Linux container (no network) holding a git checkout of the repository at /workspace. Returns its container_id, which the other tools take. Takes as long as the clone (usually seconds).",
+        description = "Create a sandbox: an isolated Linux container (no network, unless allow_hosts names hosts to reach through the server's proxy) holding a git checkout of the repository at /workspace. Returns its container_id, which the other tools take. Takes as long as the clone (usually seconds).",
         annotations(open_world_hint = true)
     )]
     async fn create_sandbox(
@@ -221,6 +223,9 @@ impl Tools {
         }
         if let Some(image_id) = args.image_id {
             body["image_id"] = json!(image_id);
+        }
+        if let Some(allow) = args.allow_hosts {
+            body["network"] = json!({ "allow": allow });
         }
         let result = self
             .call(Call::post("/containers".to_owned(), body), &extensions)
