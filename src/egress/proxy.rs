@@ -75,27 +75,28 @@ where
             return;
         };
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let mut upstream_head = format!("{method} {path} HTTP/1.1\r\n");
-        let mut has_host = false;
+        // The Host header is the URL's: one of the sandbox's own could send the request
+        // to another site served at the allowed host's address (a CDN's).
+        let authority = match uri
+            .authority()
+            .and_then(|a| a.port().map(|p| (a.host(), p)))
+        {
+            Some((host, port)) => format!("{host}:{port}"),
+            None => uri.host().unwrap_or_default().to_owned(),
+        };
+        let mut upstream_head = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\n");
         for header in request.headers.iter() {
             let name = header.name.to_ascii_lowercase();
             if matches!(
                 name.as_str(),
-                "connection" | "proxy-connection" | "proxy-authorization" | "keep-alive"
+                "host" | "connection" | "proxy-connection" | "proxy-authorization" | "keep-alive"
             ) {
                 continue;
             }
-            has_host |= name == "host";
             upstream_head.push_str(header.name);
             upstream_head.push_str(": ");
             upstream_head.push_str(&String::from_utf8_lossy(header.value));
             upstream_head.push_str("\r\n");
-        }
-        if !has_host {
-            upstream_head.push_str(&format!(
-                "Host: {}\r\n",
-                uri.authority().map_or("", |a| a.as_str())
-            ));
         }
         upstream_head.push_str("Connection: close\r\n\r\n");
         let mut first = upstream_head.into_bytes();

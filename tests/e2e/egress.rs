@@ -228,6 +228,16 @@ async fn an_allow_list_reaches_exactly_its_hosts() {
     // Allowed: HTTP, HTTPS (CONNECT), and a package index.
     let http = run(&app, &id, "curl -sS -m 20 http://pypi.test/hello").await;
     assert_eq!(http, "hello from pypi.test\nexit=0", "{http}");
+    // The Host header is the URL's, whatever the sandbox says (a CDN would route by it).
+    let fronted = run(
+        &app,
+        &id,
+        "curl -sS -m 20 -H 'Host: other.test' http://pypi.test/hello",
+    )
+    .await;
+    assert_eq!(fronted, "hello from pypi.test\nexit=0", "{fronted}");
+    let last = listed.requests().pop().unwrap_or_default();
+    assert_eq!(last, "GET /hello pypi.test", "{:?}", listed.requests());
     let https = run(
         &app,
         &id,
