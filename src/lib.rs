@@ -18,7 +18,8 @@
 //! - [`session`], [`exec`], [`files`], [`repo`]: sessions, commands (timeouts that
 //!   kill, capped and streamed output), a sandbox's files, its repository's git
 //!   operations, all through the agent. [`policy`]: which programs a command may
-//!   start (`COMMAND_ALLOWLIST`).
+//!   start (`COMMAND_ALLOWLIST`). [`egress`]: a sandbox's allow-list and the proxy
+//!   that serves it through the agent.
 //! - [`image`]: pulls and builds; [`snapshot`]: snapshot records; [`git`]: URL and
 //!   ref policy, the mirror cache, checkouts; [`archive`]: tar streams into sandboxes.
 //! - [`registry`]: sandbox records under `DATA_DIR`; [`id`]: typed ids.
