@@ -15,6 +15,7 @@ mod images;
 mod jobs;
 mod mcp;
 mod pool;
+mod ports;
 mod private;
 mod processes;
 mod repo;
