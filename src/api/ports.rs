@@ -536,9 +536,10 @@ pub(super) fn is_forwarded_path(path: &str) -> bool {
 }
 
 /// Open one raw TCP connection to `127.0.0.1:{port}` inside the sandbox, carried by a
-/// WebSocket: binary frames are the connection's bytes, both ways; the socket closes
-/// when the connection does (and the other way round). What `repobox port-forward`
-/// uses. 502 (`port_closed`) before the upgrade when nothing listens.
+/// WebSocket: binary frames are the connection's bytes, both ways; an empty binary
+/// frame from the client ends its sending side (a half-close); the socket closes when
+/// the connection does, and closing it closes the connection. What `repobox
+/// port-forward` uses. 502 (`port_closed`) before the upgrade when nothing listens.
 #[utoipa::path(get, path = "/containers/{container_id}/tcp/{port}", tag = "ports",
     params(
         ("container_id" = String, Path, description = "Sandbox id"),
@@ -589,18 +590,19 @@ async fn carry(socket: WebSocket, tunnel: Tunnel) {
     let inbound = async {
         while let Some(Ok(message)) = from_client.next().await {
             match message {
+                // An empty frame: the client's side is done (a half-close).
+                Message::Binary(bytes) if bytes.is_empty() => {
+                    let _ = writer.shutdown().await;
+                }
                 Message::Binary(bytes) => {
                     if writer.write_all(&bytes).await.is_err() {
                         return;
                     }
                 }
-                Message::Close(_) => break,
+                Message::Close(_) => return,
                 _ => {}
             }
         }
-        let _ = writer.shutdown().await;
-        // The other way may still carry the answer: wait for it to end.
-        std::future::pending::<()>().await;
     };
     tokio::select! {
         () = outbound => {}
