@@ -68,7 +68,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Port {
     /// The port.
-    #[schema(example = 3000)]
+    #[schema(example = 3000, minimum = 1, maximum = 65535)]
     pub port: u16,
     /// Command line of a process that holds it, when one is found.
     #[schema(example = "python3 -m http.server 3000")]
@@ -555,8 +555,8 @@ pub async fn connect_port(
     Path((container_id, raw_port)): Path<(SandboxId, String)>,
     upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response> {
-    state.sandboxes.get(&container_id)?;
     let port = parse_port(&raw_port)?;
+    state.sandboxes.get(&container_id)?;
     let upgrade = upgrade.map_err(|rejection| {
         Error::invalid(format!(
             "this route speaks WebSocket: {}",
