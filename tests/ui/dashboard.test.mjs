@@ -167,6 +167,27 @@ step('a background process is listed with its output', async () => {
   await page.screenshot({ path: join(SHOTS, 'sandbox.png'), fullPage: true });
 });
 
+step('a port a server listens on is listed, and its link opens the page in a tab of its own', async () => {
+  const procs = page.locator('section.procs');
+  await procs.getByLabel('Background process', { exact: true }).fill(
+    "mkdir -p /tmp/site && echo '<h1>served from port 3000</h1>' > /tmp/site/index.html && cd /tmp/site && exec python3 -m http.server 3000",
+  );
+  await procs.getByRole('button', { name: 'Start' }).click();
+  const ports = page.locator('section.ports');
+  const link = ports.getByRole('link', { name: 'Open port 3000' });
+  await link.waitFor();
+  await ports.locator('tbody tr', { hasText: 'http.server 3000' }).waitFor();
+  assert.equal(await link.getAttribute('rel'), 'noopener noreferrer');
+  assert.equal(await link.getAttribute('target'), '_blank');
+  const [opened] = await Promise.all([context.waitForEvent('page'), link.click()]);
+  await opened.getByRole('heading', { name: 'served from port 3000' }).waitFor();
+  assert.match(opened.url(), new RegExp(`/api/v1/containers/${sandboxId}/ports/3000/$`));
+  // No way back to the dashboard's window, and none of its sessionStorage.
+  assert.equal(await opened.evaluate(() => window.opener), null);
+  assert.equal(await opened.evaluate(() => sessionStorage.length), 0);
+  await opened.close();
+});
+
 let snapshotId;
 
 step('a snapshot is taken from the sandbox page', async () => {
