@@ -182,10 +182,16 @@ pub async fn forward_port(
     // the page's relative links resolve under its port.
     let query_key = request.extensions().get::<QueryKey>();
     if browser_get && (rest.is_none() || query_key.is_some()) {
+        // Behind a TLS proxy that says so, the cookie never travels in clear.
+        let secure = request
+            .headers()
+            .get("x-forwarded-proto")
+            .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
         let cookie = query_key.map(|key| {
             format!(
-                "{PORT_COOKIE}={}; Path={prefix}/; HttpOnly; SameSite=Strict",
-                port_token(&key.0, &container_id, port)
+                "{PORT_COOKIE}={}; Path={prefix}/; HttpOnly; SameSite=Strict{}",
+                port_token(&key.0, &container_id, port),
+                if secure { "; Secure" } else { "" }
             )
         });
         let here = format!("{prefix}{}", rest.unwrap_or("/"));
