@@ -595,18 +595,15 @@ async fn carry(socket: WebSocket, tunnel: Tunnel) {
     };
     let inbound = async {
         while let Some(Ok(message)) = from_client.next().await {
-            match message {
+            let written = match message {
                 // An empty frame: the client's side is done (a half-close).
-                Message::Binary(bytes) if bytes.is_empty() => {
-                    let _ = writer.shutdown().await;
-                }
-                Message::Binary(bytes) => {
-                    if writer.write_all(&bytes).await.is_err() {
-                        return;
-                    }
-                }
+                Message::Binary(bytes) if bytes.is_empty() => writer.shutdown().await,
+                Message::Binary(bytes) => writer.write_all(&bytes).await,
                 Message::Close(_) => return,
-                _ => {}
+                _ => Ok(()),
+            };
+            if written.is_err() {
+                return;
             }
         }
     };

@@ -160,14 +160,13 @@ async fn connection(client: &Client, id: &str, port: u16, stream: TcpStream) -> 
     };
     let downstream = async {
         while let Some(Ok(message)) = from_server.next().await {
-            match message {
-                Message::Binary(bytes) => {
-                    if writer.write_all(&bytes).await.is_err() {
-                        return;
-                    }
-                }
+            let written = match message {
+                Message::Binary(bytes) => writer.write_all(&bytes).await,
                 Message::Close(_) => break,
-                _ => {}
+                _ => Ok(()),
+            };
+            if written.is_err() {
+                return;
             }
         }
         let _ = writer.shutdown().await;
