@@ -297,6 +297,25 @@ async fn a_port_serves_pages_files_streams_and_posts() {
         hex(&hasher.finalize())
     );
 
+    // A server on ::1 only (where `localhost` may lead), when the sandbox has IPv6.
+    let v6 = app
+        .exec(
+            id,
+            "python3 -c 'import socket; socket.socket(socket.AF_INET6).bind((\"::1\", 0))'",
+        )
+        .await;
+    if v6["exit_code"] == 0 {
+        serve(
+            app,
+            id,
+            "cd /tmp/site && exec python3 -m http.server 3001 --bind ::1",
+            3001,
+        )
+        .await;
+        let file = app.text(&format!("{base}/3001/sub/file.txt")).await;
+        assert_eq!(file, "file bytes\n");
+    }
+
     // A body reaches a server and comes back.
     put_file(app, id, "/tmp/echo.py", ECHO_SERVER).await;
     serve(app, id, "exec python3 /tmp/echo.py 8001", 8001).await;
