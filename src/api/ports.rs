@@ -116,9 +116,10 @@ fn parse_port(raw: &str) -> Result<u16> {
         })
 }
 
-/// Forward an HTTP request to `127.0.0.1:{port}` inside the sandbox (any method; a
-/// WebSocket or other upgrade included), bodies streamed both ways, the path
-/// rewritten to `/{path}` and the query kept (but `access_token`).
+/// Forward an HTTP request to `127.0.0.1:{port}` inside the sandbox (any method but
+/// TRACE and CONNECT, HEAD and OPTIONS included; a WebSocket or other upgrade
+/// included), bodies streamed both ways, the path rewritten to `/{path}` and the
+/// query kept (but `access_token`).
 ///
 /// The API key is never forwarded: `Authorization`, `access_token` and the port
 /// cookie are removed. A browser may give the key as `?access_token=`: a GET is then
@@ -131,7 +132,7 @@ fn parse_port(raw: &str) -> Result<u16> {
 /// `Service-Worker-Allowed` and `Clear-Site-Data` dropped from responses: the page is
 /// served on the API's origin. `/ports/{port}` without a trailing slash redirects (a
 /// GET) to `/ports/{port}/`.
-#[utoipa::path(get, path = "/containers/{container_id}/ports/{port}/{path}", tag = "ports",
+#[utoipa::path(method(get, post, put, patch, delete), path = "/containers/{container_id}/ports/{port}/{path}", tag = "ports",
     params(
         ("container_id" = String, Path, description = "Sandbox id"),
         ("port" = u16, Path, description = "TCP port inside the sandbox (1 … 65535)", minimum = 1, maximum = 65535),
@@ -160,6 +161,14 @@ pub async fn forward_port(
     };
     let raw_id = param("container_id").unwrap_or_default();
     let container_id = SandboxId::new(raw_id);
+    if matches!(*request.method(), Method::TRACE | Method::CONNECT) {
+        let mut refused = Error::MethodNotAllowed(request.method().to_string()).into_response();
+        refused.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return Ok(refused);
+    }
     let raw_port = param("port").unwrap_or_default();
     let port = parse_port(raw_port)?;
     state.sandboxes.get(&container_id)?;

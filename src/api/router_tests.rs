@@ -710,6 +710,21 @@ async fn port_routes_check_the_port_and_keep_trailing_slashes() {
             .await;
         assert_error(status, &error, StatusCode::NOT_FOUND, "container_not_found");
     }
+    // Any method but TRACE and CONNECT is forwarded.
+    let response = harness
+        .router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("TRACE")
+                .uri(format!("/api/v1/containers/{id}/ports/3000/"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(response.headers().contains_key(header::ALLOW));
     // Under a port, a trailing slash is the page's.
     let kept = super::trim_trailing_slash(post_empty(&format!(
         "/api/v1/containers/{id}/ports/3000/dir/"
