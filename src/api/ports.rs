@@ -106,8 +106,11 @@ pub async fn list_ports(
 
 /// A port number from a path: 1 … 65535, or 400.
 fn parse_port(raw: &str) -> Result<u16> {
-    raw.parse::<u16>()
-        .ok()
+    // Digits only: `+3000` parses as a u16 too, and would be a second path to a port.
+    raw.bytes()
+        .all(|byte| byte.is_ascii_digit())
+        .then(|| raw.parse::<u16>().ok())
+        .flatten()
         .filter(|port| *port != 0)
         .ok_or_else(|| {
             Error::invalid(format!(
@@ -172,11 +175,16 @@ pub async fn forward_port(
     let raw_port = param("port").unwrap_or_default();
     let port = parse_port(raw_port)?;
     state.sandboxes.get(&container_id)?;
-    if request
-        .headers()
-        .get("service-worker")
-        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"script"))
-    {
+    let worker_script = {
+        let header_is = |name: &str, value: &[u8]| {
+            request
+                .headers()
+                .get(name)
+                .is_some_and(|found| found.as_bytes().eq_ignore_ascii_case(value))
+        };
+        header_is("service-worker", b"script") || header_is("sec-fetch-dest", b"serviceworker")
+    };
+    if worker_script {
         return Err(Error::Forbidden(
             "service workers cannot be registered from a sandbox's port: its pages share the API's origin".to_owned(),
         ));
@@ -292,9 +300,19 @@ async fn forward(
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
 
+    // The headers `Connection` names are this connection's too (RFC 9110, 7.6.1).
+    let named: Vec<String> = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
     let mut headers = HeaderMap::new();
     for (name, value) in &parts.headers {
         if HOP_BY_HOP.contains(name)
+            || named.iter().any(|named| named == name.as_str())
             || *name == header::AUTHORIZATION
             || *name == header::HOST
             || *name == header::COOKIE

@@ -696,7 +696,7 @@ fn post_empty(path: &str) -> Request<Body> {
 async fn port_routes_check_the_port_and_keep_trailing_slashes() {
     let harness = harness(|_| {});
     let id = "repo-container-1-999";
-    for bad in ["0", "65536", "x", "-1"] {
+    for bad in ["0", "65536", "x", "-1", "+80"] {
         let (status, error) = harness
             .get(&format!("/api/v1/containers/{id}/ports/{bad}/"))
             .await;
