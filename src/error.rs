@@ -107,6 +107,13 @@ pub enum Error {
     /// Nothing listens on the sandbox port a request was forwarded to (502).
     #[error("{0}")]
     PortClosed(String),
+    /// The server on a sandbox port answered with something that is not HTTP, or
+    /// broke the connection before its answer (502).
+    #[error("{0}")]
+    BadGateway(String),
+    /// The server on a sandbox port sent no response head within its bound (504).
+    #[error("{0}")]
+    PortTimeout(String),
     /// Anything else: a defect or an unexpected answer from a dependency (500).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -152,7 +159,8 @@ impl Error {
             Error::TooManyContainers(_) | Error::LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::EngineUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
-            Error::PortClosed(_) => StatusCode::BAD_GATEWAY,
+            Error::PortClosed(_) | Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Error::PortTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -188,6 +196,8 @@ impl Error {
             Error::Sandbox(_) => ("Operation failed in the sandbox", "sandbox_error"),
             Error::NoCapacity(_) => ("Not enough capacity", "no_capacity"),
             Error::PortClosed(_) => ("Nothing listens on the port", "port_closed"),
+            Error::BadGateway(_) => ("Bad answer from the sandbox", "bad_gateway"),
+            Error::PortTimeout(_) => ("No answer from the sandbox", "port_timeout"),
             Error::Internal(_) => ("Internal server error", "internal"),
         }
     }

@@ -23,6 +23,7 @@ import type {
   JobRequest,
   JobResult,
   JobView,
+  Port,
   Process,
   ProcessOutputResponse,
   ReadyResponse,
@@ -187,6 +188,14 @@ export declare class Sandbox implements AsyncDisposable {
   downloadArchive(path: string, options?: CallOptions): Promise<Uint8Array>;
   /** Unpacks a tar into the directory `path`. */
   uploadArchive(path: string, tar: Body, options?: CallOptions): Promise<void>;
+
+  /** The TCP ports listening inside the sandbox, each with a process holding it. */
+  ports(options?: CallOptions): Promise<Port[]>;
+  /**
+   * The URL of `path` on the server at `port` inside the sandbox; with an API key and
+   * `withToken` (the default), `?access_token=` for a browser.
+   */
+  portUrl(port: number, path?: string, options?: { withToken?: boolean }): string;
 
   reset(options?: ResetOptions): Promise<this>;
   snapshot(options?: SnapshotOptions): Promise<Snapshot>;

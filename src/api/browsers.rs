@@ -11,7 +11,10 @@
 //! - **Cross-site requests**: a page may send, without asking, a POST with a
 //!   `text/plain`, form or multipart body, or no body. State-changing requests with
 //!   such a body are 415 (every route takes JSON, bytes or a tar); without keys, those
-//!   with a foreign `Origin` are 403.
+//!   with a foreign `Origin` are 403. A sandbox's ports are the exception: their pages
+//!   post forms to their own servers (`/ports/{port}/…` takes any body); a foreign
+//!   `Origin` is still refused there without keys, and with keys a page elsewhere has
+//!   neither the key nor the port's SameSite=Strict cookie.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
@@ -30,9 +33,19 @@ const SIMPLE_TYPES: &[&str] = &[
 
 /// Middleware: the checks above, before authentication.
 pub(super) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let forwarding = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|path| super::ports::FORWARD_ROUTES.contains(&path.as_str()));
+    // A port's page may post a form to its server: there the checks see no content
+    // type (the request keeps it), and the Origin check stands.
+    let mut headers = std::borrow::Cow::Borrowed(request.headers());
+    if forwarding && simple_content_type(request.headers()).is_some() {
+        headers.to_mut().remove(header::CONTENT_TYPE);
+    }
     match check(
         request.method(),
-        request.headers(),
+        &headers,
         state.config.api_keys.is_empty(),
         state.config.allowed_hosts.items(),
     ) {

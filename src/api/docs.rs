@@ -21,6 +21,7 @@ use super::AppState;
         (name = "repository", description = "What changed in the checkout, as a patch, and a reset to it"),
         (name = "snapshots", description = "Snapshots of sandboxes, and forks: many copies of one"),
         (name = "processes", description = "Background processes that outlive requests and restarts"),
+        (name = "ports", description = "Servers inside a sandbox reached through it: preview URLs, listening ports, raw TCP"),
         (name = "sessions", description = "Shells whose state carries from one command to the next"),
         (name = "images", description = "Images built from a repository's own Dockerfile or devcontainer"),
         (name = "health", description = "Health, readiness and service information"),

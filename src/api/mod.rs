@@ -13,6 +13,7 @@ pub mod git;
 pub mod health;
 pub mod images;
 pub mod jobs;
+pub mod ports;
 pub mod processes;
 pub mod sessions;
 pub mod snapshots;
@@ -70,6 +71,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             .merge(exec::router())
             .merge(files::router())
             .merge(processes::router())
+            .merge(ports::router())
             .merge(terminal::router())
             .merge(sessions::router())
             .merge(git::router())
@@ -166,7 +168,12 @@ async fn close_after_an_early_error(request: Request, next: Next) -> Response {
 
 fn trim_trailing_slash(mut request: Request) -> Request {
     let path = request.uri().path();
-    if path.starts_with(API_PREFIX) && path.len() > 1 && path.ends_with('/') {
+    // Under a port's prefix the path is the sandbox's page's: `/dir/` is not `/dir`.
+    if path.starts_with(API_PREFIX)
+        && path.len() > 1
+        && path.ends_with('/')
+        && !ports::is_forwarded_path(path)
+    {
         let trimmed = path.trim_end_matches('/');
         let rebuilt = match request.uri().query() {
             Some(query) => format!("{trimmed}?{query}"),
@@ -235,43 +242,61 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     if keys.is_empty() || is_open_route(request.uri().path()) {
         return next.run(request).await;
     }
-    let from_query;
-    let presented = match request
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_default();
+    let forwarding = ports::FORWARD_ROUTES.contains(&route.as_str());
+    let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
-    {
-        Some(key) => Some(key),
-        // Browsers cannot set headers on a WebSocket: the terminal takes the key as
-        // `?access_token=` (spans log the path only, never the query). Its route
-        // template only: not any path that happens to end the same way.
-        None if request
-            .extensions()
-            .get::<MatchedPath>()
-            .is_some_and(|path| path.as_str() == TERMINAL_ROUTE) =>
-        {
-            from_query = request.uri().query().and_then(|query| {
-                url::form_urlencoded::parse(query.as_bytes())
-                    .find(|(name, _)| name == "access_token")
-                    .map(|(_, value)| value.into_owned())
-            });
-            from_query.as_deref()
-        }
-        None => None,
-    };
-    let Some(presented) = presented else {
-        return Error::Unauthorized.into_response();
-    };
-    if key_matches(keys, presented) {
-        next.run(request).await
-    } else {
-        Error::Unauthorized.into_response()
+        .map(str::trim);
+    if let Some(key) = bearer {
+        return if key_matches(keys, key) {
+            next.run(request).await
+        } else {
+            Error::Unauthorized.into_response()
+        };
     }
+    // Browsers cannot set headers on a WebSocket nor on a page they open: the terminal
+    // and a sandbox's ports take the key as `?access_token=` (spans log the path only,
+    // never the query). Their route templates only: not any path that happens to end
+    // the same way.
+    if route == TERMINAL_ROUTE || forwarding {
+        let from_query = request.uri().query().and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == "access_token")
+                .map(|(_, value)| value.into_owned())
+        });
+        if let Some(key) = from_query {
+            if !key_matches(keys, &key) {
+                return Error::Unauthorized.into_response();
+            }
+            let mut request = request;
+            if forwarding {
+                // The forwarding handler trades it for the port's cookie.
+                request.extensions_mut().insert(ports::QueryKey(key));
+            }
+            return next.run(request).await;
+        }
+    }
+    // A port's pages (their relative links, scripts, sockets) come with the port's
+    // cookie: it opens that port of that sandbox, nothing else.
+    if forwarding
+        && let Some(cookie) = ports::port_cookie(request.headers())
+        && let Some((id, port)) = ports::forward_target(request.uri().path())
+        && ports::cookie_matches(keys, &cookie, &id, port)
+    {
+        return next.run(request).await;
+    }
+    Error::Unauthorized.into_response()
 }
 
-/// The terminal's route template, the one route that takes `?access_token=`.
+/// The terminal's route template, which takes `?access_token=` (as do a port's,
+/// [`ports::FORWARD_ROUTES`]).
 const TERMINAL_ROUTE: &str = "/api/v1/containers/{container_id}/terminal";
 
 /// Whether `presented` is one of `keys`. The digests are compared, not the keys: the

@@ -627,19 +627,55 @@ async fn pages_cannot_post_plain_text_or_forms_nor_upgrade_from_elsewhere() {
 }
 
 #[tokio::test]
-async fn the_query_token_is_taken_on_the_terminal_route_only() {
+async fn the_query_token_is_taken_on_the_terminal_and_port_routes_only() {
     let harness = harness(|config| config.api_keys = List(vec!["k1".to_owned()]));
     let id = "repo-container-1-999";
-    // The terminal route: the token is the key (the sandbox does not exist: 404, not 401).
+    // The terminal route and a port's: the token is the key (the sandbox does not
+    // exist: 404, not 401).
+    for path in [
+        format!("/api/v1/containers/{id}/terminal?access_token=k1"),
+        format!("/api/v1/containers/{id}/ports/3000/?access_token=k1"),
+        format!("/api/v1/containers/{id}/ports/3000/a/b.js?x=1&access_token=k1"),
+    ] {
+        let (status, error) = harness.get(&path).await;
+        assert_error(status, &error, StatusCode::NOT_FOUND, "container_not_found");
+    }
+    // A port's cookie opens that port's paths: not a key, not another port, not the API.
+    let token = super::ports::port_token("k1", &crate::id::SandboxId::from(id), 3000);
+    let with_cookie = |path: &str, cookie: &str| {
+        Request::get(path)
+            .header(header::COOKIE, format!("repobox_port={cookie}"))
+            .body(Body::empty())
+            .unwrap()
+    };
     let (status, error) = harness
-        .get(&format!("/api/v1/containers/{id}/terminal?access_token=k1"))
+        .send(with_cookie(
+            &format!("/api/v1/containers/{id}/ports/3000/app.js"),
+            &token,
+        ))
         .await;
     assert_error(status, &error, StatusCode::NOT_FOUND, "container_not_found");
-    // Paths that merely end in /terminal: the token is not a key there.
+    for (path, cookie) in [
+        (
+            format!("/api/v1/containers/{id}/ports/3001/app.js"),
+            token.as_str(),
+        ),
+        (format!("/api/v1/containers/{id}/ports/3000/app.js"), "k1"),
+        (format!("/api/v1/containers/{id}/ports"), token.as_str()),
+        (format!("/api/v1/containers/{id}"), token.as_str()),
+        (format!("/api/v1/containers/{id}/tcp/3000"), token.as_str()),
+    ] {
+        let (status, error) = harness.send(with_cookie(&path, cookie)).await;
+        assert_error(status, &error, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    // Paths that merely end in /terminal: the token is not a key there; nor on the
+    // port list or the TCP route.
     for path in [
         format!("/api/v1/containers/{id}/files/raw/terminal?access_token=k1"),
         "/api/v1/terminal?access_token=k1".to_owned(),
         format!("/api/v1/containers/{id}/browse/terminal?access_token=k1"),
+        format!("/api/v1/containers/{id}/ports?access_token=k1"),
+        format!("/api/v1/containers/{id}/tcp/3000?access_token=k1"),
     ] {
         let (status, error) = harness.get(&path).await;
         assert_error(status, &error, StatusCode::UNAUTHORIZED, "unauthorized");
@@ -649,6 +685,60 @@ async fn the_query_token_is_taken_on_the_terminal_route_only() {
         assert!(!super::key_matches(&["k1".to_owned()], wrong), "{wrong:?}");
     }
     assert!(super::key_matches(&["x".to_owned(), "k1".to_owned()], "k1"));
+}
+
+/// A POST without a body (a port's route takes any method).
+fn post_empty(path: &str) -> Request<Body> {
+    Request::post(path).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn port_routes_check_the_port_and_keep_trailing_slashes() {
+    let harness = harness(|_| {});
+    let id = "repo-container-1-999";
+    for bad in ["0", "65536", "x", "-1", "+80"] {
+        let (status, error) = harness
+            .get(&format!("/api/v1/containers/{id}/ports/{bad}/"))
+            .await;
+        assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let (status, error) = harness.get(&format!("/api/v1/containers/{id}/tcp/0")).await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_request");
+    for path in ["ports", "ports/3000/", "ports/3000/dir/", "tcp/3000"] {
+        let (status, error) = harness
+            .get(&format!("/api/v1/containers/{id}/{path}"))
+            .await;
+        assert_error(status, &error, StatusCode::NOT_FOUND, "container_not_found");
+    }
+    // Any method but TRACE and CONNECT is forwarded.
+    let response = harness
+        .router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("TRACE")
+                .uri(format!("/api/v1/containers/{id}/ports/3000/"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(response.headers().contains_key(header::ALLOW));
+    // Under a port, a trailing slash is the page's.
+    let kept = super::trim_trailing_slash(post_empty(&format!(
+        "/api/v1/containers/{id}/ports/3000/dir/"
+    )));
+    assert_eq!(
+        kept.uri().path(),
+        format!("/api/v1/containers/{id}/ports/3000/dir/")
+    );
+    let trimmed =
+        super::trim_trailing_slash(post_empty(&format!("/api/v1/containers/{id}/ports/")));
+    assert_eq!(
+        trimmed.uri().path(),
+        format!("/api/v1/containers/{id}/ports")
+    );
 }
 
 #[tokio::test]
@@ -840,7 +930,8 @@ fn creations_link_to_the_routes_behind_their_ids() {
         }
     }
     for (id, path) in &targets {
-        if path.contains('{') {
+        // A port is the client's to choose: no creation answers with one.
+        if path.contains('{') && !path.contains("{port}") {
             assert!(linked.contains(id), "no link reaches {id} ({path})");
         }
     }

@@ -8,6 +8,7 @@
 //! - [`exec`]: `exec`, output streamed live, the command's exit code as ours.
 //! - [`shell`]: `shell`, an interactive terminal over the WebSocket.
 //! - [`cp`]: `cp` both ways through the archive endpoints.
+//! - [`ports`]: `ports` and `port-forward` (a local port to one in a sandbox).
 //! - [`jobs`]: `job run|status|results|cancel`.
 //!
 //! Every client command takes `--json` (print the server's JSON instead of text).
@@ -21,6 +22,7 @@ pub mod cp;
 pub mod exec;
 pub mod jobs;
 pub mod output;
+pub mod ports;
 pub mod shell;
 
 use std::collections::BTreeMap;
@@ -87,6 +89,13 @@ pub enum Command {
     /// Copy files or directories between here and a sandbox (`ID:/path` names a
     /// path in a sandbox).
     Cp(cp::CpArgs),
+    /// The TCP ports listening in a sandbox, with their processes.
+    Ports {
+        /// Sandbox id.
+        id: String,
+    },
+    /// Forward 127.0.0.1:LOCAL here to port REMOTE inside a sandbox (until Ctrl-C).
+    PortForward(ports::PortForwardArgs),
     /// Destroy sandboxes.
     Rm {
         /// Sandbox ids.
@@ -188,6 +197,8 @@ async fn dispatch(args: &ClientArgs, command: Command) -> CliResult {
         Command::Exec(exec) => exec::run(&client, exec, json).await,
         Command::Shell(shell) => shell::run(&client, shell).await,
         Command::Cp(cp) => cp::run(&client, cp, json).await,
+        Command::Ports { id } => ports::list(&client, &id, json).await,
+        Command::PortForward(args) => ports::forward(&client, args).await,
         Command::Job(job) => jobs::run(&client, job, json).await,
         Command::Mcp => crate::mcp::serve_stdio(client).await,
     }

@@ -17,6 +17,7 @@ mod jobs;
 mod mcp;
 mod netns_hosts;
 mod pool;
+mod ports;
 mod private;
 mod processes;
 mod repo;

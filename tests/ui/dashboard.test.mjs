@@ -167,6 +167,27 @@ step('a background process is listed with its output', async () => {
   await page.screenshot({ path: join(SHOTS, 'sandbox.png'), fullPage: true });
 });
 
+step('a port a server listens on is listed, and its link opens the page in a tab of its own', async () => {
+  const procs = page.locator('section.procs');
+  await procs.getByLabel('Background process', { exact: true }).fill(
+    "mkdir -p /tmp/site && echo '<h1>served from port 3000</h1>' > /tmp/site/index.html && cd /tmp/site && exec python3 -m http.server 3000",
+  );
+  await procs.getByRole('button', { name: 'Start' }).click();
+  const ports = page.locator('section.ports');
+  const link = ports.getByRole('link', { name: 'Open port 3000' });
+  await link.waitFor();
+  await ports.locator('tbody tr', { hasText: 'http.server 3000' }).waitFor();
+  assert.equal(await link.getAttribute('rel'), 'noopener noreferrer');
+  assert.equal(await link.getAttribute('target'), '_blank');
+  const [opened] = await Promise.all([context.waitForEvent('page'), link.click()]);
+  await opened.getByRole('heading', { name: 'served from port 3000' }).waitFor();
+  assert.match(opened.url(), new RegExp(`/api/v1/containers/${sandboxId}/ports/3000/$`));
+  // No way back to the dashboard's window, and none of its sessionStorage.
+  assert.equal(await opened.evaluate(() => window.opener), null);
+  assert.equal(await opened.evaluate(() => sessionStorage.length), 0);
+  await opened.close();
+});
+
 let snapshotId;
 
 step('a snapshot is taken from the sandbox page', async () => {
@@ -283,6 +304,36 @@ step('with API keys: a wrong key shows the server\'s error, the right one signs 
   assert.equal(await page.evaluate(() => sessionStorage.getItem('repobox.api-key')), KEY);
   await page.getByRole('link', { name: 'Health' }).click();
   await page.locator('h1 .badge', { hasText: 'healthy' }).waitFor();
+});
+
+step('with API keys: a port\'s link trades the key for the port\'s cookie, which loads the page\'s own files', async () => {
+  const keyed = (method, path, body) => fetch(KEYED_URL + path, {
+    method,
+    headers: { Authorization: `Bearer ${KEY}`, ...(body ? { 'Content-Type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  }).then(async (response) => ({ status: response.status, body: await response.json().catch(() => null) }));
+  const created = await keyed('POST', '/api/v1/containers', { repo_url: REPO });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.container_id;
+  try {
+    const started = await keyed('POST', `/api/v1/containers/${id}/processes`, {
+      command: "mkdir -p /tmp/app && cd /tmp/app && echo '<h1>keyed page</h1><script src=\"app.js\"></script>' > index.html && echo 'document.body.append(Object.assign(document.createElement(\"p\"), {textContent: \"script ran\"}))' > app.js && exec python3 -m http.server 3000",
+    });
+    assert.equal(started.status, 201, JSON.stringify(started.body));
+    await page.goto(`${KEYED_URL}/ui/#/sandboxes/${id}`);
+    const link = page.locator('section.ports').getByRole('link', { name: 'Open port 3000' });
+    await link.waitFor();
+    assert.match(await link.getAttribute('href'), /\?access_token=/);
+    const [opened] = await Promise.all([context.waitForEvent('page'), link.click()]);
+    await opened.getByRole('heading', { name: 'keyed page' }).waitFor();
+    // The script came with the cookie alone; the key is not in the address.
+    await opened.getByText('script ran').waitFor();
+    assert.doesNotMatch(opened.url(), /access_token/);
+    assert.equal(await opened.evaluate(() => document.cookie), '');
+    await opened.close();
+  } finally {
+    await keyed('DELETE', `/api/v1/containers/${id}`);
+  }
 });
 
 step('the pages raised no script errors', async () => {

@@ -164,4 +164,17 @@ export function terminalUrl(id, cols, rows) {
   return `${scheme}//${location.host}${PREFIX}/containers/${encodeURIComponent(id)}/terminal?${query}`;
 }
 
+/**
+ * The page of a server listening at `port` in a sandbox, with the key as
+ * `?access_token=` when one is set (the server trades it for a cookie of that port's
+ * path before the page loads, and never forwards it). Open it with
+ * rel="noopener noreferrer": the page is the sandbox's, on this origin, and a tab it
+ * opens without them would copy this tab's sessionStorage, and with it the key.
+ */
+export function portUrl(id, port) {
+  const key = getKey();
+  const query = key ? `?${new URLSearchParams({ access_token: key })}` : '';
+  return `${PREFIX}/containers/${encodeURIComponent(id)}/ports/${port}/${query}`;
+}
+
 export const enc = encodeURIComponent;

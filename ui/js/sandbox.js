@@ -1,10 +1,11 @@
 // One sandbox: its details, a terminal (xterm.js over the terminal WebSocket), a file
 // browser with a viewer, downloads and uploads, a command box streaming its output,
-// and the sandbox's background processes with their output.
+// the sandbox's background processes with their output, and the ports its servers
+// listen on, each a link to its page.
 
 import { Terminal } from '../vendor/xterm.mjs';
 import { FitAddon } from '../vendor/addon-fit.mjs';
-import { api, get, request, stream, download, terminalUrl, enc } from './api.js';
+import { api, get, request, stream, download, terminalUrl, portUrl, enc } from './api.js';
 import { h, setText, notice, detail, busy, shortSha, countdown, when, bytes, updateBadge, syncRows, every, field } from './dom.js';
 import { extend, confirmButton } from './sandboxes.js';
 
@@ -435,13 +436,50 @@ function processes(id, cleanup) {
   );
 }
 
+function ports(id, cleanup) {
+  const tbody = h('tbody');
+  const createRow = (listed) => {
+    // The page is the sandbox's, served on this origin: opened without an opener and
+    // a referrer, it gets neither this window nor a copy of its sessionStorage (the key).
+    const link = h('a.mono', {
+      href: portUrl(id, listed.port),
+      target: '_blank',
+      rel: 'noopener noreferrer',
+      'aria-label': `Open port ${listed.port}`,
+    }, String(listed.port));
+    return h('tr', {}, h('td', {}, link), h('td.mono'), h('td.mono.cmdcell'));
+  };
+  const updateRow = (row, listed) => {
+    const cells = row.children;
+    setText(cells[1], (listed.addresses || []).join(', '));
+    setText(cells[2], listed.process ?? '');
+    cells[2].title = listed.process ?? '';
+  };
+  async function refresh() {
+    try {
+      const listed = await get(`/containers/${enc(id)}/ports`);
+      syncRows(tbody, listed, (p) => String(p.port), createRow, updateRow, 'Nothing listens yet.');
+    } catch (error) {
+      if (error.status !== 401 && error.status !== 409) notice(detail(error));
+    }
+  }
+  cleanup.push(every(3000, refresh));
+  return h('section.card.ports', { 'aria-labelledby': 'ports-title' },
+    h('div.title', {}, h('h2', { id: 'ports-title', text: 'Ports' })),
+    h('div.scroll', {}, h('table.list.ports', {},
+      h('colgroup', {}, h('col.c-port'), h('col.c-addr'), h('col.c-cmd')),
+      h('thead', {}, h('tr', {}, ...['Port', 'Listening on', 'Process'].map((t) => h('th', { scope: 'col', text: t })))),
+      tbody)),
+  );
+}
+
 export function mount(view, [id]) {
   const cleanup = [];
   view.append(
     h('p.back', {}, h('a', { href: '#/sandboxes' }, '← All sandboxes')),
     details(id, cleanup),
     terminal(id, cleanup),
-    h('div.columns', {}, files(id), h('div.stack', {}, commandBox(id, cleanup), processes(id, cleanup))),
+    h('div.columns', {}, files(id), h('div.stack', {}, commandBox(id, cleanup), processes(id, cleanup), ports(id, cleanup))),
   );
   return () => cleanup.forEach((stop) => stop());
 }

@@ -6,7 +6,7 @@
 //! [`Request::Accept`]: repobox_protocol::Request::Accept
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -50,7 +50,8 @@ impl Listeners {
     }
 }
 
-/// [`Request::Connect`]: connects to `127.0.0.1:port`, then carries the connection.
+/// [`Request::Connect`]: connects to `127.0.0.1:port` (or `[::1]:port` when nothing
+/// listens on the first), then carries the connection.
 ///
 /// [`Request::Connect`]: repobox_protocol::Request::Connect
 pub(crate) async fn connect(
@@ -59,7 +60,17 @@ pub(crate) async fn connect(
     rx: mpsc::UnboundedReceiver<Incoming>,
     port: u16,
 ) {
-    match TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await {
+    let connected = match TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await {
+        // A server told to listen on `localhost` may have taken ::1 only (Node's
+        // resolver prefers it on some systems): the port is open there.
+        Err(refused) if refused.kind() == std::io::ErrorKind::ConnectionRefused => {
+            TcpStream::connect((Ipv6Addr::LOCALHOST, port))
+                .await
+                .map_err(|_| refused)
+        }
+        other => other,
+    };
+    match connected {
         Ok(stream) => {
             let peer_port = port;
             if out.reply(&Reply::Connected { peer_port }).await {

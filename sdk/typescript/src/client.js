@@ -57,6 +57,7 @@ export const ROUTES = Object.freeze({
   processStream: 'GET /containers/{container_id}/processes/{process_id}/stream',
   processStdin: 'POST /containers/{container_id}/processes/{process_id}/stdin',
   processSignal: 'POST /containers/{container_id}/processes/{process_id}/signal',
+  listPorts: 'GET /containers/{container_id}/ports',
   createSession: 'POST /containers/{container_id}/sessions',
   listSessions: 'GET /containers/{container_id}/sessions',
   sessionExecute: 'POST /containers/{container_id}/sessions/{session_id}/execute',
@@ -471,6 +472,31 @@ export class Sandbox {
   async listDir(path = '/workspace', opts) {
     const listing = await this._client._json('browse', this._id, { ...opts, query: { path } });
     return listing.items;
+  }
+
+  // ports
+
+  /** The TCP ports listening inside the sandbox: `[{port, process, pid, addresses}]`. */
+  ports(opts) {
+    return this._client._json('listPorts', this._id, opts);
+  }
+
+  /**
+   * The URL of `path` on the server listening at `port` in the sandbox (any HTTP,
+   * WebSockets included; the sandbox needs no network). With an API key and
+   * `withToken` (the default) it carries `?access_token=`, so that it opens in a
+   * browser: share it as you would the key. Programs that send the key as a header
+   * pass `{withToken: false}`.
+   */
+  portUrl(port, path = '/', { withToken = true } = {}) {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new RangeError(`port: expected an integer from 1 to 65535, not ${port}`);
+    }
+    const base = this._client.url.replace(/\/+$/, '');
+    let url = `${base}${API_PREFIX}/containers/${encodeURIComponent(this.container_id)}/ports/${port}/${String(path).replace(/^\/+/, '')}`;
+    const key = this._client.apiKey;
+    if (withToken && key) url += `${url.includes('?') ? '&' : '?'}access_token=${encodeURIComponent(key)}`;
+    return url;
   }
 
   /** A tar of `path` (a file or a directory), as bytes. */

@@ -723,6 +723,18 @@ export interface PoolInfo {
   size: number;
 }
 
+/** A TCP port listening inside a sandbox. */
+export interface Port {
+  /** Addresses it listens on (`0.0.0.0`, `127.0.0.1`, `::`, …). */
+  addresses: Array<string>;
+  /** Pid of that process inside the sandbox. */
+  pid?: number | null;
+  /** The port. */
+  port: number;
+  /** Command line of a process that holds it, when one is found. */
+  process?: string | null;
+}
+
 /** A background process. */
 export interface Process {
   /** The command as given. */

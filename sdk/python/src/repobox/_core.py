@@ -42,6 +42,7 @@ from .models import (
     JobRepo,
     JobResult,
     JobResultEvent,
+    Port,
     Process,
     ProcessOutput,
     Snapshot,
@@ -557,6 +558,31 @@ def get_snapshot(snapshot_id: Any) -> Op[Snapshot]:
 
 def delete_snapshot(snapshot_id: Any) -> Op[None]:
     return Op("DELETE", "/snapshots/" + _seg(snapshot_id), _none)
+
+
+# ports
+
+
+def _port_list(response: httpx.Response, client: Any) -> List[Port]:
+    return [Port.from_dict(item) for item in _json(response)]
+
+
+def list_ports(container_id: Any) -> Op[List[Port]]:
+    return Op("GET", "/containers/{}/ports".format(_seg(container_id)), _port_list)
+
+
+def port_url(base: str, container_id: Any, port: int, path: str, api_key: Optional[str]) -> str:
+    """The URL of ``path`` on the server at ``port`` inside a sandbox; with
+    ``api_key``, ``?access_token=`` for a browser (the server trades it for a cookie of
+    that port's path at once, and never forwards it)."""
+    if not 1 <= int(port) <= 65535:
+        raise ValueError("port must be between 1 and 65535, not {!r}".format(port))
+    url = "{}{}/containers/{}/ports/{}/{}".format(
+        base.rstrip("/"), API_PREFIX, _seg(container_id), int(port), path.lstrip("/")
+    )
+    if api_key:
+        url += ("&" if "?" in url else "?") + "access_token=" + quote(api_key, safe="")
+    return url
 
 
 # processes

@@ -34,6 +34,7 @@ from .models import (
     Job,
     JobDoneEvent,
     JobResult,
+    Port,
     Process,
     ProcessOutput,
     Snapshot,
@@ -254,6 +255,19 @@ class AsyncSandbox(ContainerInfo):
 
     async def write_file(self, path: str, data: Union[bytes, bytearray, str]) -> FileSystemItem:
         return await self._client._call(core.write_file(self.container_id, path, data))
+
+    async def ports(self) -> List[Port]:
+        """The TCP ports listening inside the sandbox, each with a process holding it."""
+        return await self._client._call(core.list_ports(self.container_id))
+
+    def port_url(self, port: int, path: str = "/", with_token: bool = True) -> str:
+        """The URL of ``path`` on the server listening at ``port`` in the sandbox (any
+        HTTP, WebSockets included; the sandbox needs no network). With an API key and
+        ``with_token``, it carries ``?access_token=`` so that it opens in a browser:
+        share it as you would the key. Programs that send the key as a header pass
+        ``with_token=False``."""
+        key = self._client.api_key if with_token else None
+        return core.port_url(self._client.url, self.container_id, port, path, key)
 
     async def list_dir(self, path: str = "/workspace") -> List[FileSystemItem]:
         return await self._client._call(core.browse(self.container_id, path))

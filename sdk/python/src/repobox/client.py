@@ -20,6 +20,7 @@ from .models import (
     Job,
     JobDoneEvent,
     JobResult,
+    Port,
     Process,
     ProcessOutput,
     Snapshot,
@@ -238,6 +239,19 @@ class Sandbox(ContainerInfo):
     def write_file(self, path: str, data: Union[bytes, bytearray, str]) -> FileSystemItem:
         """Writes ``data`` (text as UTF-8) to ``path``, creating parent directories."""
         return self._client._call(core.write_file(self.container_id, path, data))
+
+    def ports(self) -> List[Port]:
+        """The TCP ports listening inside the sandbox, each with a process holding it."""
+        return self._client._call(core.list_ports(self.container_id))
+
+    def port_url(self, port: int, path: str = "/", with_token: bool = True) -> str:
+        """The URL of ``path`` on the server listening at ``port`` in the sandbox (any
+        HTTP, WebSockets included; the sandbox needs no network). With an API key and
+        ``with_token``, it carries ``?access_token=`` so that it opens in a browser:
+        share it as you would the key. Programs that send the key as a header pass
+        ``with_token=False``."""
+        key = self._client.api_key if with_token else None
+        return core.port_url(self._client.url, self.container_id, port, path, key)
 
     def list_dir(self, path: str = "/workspace") -> List[FileSystemItem]:
         """The entries of a directory, sorted by name."""

@@ -17,6 +17,7 @@ __all__ = [
     "FileSystemItem",
     "Process",
     "ProcessOutput",
+    "Port",
     "Snapshot",
     "Health",
     "Info",
@@ -208,6 +209,17 @@ class Process(_Model):
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+
+@dataclass
+class Port(_Model):
+    """A TCP port listening inside a sandbox, with a process that holds it."""
+
+    port: int = 0
+    process: Optional[str] = None
+    pid: Optional[int] = None
+    addresses: List[str] = field(default_factory=list)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
