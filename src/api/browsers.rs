@@ -14,7 +14,10 @@
 //!   with a foreign `Origin` are 403. A sandbox's ports are the exception: their pages
 //!   post forms to their own servers (`/ports/{port}/…` takes any body); a foreign
 //!   `Origin` is still refused there without keys, and with keys a page elsewhere has
-//!   neither the key nor the port's SameSite=Strict cookie.
+//!   neither the key nor the port's SameSite=Strict cookie. Without keys a port's page
+//!   is given an opaque origin (`Content-Security-Policy: sandbox`), so its calls to
+//!   the API are cross-origin: its own forms and WebSockets, which then say
+//!   `Origin: null`, are let through to its server on the forwarding routes only.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
@@ -42,6 +45,15 @@ pub(super) async fn guard(State(state): State<AppState>, request: Request, next:
     let mut headers = std::borrow::Cow::Borrowed(request.headers());
     if forwarding && simple_content_type(request.headers()).is_some() {
         headers.to_mut().remove(header::CONTENT_TYPE);
+    }
+    // Without keys a port's page has an opaque origin (see `ports`): its own forms and
+    // WebSockets say `Origin: null`, and may reach its server (never the API).
+    if forwarding
+        && headers
+            .get(header::ORIGIN)
+            .is_some_and(|origin| origin.as_bytes() == b"null")
+    {
+        headers.to_mut().remove(header::ORIGIN);
     }
     match check(
         request.method(),

@@ -133,7 +133,9 @@ fn parse_port(raw: &str) -> Result<u16> {
 /// `X-Forwarded-Proto`; a `Location` it answers with an absolute path is rewritten
 /// under that prefix. `Service-Worker: script` requests are refused (403), and
 /// `Service-Worker-Allowed` and `Clear-Site-Data` dropped from responses: the page is
-/// served on the API's origin. `/ports/{port}` without a trailing slash redirects (a
+/// served on the API's origin. Without `API_KEYS` (where the API would take a
+/// same-origin page's calls) the answer carries `Content-Security-Policy: sandbox …`,
+/// which gives the page an opaque origin of its own. `/ports/{port}` without a trailing slash redirects (a
 /// GET) to `/ports/{port}/`.
 #[utoipa::path(method(get, post, put, patch, delete), path = "/containers/{container_id}/ports/{port}/{path}", tag = "ports",
     params(
@@ -221,8 +223,23 @@ pub async fn forward_port(
 
     let agent = state.sandboxes.agent(&container_id).await?;
     let tunnel = agent.connect_port(port).await?;
-    forward(request, tunnel, port, &prefix, &path_and_query).await
+    let mut response = forward(request, tunnel, port, &prefix, &path_and_query).await?;
+    if state.config.api_keys.is_empty() {
+        // Without keys the API asks a same-origin page for nothing: the sandbox's page
+        // gets an opaque origin of its own, so that its scripts' calls to the API are
+        // cross-origin (refused) and the dashboard's storage is out of their reach.
+        response
+            .headers_mut()
+            .append(header::CONTENT_SECURITY_POLICY, OPAQUE_ORIGIN.clone());
+    }
+    Ok(response)
 }
+
+/// The policy that puts a page in an origin of its own (scripts, forms, pop-ups and
+/// the like still work; storage and cookies of the API's origin do not).
+static OPAQUE_ORIGIN: axum::http::HeaderValue = axum::http::HeaderValue::from_static(
+    "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads allow-pointer-lock allow-presentation",
+);
 
 /// The key a request was authenticated by when it came as `?access_token=` (set by
 /// the key check, read by [`forward_port`] to set the port's cookie).

@@ -182,9 +182,33 @@ step('a port a server listens on is listed, and its link opens the page in a tab
   const [opened] = await Promise.all([context.waitForEvent('page'), link.click()]);
   await opened.getByRole('heading', { name: 'served from port 3000' }).waitFor();
   assert.match(opened.url(), new RegExp(`/api/v1/containers/${sandboxId}/ports/3000/$`));
-  // No way back to the dashboard's window, and none of its sessionStorage.
+  // No way back to the dashboard's window, and (the server has no keys) an origin of
+  // its own: none of the dashboard's storage, and the API is cross-origin to it.
   assert.equal(await opened.evaluate(() => window.opener), null);
-  assert.equal(await opened.evaluate(() => sessionStorage.length), 0);
+  assert.equal(await opened.evaluate(() => window.origin), 'null');
+  assert.equal(
+    await opened.evaluate(() => {
+      try {
+        return `read ${sessionStorage.length}`;
+      } catch (e) {
+        return e.name;
+      }
+    }),
+    'SecurityError',
+  );
+  const apiCall = await opened.evaluate(async (id) => {
+    try {
+      const r = await fetch(`/api/v1/containers/${id}/execute`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ command: 'touch /tmp/pwned' }),
+      });
+      return `status ${r.status}`;
+    } catch (e) {
+      return 'blocked';
+    }
+  }, sandboxId);
+  assert.equal(apiCall, 'blocked');
   await opened.close();
 });
 
