@@ -891,3 +891,52 @@ pub(crate) async fn reaches_only_its_allow_list(kind: Kind) {
         "{kind:?}: {egress}"
     );
 }
+
+/// A server in the sandbox is reached through `/ports/{port}/` and listed by `/ports`,
+/// with the sandbox's network `none`, alike on every backend (the agent connects to its
+/// own loopback); nothing listening is a 502.
+pub(crate) async fn forwards_a_port(kind: Kind) {
+    let (sandbox, _) = Sandbox::new(kind, json!({})).await;
+    let (status, _) = sandbox
+        .app
+        .post(
+            &sandbox.path("/processes"),
+            &json!({"command": "mkdir -p /tmp/site && echo served > /tmp/site/page.txt && cd /tmp/site && exec python3 -m http.server 3000 --bind 127.0.0.1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{kind:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let (status, ports) = sandbox.app.get(&sandbox.path("/ports")).await;
+        assert_eq!(status, StatusCode::OK, "{kind:?}: {ports}");
+        if let Some(port) = ports
+            .as_array()
+            .and_then(|ports| ports.iter().find(|p| p["port"] == 3000))
+        {
+            break port.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind:?}: 3000 never listed: {ports}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        listed["process"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("http.server 3000"),
+        "{kind:?}: {listed}"
+    );
+    let page = sandbox
+        .app
+        .request(Method::GET, &sandbox.path("/ports/3000/page.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK, "{kind:?}");
+    assert_eq!(page.text().await.unwrap(), "served\n", "{kind:?}");
+    let (status, closed) = sandbox.app.get(&sandbox.path("/ports/3999/")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{kind:?}: {closed}");
+    assert_eq!(closed["code"], "port_closed", "{kind:?}: {closed}");
+}

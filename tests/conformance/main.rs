@@ -70,4 +70,5 @@ conformance!(
     runs_a_job,
     opens_a_terminal,
     reaches_only_its_allow_list,
+    forwards_a_port,
 );
