@@ -9,6 +9,7 @@ import type {
   CreateSessionRequest,
   CreateSnapshotRequest,
   DirectoryListing,
+  EgressResponse,
   ErrorBody,
   ExecResult,
   ExecuteCommandRequest,
@@ -189,6 +190,8 @@ export declare class Sandbox implements AsyncDisposable {
   /** Unpacks a tar into the directory `path`. */
   uploadArchive(path: string, tar: Body, options?: CallOptions): Promise<void>;
 
+  /** The allow-list (`network: {allow}` on create) and the egress proxy's decisions. */
+  egress(options?: CallOptions): Promise<EgressResponse>;
   /** The TCP ports listening inside the sandbox, each with a process holding it. */
   ports(options?: CallOptions): Promise<Port[]>;
   /**

@@ -111,7 +111,8 @@ start_server() {
     instances+=("$(curl -fsS "${auth[@]}" "$url/api/v1/info" | python3 -c 'import json, sys; print(json.load(sys.stdin)["instance"])')")
 }
 
-start_server open ""
+# Egress to names pinned to the loopback, where egress.test.mjs serves.
+start_server open "" "EGRESS_ALLOW=*:*" EGRESS_HOSTS=pinned.test=127.0.0.1,other.test=127.0.0.1
 export REPOBOX_TEST_URL="$url"
 export REPOBOX_TEST_KEY="sdk-test-key"
 start_server strict "$REPOBOX_TEST_KEY" COMMAND_ALLOWLIST=echo,cat,sleep,git,true MAX_STDIN_BYTES=1024 MAX_PROCESSES=2

@@ -59,7 +59,9 @@ def repo_url(git_server: GitServer) -> str:
 
 @pytest.fixture(scope="session")
 def server(binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RepoboxServer]:
-    srv = RepoboxServer(binary, tmp_path_factory.mktemp("repobox"))
+    # Egress to a name pinned to the loopback, where test_egress's server listens.
+    egress = {"EGRESS_ALLOW": "*:*", "EGRESS_HOSTS": "pinned.test=127.0.0.1,other.test=127.0.0.1"}
+    srv = RepoboxServer(binary, tmp_path_factory.mktemp("repobox"), egress)
     try:
         srv.wait_live()
         yield srv

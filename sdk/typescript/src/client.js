@@ -58,6 +58,7 @@ export const ROUTES = Object.freeze({
   processStdin: 'POST /containers/{container_id}/processes/{process_id}/stdin',
   processSignal: 'POST /containers/{container_id}/processes/{process_id}/signal',
   listPorts: 'GET /containers/{container_id}/ports',
+  getEgress: 'GET /containers/{container_id}/egress',
   createSession: 'POST /containers/{container_id}/sessions',
   listSessions: 'GET /containers/{container_id}/sessions',
   sessionExecute: 'POST /containers/{container_id}/sessions/{session_id}/execute',
@@ -472,6 +473,17 @@ export class Sandbox {
   async listDir(path = '/workspace', opts) {
     const listing = await this._client._json('browse', this._id, { ...opts, query: { path } });
     return listing.items;
+  }
+
+  // egress
+
+  /**
+   * The sandbox's allow-list (`network: {allow: [...]}` on create; `null`: it has no
+   * proxy) and what its egress proxy allowed and refused:
+   * `{allow, decisions: [{time, host, port, allowed, reason?}]}`, oldest first.
+   */
+  egress(opts) {
+    return this._client._json('getEgress', this._id, opts);
   }
 
   // ports

@@ -43,6 +43,7 @@ from .models import (
     JobResult,
     JobResultEvent,
     Port,
+    Egress,
     Process,
     ProcessOutput,
     Snapshot,
@@ -368,7 +369,7 @@ def create_container(
     image: Optional[str] = None,
     resources: Optional[Resources] = None,
     snapshot_id: Optional[Any] = None,
-    network: Optional[str] = None,
+    network: Optional[Union[str, Mapping[str, Any]]] = None,
     extra: Optional[Mapping[str, Any]] = None,
     image_id: Optional[str] = None,
     depth: Optional[int] = None,
@@ -571,6 +572,14 @@ def list_ports(container_id: Any) -> Op[List[Port]]:
     return Op("GET", "/containers/{}/ports".format(_seg(container_id)), _port_list)
 
 
+def _egress(response: httpx.Response, client: Any) -> Egress:
+    return Egress.from_dict(_json(response))
+
+
+def get_egress(container_id: Any) -> Op[Egress]:
+    return Op("GET", "/containers/{}/egress".format(_seg(container_id)), _egress)
+
+
 def port_url(base: str, container_id: Any, port: int, path: str, api_key: Optional[str]) -> str:
     """The URL of ``path`` on the server at ``port`` inside a sandbox; with
     ``api_key``, ``?access_token=`` for a browser (the server trades it for a cookie of
@@ -698,7 +707,7 @@ def create_job(
     environment_vars: Optional[Mapping[str, str]] = None,
     image: Optional[str] = None,
     resources: Optional[Resources] = None,
-    network: Optional[str] = None,
+    network: Optional[Union[str, Mapping[str, Any]]] = None,
     initial_command: Optional[str] = None,
     image_id: Optional[str] = None,
 ) -> Op[Job]:

@@ -34,6 +34,8 @@ from .models import (
     Job,
     JobDoneEvent,
     JobResult,
+    Egress,
+    EgressDecision,
     Port,
     Process,
     ProcessOutput,
@@ -130,7 +132,7 @@ class AsyncClient:
         resources: Optional[Mapping[str, Any]] = None,
         snapshot_id: Optional[Union[str, Snapshot]] = None,
         *,
-        network: Optional[str] = None,
+        network: Optional[Union[str, Mapping[str, Any]]] = None,
         extra: Optional[Mapping[str, Any]] = None,
         image_id: Optional[str] = None,
         depth: Optional[int] = None,
@@ -255,6 +257,10 @@ class AsyncSandbox(ContainerInfo):
 
     async def write_file(self, path: str, data: Union[bytes, bytearray, str]) -> FileSystemItem:
         return await self._client._call(core.write_file(self.container_id, path, data))
+
+    async def egress(self) -> Egress:
+        """The sandbox's allow-list and its egress proxy's decisions, oldest first."""
+        return await self._client._call(core.get_egress(self.container_id))
 
     async def ports(self) -> List[Port]:
         """The TCP ports listening inside the sandbox, each with a process holding it."""
@@ -390,7 +396,7 @@ class AsyncJobs:
         environment_vars: Optional[Mapping[str, str]] = None,
         image: Optional[str] = None,
         resources: Optional[Mapping[str, Any]] = None,
-        network: Optional[str] = None,
+        network: Optional[Union[str, Mapping[str, Any]]] = None,
         initial_command: Optional[str] = None,
         wait: bool = True,
         wait_timeout: Optional[float] = None,

@@ -20,6 +20,8 @@ from .models import (
     Job,
     JobDoneEvent,
     JobResult,
+    Egress,
+    EgressDecision,
     Port,
     Process,
     ProcessOutput,
@@ -126,7 +128,7 @@ class Client:
         resources: Optional[Mapping[str, Any]] = None,
         snapshot_id: Optional[Union[str, Snapshot]] = None,
         *,
-        network: Optional[str] = None,
+        network: Optional[Union[str, Mapping[str, Any]]] = None,
         extra: Optional[Mapping[str, Any]] = None,
         image_id: Optional[str] = None,
         depth: Optional[int] = None,
@@ -243,6 +245,11 @@ class Sandbox(ContainerInfo):
     def ports(self) -> List[Port]:
         """The TCP ports listening inside the sandbox, each with a process holding it."""
         return self._client._call(core.list_ports(self.container_id))
+
+    def egress(self) -> Egress:
+        """The sandbox's allow-list (``network={"allow": [...]}`` on create) and what its
+        egress proxy allowed and refused, oldest first."""
+        return self._client._call(core.get_egress(self.container_id))
 
     def port_url(self, port: int, path: str = "/", with_token: bool = True) -> str:
         """The URL of ``path`` on the server listening at ``port`` in the sandbox (any
@@ -380,7 +387,7 @@ class Jobs:
         environment_vars: Optional[Mapping[str, str]] = None,
         image: Optional[str] = None,
         resources: Optional[Mapping[str, Any]] = None,
-        network: Optional[str] = None,
+        network: Optional[Union[str, Mapping[str, Any]]] = None,
         initial_command: Optional[str] = None,
         wait: bool = True,
         wait_timeout: Optional[float] = None,

@@ -144,6 +144,8 @@ class ContainerInfo(_Model):
     job_id: Optional[str] = None
     image_id: Optional[str] = None
     depth: Optional[int] = None
+    #: ``"none"``, ``"bridge"``, or ``{"allow": [...]}`` (the egress allow-list).
+    network: Optional[Any] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     _convert: ClassVar[Dict[str, Callable[[Any], Any]]] = {
@@ -220,6 +222,32 @@ class Port(_Model):
     pid: Optional[int] = None
     addresses: List[str] = field(default_factory=list)
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
+class EgressDecision(_Model):
+    """One decision of a sandbox's egress proxy."""
+
+    time: str = ""
+    host: str = ""
+    port: int = 0
+    allowed: bool = False
+    reason: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
+class Egress(_Model):
+    """A sandbox's allow-list (``None``: it has no proxy) and its proxy's last
+    decisions, oldest first."""
+
+    allow: Optional[List[str]] = None
+    decisions: List[EgressDecision] = field(default_factory=list)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    _convert: ClassVar[Dict[str, Callable[[Any], Any]]] = {
+        "decisions": lambda items: [EgressDecision.from_dict(d) for d in items],
+    }
 
 
 @dataclass
