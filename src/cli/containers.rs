@@ -75,6 +75,49 @@ impl CreateArgs {
     }
 }
 
+/// `repobox egress ID`: the allow-list, then the proxy's decisions, oldest first.
+pub async fn egress(client: &Client, id: &str, json: bool) -> CliResult {
+    let egress = client.get(&format!("/containers/{id}/egress")).await?;
+    if json {
+        print_json(&egress);
+        return Ok(0);
+    }
+    match egress["allow"].as_array() {
+        Some(allow) => outln(format!(
+            "allow: {}",
+            allow
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        None => outln("no allow-list: the sandbox has no egress proxy"),
+    }
+    let rows: Vec<Vec<String>> = egress["decisions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|decision| {
+            vec![
+                short_time(decision, "time"),
+                format!("{}:{}", field(decision, "host"), field(decision, "port")),
+                if decision["allowed"] == true {
+                    "allowed"
+                } else {
+                    "refused"
+                }
+                .to_owned(),
+                field(decision, "reason"),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        out(table(&["TIME", "HOST", "DECISION", "REASON"], &rows));
+    }
+    Ok(0)
+}
+
 /// `repobox create`: prints the new sandbox's id (a spinner on stderr meanwhile).
 pub async fn create(client: &Client, args: CreateArgs, json: bool) -> CliResult {
     let spinner = spinner(&format!("creating a sandbox of {}", args.repo_url));

@@ -96,6 +96,11 @@ pub enum Command {
     },
     /// Forward 127.0.0.1:LOCAL here to port REMOTE inside a sandbox (until Ctrl-C).
     PortForward(ports::PortForwardArgs),
+    /// A sandbox's egress allow-list and what its proxy allowed and refused.
+    Egress {
+        /// Sandbox id.
+        id: String,
+    },
     /// Destroy sandboxes.
     Rm {
         /// Sandbox ids.
@@ -199,6 +204,7 @@ async fn dispatch(args: &ClientArgs, command: Command) -> CliResult {
         Command::Cp(cp) => cp::run(&client, cp, json).await,
         Command::Ports { id } => ports::list(&client, &id, json).await,
         Command::PortForward(args) => ports::forward(&client, args).await,
+        Command::Egress { id } => containers::egress(&client, &id, json).await,
         Command::Job(job) => jobs::run(&client, job, json).await,
         Command::Mcp => crate::mcp::serve_stdio(client).await,
     }

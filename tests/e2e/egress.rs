@@ -387,6 +387,50 @@ print(s.recv(64).split(b"\r\n")[0].decode())'"#,
         denied.len()
     );
 
+    // The CLI shows the same, and creates with an allow-list.
+    let cli = |args: Vec<String>| {
+        let base = app.base.clone();
+        async move {
+            let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_repobox"))
+                .arg("--url")
+                .arg(&base)
+                .args(&args)
+                .env_remove("REPOBOX_URL")
+                .env_remove("REPOBOX_API_KEY")
+                .output()
+                .await
+                .unwrap();
+            assert!(output.status.success(), "{args:?}: {output:?}");
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        }
+    };
+    let shown = cli(vec!["egress".to_owned(), id.clone()]).await;
+    assert!(
+        shown.starts_with("allow: pypi.test, internal.test"),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|line| line.contains("other.test:80") && line.contains("refused")),
+        "{shown}"
+    );
+    let made = cli(vec![
+        "create".to_owned(),
+        url.clone(),
+        "--allow".to_owned(),
+        "pypi.test".to_owned(),
+    ])
+    .await;
+    let made = made.trim().to_owned();
+    let _made_guard = app.guard(&json!({"container_id": made})).await;
+    let (_, made_info) = app.get(&format!("/api/v1/containers/{made}")).await;
+    assert_eq!(
+        made_info["network"],
+        json!({"allow": ["pypi.test"]}),
+        "{made_info}"
+    );
+
     // A new server adopts the sandbox, and its proxy with it.
     server.0.kill().unwrap();
     server.0.wait().unwrap();
