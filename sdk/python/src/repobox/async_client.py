@@ -255,6 +255,12 @@ class AsyncSandbox(ContainerInfo):
     async def write_file(self, path: str, data: Union[bytes, bytearray, str]) -> FileSystemItem:
         return await self._client._call(core.write_file(self.container_id, path, data))
 
+    async def read_archive(self, path: str) -> bytes:
+        return await self._client._call(core.read_archive(self.container_id, path))
+
+    async def write_archive(self, path: str, data: Union[bytes, bytearray]) -> None:
+        await self._client._call(core.write_archive(self.container_id, path, data))
+
     async def list_dir(self, path: str = "/workspace") -> List[FileSystemItem]:
         return await self._client._call(core.browse(self.container_id, path))
 
