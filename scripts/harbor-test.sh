@@ -26,7 +26,6 @@ PROG=harbor-test
 say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
 cd "$(dirname "$0")/.."
-repo=$PWD
 
 python=$(bash scripts/python.sh)
 venv=$(dirname "$(dirname "$python")")
@@ -46,7 +45,7 @@ pid=
 instance=
 cleanup() {
   local status=$?
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null || true; fi
   # The server leaves its built images (they are a cache); these are the test's.
   if [ -n "$instance" ]; then
     docker ps -aq --filter "label=repobox.instance=$instance" | xargs -r docker rm -f >/dev/null 2>&1 || true
@@ -65,7 +64,7 @@ url=http://127.0.0.1:$port
 # The environment's own git server listens on 127.0.0.1, hence ALLOWED_GIT_HOSTS.
 # The task needs no network (network_mode = "no-network"), so ALLOW_NETWORK stays off.
 (cd "$work" && HOST=127.0.0.1 PORT=$port DATA_DIR="$work/data" CACHE_DIR="$work/cache" \
-  ALLOWED_GIT_HOSTS=127.0.0.1 ALLOW_IMAGE_BUILDS=true POOL_SIZE=0 API_KEYS= \
+  ALLOWED_GIT_HOSTS=127.0.0.1 ALLOW_IMAGE_BUILDS=true POOL_SIZE=0 API_KEYS='' \
   exec "$REPOBOX_BIN" serve >"$work/server.log" 2>&1) &
 pid=$!
 for _ in $(seq 1 150); do
