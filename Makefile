@@ -6,7 +6,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 TEST_BIN := $(abspath $(TARGET_DIR)/debug/repobox)
 TEST_FLAGS ?= --include-ignored --skip timing_breakdown --skip kube:: --skip nodes::sandboxes_land
 
-.PHONY: setup engine image run test lint unit e2e conformance conformance-local kube-test kube-up kube-down bench smoke schemathesis ui-test soak clean
+.PHONY: setup engine image run test lint unit e2e conformance conformance-local kube-test kube-up kube-down bench smoke schemathesis ui-test harbor-test soak clean
 
 ## setup: a Docker engine and the sandbox image (no-op when both are there)
 setup: image
@@ -26,6 +26,7 @@ run: setup
 ## cases and the deploy/kubernetes manifest: scripts/kube-test.sh), the container
 ## smoke test (repobox itself in a container)
 ## schemathesis against the OpenAPI document, the Python SDK's tests (pytest, real server),
+## a Harbor task run by Harbor's oracle agent in the SDK's repobox environment,
 ## the TypeScript SDK's (node --test, real servers) and the dashboard's (headless
 ## Chromium, real servers)
 ##
@@ -42,6 +43,7 @@ test: setup lint
 	REPOBOX_BIN=$(TEST_BIN) bash scripts/smoke-container.sh
 	REPOBOX_BIN=$(TEST_BIN) bash scripts/schemathesis.sh
 	REPOBOX_BIN=$(TEST_BIN) bash sdk/python/run-tests.sh -q -n 2
+	REPOBOX_BIN=$(TEST_BIN) bash scripts/harbor-test.sh
 	REPOBOX_BIN=$(TEST_BIN) bash sdk/typescript/run-tests.sh
 	REPOBOX_BIN=$(TEST_BIN) bash scripts/ui-test.sh
 
@@ -87,6 +89,12 @@ smoke: setup
 ## schemathesis: property-based tests of /openapi.json against a running server
 schemathesis: setup
 	bash scripts/schemathesis.sh
+
+## harbor-test: Harbor (Terminal-Bench's framework) runs sdk/python/tests/harbor_task on a
+## repobox server with its oracle agent and must score 1; the first run on a machine builds
+## CPython 3.13 for it (scripts/python.sh, about 5 min, cached under /var/cache/repobox)
+harbor-test: setup
+	bash scripts/harbor-test.sh
 
 ## ui-test: the dashboard (/ui) in headless Chromium against real servers
 ui-test: setup

@@ -1,7 +1,9 @@
 """Files: raw read/write and directory listings."""
 
 import hashlib
+import io
 import os
+import tarfile
 
 import pytest
 
@@ -80,3 +82,28 @@ def test_list_dir_errors(box: Sandbox) -> None:
         box.list_dir("/workspace/nope")
     with pytest.raises(repobox.BadRequest):
         box.list_dir("/workspace/README.md")
+
+
+def test_archive_round_trip(box: Sandbox) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data, mode in (("run.sh", b"#!/bin/sh\necho hi\n", 0o755), ("sub/data.bin", BINARY, 0o644)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    box.exec("mkdir -p /tmp/in")
+    assert box.write_archive("/tmp/in", buffer.getvalue()) is None
+    assert box.exec("/tmp/in/run.sh").stdout == "hi\n"
+    assert box.read_file("/tmp/in/sub/data.bin") == BINARY
+
+    # A directory's tar names its entries from the directory's own name.
+    with tarfile.open(fileobj=io.BytesIO(box.read_archive("/tmp/in"))) as tar:
+        members = {member.name: member for member in tar.getmembers()}
+        assert {"in/run.sh", "in/sub/data.bin"} <= set(members)
+        assert members["in/run.sh"].mode & 0o777 == 0o755
+        assert tar.extractfile(members["in/sub/data.bin"]).read() == BINARY  # type: ignore[union-attr]
+
+    with pytest.raises(repobox.NotFound):
+        box.read_archive("/tmp/nope")
+    with pytest.raises(repobox.APIError):
+        box.write_archive("/tmp/in/run.sh", buffer.getvalue())

@@ -509,6 +509,29 @@ def write_file(container_id: Any, path: str, data: Union[bytes, bytearray, str])
     )
 
 
+def read_archive(container_id: Any, path: str) -> Op[bytes]:
+    return Op(
+        "GET",
+        "/containers/{}/archive".format(_seg(container_id)),
+        lambda response, client: response.content,
+        params={"path": path},
+        headers={"Accept": "application/x-tar, application/json"},
+        min_read=UNBOUNDED,
+    )
+
+
+def write_archive(container_id: Any, path: str, data: Union[bytes, bytearray]) -> Op[None]:
+    return Op(
+        "PUT",
+        "/containers/{}/archive".format(_seg(container_id)),
+        _none,
+        params={"path": path},
+        content=bytes(data),
+        headers={"Content-Type": "application/x-tar"},
+        min_read=UNBOUNDED,
+    )
+
+
 def browse(container_id: Any, path: str) -> Op[List[FileSystemItem]]:
     return Op(
         "GET",

@@ -275,6 +275,12 @@ class AsyncSandbox(ContainerInfo):
         key = self._client.api_key if with_token else None
         return core.port_url(self._client.url, self.container_id, port, path, key)
 
+    async def read_archive(self, path: str) -> bytes:
+        return await self._client._call(core.read_archive(self.container_id, path))
+
+    async def write_archive(self, path: str, data: Union[bytes, bytearray]) -> None:
+        await self._client._call(core.write_archive(self.container_id, path, data))
+
     async def list_dir(self, path: str = "/workspace") -> List[FileSystemItem]:
         return await self._client._call(core.browse(self.container_id, path))
 

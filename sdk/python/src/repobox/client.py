@@ -260,6 +260,15 @@ class Sandbox(ContainerInfo):
         key = self._client.api_key if with_token else None
         return core.port_url(self._client.url, self.container_id, port, path, key)
 
+    def read_archive(self, path: str) -> bytes:
+        """A tar of ``path``: a directory with everything under it (entries named
+        from the directory's own name), a file, or a symlink as a link."""
+        return self._client._call(core.read_archive(self.container_id, path))
+
+    def write_archive(self, path: str, data: Union[bytes, bytearray]) -> None:
+        """Unpacks the tar ``data`` into the existing directory ``path``."""
+        self._client._call(core.write_archive(self.container_id, path, data))
+
     def list_dir(self, path: str = "/workspace") -> List[FileSystemItem]:
         """The entries of a directory, sorted by name."""
         return self._client._call(core.browse(self.container_id, path))

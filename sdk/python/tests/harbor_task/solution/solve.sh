@@ -1,0 +1,3 @@
+#!/bin/bash
+set -euo pipefail
+tr '[:lower:]' '[:upper:]' < /app/greeting.txt > /app/answer.txt
