@@ -12,10 +12,14 @@
 # snapshots; a job's results). At most MAX_CONTAINERS=6 sandboxes at once, each
 # for 20 s; what is left is destroyed before the server stops.
 #
-# Two exclusions, both about what a schema cannot say:
+# Every check runs (scripts/schemathesis.toml turns off what is named below; checks
+# given on the command line would override its per-operation settings). Two
+# exclusions, both about what a schema cannot say:
 #   * positive_data_acceptance: a schema-valid create still names a repository
 #     host that ALLOWED_GIT_HOSTS (a setting) refuses, which is a correct 400;
 #   * upload_archive: schemathesis cannot generate application/x-tar bodies.
+# And a sandbox's port answers 502 or 504 by design (nothing listens there, or it
+# does not answer in time): the forwarding routes skip not_a_server_error.
 #
 # One worker: with two, Python 3.11's ast.parse, which Hypothesis calls to describe
 # its strategies, now and then fails in both threads at once ("AST constructor
@@ -98,7 +102,6 @@ done
 say "testing http://127.0.0.1:$port/openapi.json"
 SCHEMATHESIS_HOOKS=scripts/schemathesis_hooks.py SCHEMATHESIS_REPO_URL=$repo_url \
 "$VENV/bin/schemathesis" --config-file scripts/schemathesis.toml run "http://127.0.0.1:$port/openapi.json" \
-  --checks all --exclude-checks positive_data_acceptance \
   --exclude-operation-id upload_archive \
   --max-examples 30 --seed 1 --workers 1 \
   || die "schemathesis found problems (the server's log: target/schemathesis-server.log)"

@@ -285,6 +285,18 @@ fn agent_error(kind: ErrorKind, message: String) -> Error {
     }
 }
 
+/// The service error for an agent's refusal to start a command: its working directory
+/// missing (or not a directory) is a bad field of the request (400), never a 404,
+/// which would say the sandbox is gone.
+fn command_error(kind: ErrorKind, message: String) -> Error {
+    match kind {
+        ErrorKind::NotFound | ErrorKind::NotDirectory => {
+            Error::Invalid(format!("working_directory: {message}"))
+        }
+        kind => agent_error(kind, message),
+    }
+}
+
 /// The service error for an agent's error reply about an existing background process:
 /// there `NotFound` means no process with that id.
 fn process_error(kind: ErrorKind, message: String) -> Error {
@@ -731,7 +743,7 @@ impl AgentClient {
                 }
                 Incoming::Reply(Reply::Error { kind, message }) => {
                     execution.op.done = true;
-                    return Err(agent_error(kind, message));
+                    return Err(command_error(kind, message));
                 }
                 Incoming::Reply(other) if other.is_final() => {
                     execution.op.done = true;
@@ -761,8 +773,8 @@ impl AgentClient {
             output_bytes: spec.output_bytes,
             max_running: spec.max_running,
         };
-        // A working directory that does not exist is a path not found, as for `exec`.
-        match self.call(&request).await? {
+        // A working directory that does not exist is the request's fault, as for `exec`.
+        match self.call_with(&request, command_error).await? {
             Reply::Process { info } => Ok(info),
             other => Err(unexpected(&other)),
         }

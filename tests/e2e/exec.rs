@@ -94,8 +94,10 @@ async fn invalid_commands_are_refused() {
             StatusCode::BAD_REQUEST,
         ),
         (
+            // The request's field is wrong, not the route: 400, as for a session (a
+            // 404 would say the sandbox is gone).
             json!({"command": "pwd", "working_directory": "/no/such/dir"}),
-            StatusCode::NOT_FOUND,
+            StatusCode::BAD_REQUEST,
         ),
         (json!({"timeout_secs": 5}), StatusCode::BAD_REQUEST),
     ] {

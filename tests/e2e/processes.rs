@@ -283,6 +283,7 @@ async fn timeouts_and_bad_input() {
     for bad in [
         json!({"command": ""}),
         json!({"command": "true", "working_directory": "rel"}),
+        json!({"command": "true", "working_directory": "/no/such/dir"}),
         json!({"command": "true", "timeout_secs": 0}),
         json!({"command": "true", "unknown": 1}),
     ] {
