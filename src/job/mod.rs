@@ -14,30 +14,38 @@
 //! `MAX_CONTAINERS` reached anyway waits for room instead of failing. Cancelling a
 //! job drops its entries' futures (a create in flight removes its container, a
 //! command is killed) and then destroys every sandbox still recorded for it.
+//!
+//! Here: [`Jobs`], the service and each job's task. [`model`]: what a client sends and
+//! sees (the request, validated entry by entry, statuses, results, the view).
+//! `record`: a job in memory and on disk (its files, read back at a start).
+
+pub mod model;
+mod record;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use utoipa::ToSchema;
 
 use crate::backend::WORKSPACE;
 use crate::config::Config;
-use crate::error::{Error, ErrorBody, Result};
+use crate::error::{Error, Result};
 use crate::exec;
 use crate::metrics::Metrics;
-use crate::request::{CreateContainerRequest, ResourcesRequest};
-use crate::sandbox::{NewSandbox, Sandboxes};
+use crate::sandbox::Sandboxes;
 use crate::sync::Locked as _;
+
+pub use model::*;
+pub use record::{CREDENTIALS_NOT_KEPT, Job};
+use record::{load, new_job};
 
 /// How often an entry that found `MAX_CONTAINERS` reached tries again.
 const ROOM_POLL: Duration = Duration::from_millis(250);
@@ -45,507 +53,6 @@ const ROOM_POLL: Duration = Duration::from_millis(250);
 const CANCEL_BOUND: Duration = Duration::from_secs(30);
 /// How long the sweep of a job's sandboxes may take at shutdown.
 const SHUTDOWN_SWEEP_BOUND: Duration = Duration::from_secs(10);
-/// Default `concurrency` of a job.
-pub const DEFAULT_CONCURRENCY: usize = 4;
-
-/// One repository of a job.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct JobRepo {
-    /// `http`/`https` URL of a git repository on an allowed host.
-    pub repo_url: String,
-    /// Branch; the remote's default branch when omitted.
-    pub branch: Option<String>,
-    /// Commit (full or at least 7 hex digits).
-    pub commit: Option<String>,
-    /// Commits of history the sandbox's `.git` holds (a shallow clone); the whole
-    /// history when omitted.
-    #[schema(minimum = 1, maximum = 1000000)]
-    pub depth: Option<u32>,
-}
-
-/// Body of `POST /jobs`, kept as given. Unknown fields are refused (400): a misspelt
-/// `image_id` must not run a whole job on the default image.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct JobRequest {
-    /// Run in `/workspace` of each repository's sandbox (by `bash -c`).
-    #[schema(example = "git log --oneline | wc -l")]
-    pub command: String,
-    /// The repositories (1 … `MAX_JOB_REPOS`); results come in this order.
-    pub repos: Vec<JobRepo>,
-    /// Deadline of each entry's command in seconds (1 … `MAX_EXEC_TIMEOUT_SECS`,
-    /// default `DEFAULT_EXEC_TIMEOUT_SECS`).
-    pub timeout_secs: Option<i64>,
-    /// Entries run at once (1 … `MAX_JOB_CONCURRENCY`, default 4).
-    pub concurrency: Option<i64>,
-    /// Environment of every sandbox of the job.
-    pub environment_vars: Option<BTreeMap<String, String>>,
-    /// Image instead of `DOCKER_BASE_IMAGE` (pulled when missing, as on create).
-    pub image: Option<String>,
-    /// An image built by `POST /images` that every entry runs on (entries keep their
-    /// own repositories; for the image's own repository, its commit is the default).
-    #[serde(default)]
-    pub image_id: Option<String>,
-    /// Resource limits of each sandbox.
-    pub resources: Option<ResourcesRequest>,
-    /// `none` (default), `bridge`, or `{"allow": [...]}` (as on create).
-    pub network: Option<crate::request::NetworkSetting>,
-    /// Run once in each sandbox before the command.
-    pub initial_command: Option<String>,
-}
-
-impl JobRequest {
-    /// Checks the whole request, every entry included: the first invalid field is
-    /// a 400 naming its entry.
-    pub fn validate(&self, config: &Config, sandboxes: &Sandboxes) -> Result<()> {
-        if self.command.trim().is_empty() || self.command.contains('\0') {
-            return Err(Error::invalid(
-                "command must be a non-empty command without NUL bytes",
-            ));
-        }
-        if self.repos.is_empty() || self.repos.len() > config.max_job_repos {
-            return Err(Error::invalid(format!(
-                "repos must hold 1 to {} repositories (MAX_JOB_REPOS), got {}",
-                config.max_job_repos,
-                self.repos.len()
-            )));
-        }
-        self.timeout(config)?;
-        self.concurrency(config)?;
-        for index in 0..self.repos.len() {
-            self.entry(index, config, sandboxes)?;
-        }
-        sandboxes.allow(
-            &self.command,
-            self.environment_vars
-                .iter()
-                .flat_map(|env| env.keys().map(String::as_str)),
-        )?;
-        if let Some(initial) = &self.initial_command {
-            sandboxes.allow(initial, std::iter::empty())?;
-        }
-        Ok(())
-    }
-
-    /// Each entry's command deadline.
-    pub fn timeout(&self, config: &Config) -> Result<Duration> {
-        crate::request::validate_timeout(
-            config,
-            self.timeout_secs
-                .unwrap_or_else(|| crate::request::default_timeout_secs(config)),
-        )
-    }
-
-    /// Entries run at once.
-    pub fn concurrency(&self, config: &Config) -> Result<usize> {
-        let max = config.max_job_concurrency;
-        match self.concurrency {
-            None => Ok(DEFAULT_CONCURRENCY.min(max).max(1)),
-            Some(n) if n >= 1 && n.unsigned_abs() <= max as u64 => Ok(n.unsigned_abs() as usize),
-            Some(_) => Err(Error::invalid(format!(
-                "concurrency must be between 1 and {max} (MAX_JOB_CONCURRENCY)"
-            ))),
-        }
-    }
-
-    /// The create request of entry `index`, validated like `POST /containers`.
-    fn entry(&self, index: usize, config: &Config, sandboxes: &Sandboxes) -> Result<NewSandbox> {
-        let repo = &self.repos[index];
-        // A backstop only: the job destroys its sandboxes itself. Long enough for the
-        // checkout, the initial command and the command.
-        let lifetime = self.timeout(config)?.as_secs()
-            + config.max_exec_timeout_secs
-            + config.git_timeout_secs
-            + 300;
-        let request = CreateContainerRequest {
-            repo_url: Some(repo.repo_url.clone()),
-            snapshot_id: None,
-            branch: repo.branch.clone(),
-            commit: repo.commit.clone(),
-            depth: repo.depth,
-            max_runtime_secs: Some(lifetime.min(config.max_runtime_secs) as i64),
-            environment_vars: self.environment_vars.clone(),
-            initial_command: self.initial_command.clone(),
-            image: self.image.clone(),
-            image_id: self.image_id.clone(),
-            any_repo: true,
-            resources: self.resources.clone(),
-            network: self.network.clone(),
-        };
-        request
-            .validate(config, sandboxes)
-            .map_err(|err| match err {
-                Error::Invalid(detail) => Error::Invalid(format!("repos[{index}]: {detail}")),
-                other => other,
-            })
-    }
-}
-
-/// A job's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum JobStatus {
-    /// Accepted; no entry started yet.
-    Queued,
-    /// Entries are running.
-    Running,
-    /// Every entry finished.
-    Completed,
-    /// Stopped by a client.
-    Cancelled,
-}
-
-impl JobStatus {
-    fn is_finished(self) -> bool {
-        matches!(self, JobStatus::Completed | JobStatus::Cancelled)
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Completed => "completed",
-            JobStatus::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// The status of one entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum EntryStatus {
-    /// Not started.
-    Pending,
-    /// Its sandbox is being made or its command runs.
-    Running,
-    /// The command exited 0.
-    Succeeded,
-    /// The command exited non-zero or timed out.
-    Failed,
-    /// The sandbox could not be made or the command could not be run.
-    Errored,
-    /// The job was cancelled before the entry finished.
-    Cancelled,
-}
-
-impl EntryStatus {
-    fn name(self) -> &'static str {
-        match self {
-            EntryStatus::Pending => "pending",
-            EntryStatus::Running => "running",
-            EntryStatus::Succeeded => "succeeded",
-            EntryStatus::Failed => "failed",
-            EntryStatus::Errored => "errored",
-            EntryStatus::Cancelled => "cancelled",
-        }
-    }
-
-    fn is_finished(self) -> bool {
-        !matches!(self, EntryStatus::Pending | EntryStatus::Running)
-    }
-}
-
-/// The result of one entry (the spec's *Result*).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct JobResult {
-    /// Position in the request's `repos`.
-    pub index: usize,
-    /// Repository URL, without credentials.
-    pub repo_url: String,
-    /// Branch checked out (as requested until the sandbox is made).
-    pub branch: Option<String>,
-    /// Commit as requested.
-    pub commit: Option<String>,
-    /// Full SHA of the checkout.
-    pub resolved_commit: Option<String>,
-    /// `pending`, `running`, `succeeded`, `failed`, `errored` or `cancelled`.
-    pub status: EntryStatus,
-    /// The command's exit code (124 for a timeout).
-    pub exit_code: Option<i64>,
-    /// Standard output, at most `JOB_OUTPUT_BYTES`.
-    pub stdout: String,
-    /// Standard error, at most `JOB_OUTPUT_BYTES`.
-    pub stderr: String,
-    /// Whether stdout was cut.
-    pub stdout_truncated: bool,
-    /// Whether stderr was cut.
-    pub stderr_truncated: bool,
-    /// Whether the command was killed at its deadline.
-    pub timed_out: bool,
-    /// The command's wall time.
-    pub execution_time_secs: Option<f64>,
-    /// Why the entry could not run (`errored`), as an API error body.
-    pub error: Option<ErrorBody>,
-    /// When the entry started.
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it finished.
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-impl JobResult {
-    fn pending(index: usize, repo: &JobRepo) -> Self {
-        Self {
-            index,
-            // Never the credentials: results are answered and written to disk, and
-            // an entry that fails before its sandbox exists keeps this URL.
-            repo_url: without_credentials(&repo.repo_url),
-            branch: repo.branch.clone(),
-            commit: repo.commit.clone(),
-            resolved_commit: None,
-            status: EntryStatus::Pending,
-            exit_code: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            timed_out: false,
-            execution_time_secs: None,
-            error: None,
-            started_at: None,
-            finished_at: None,
-        }
-    }
-}
-
-/// Entries by status; they add up to the job's `total`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-pub struct JobCounts {
-    /// Not started.
-    pub pending: usize,
-    /// Running.
-    pub running: usize,
-    /// Exited 0.
-    pub succeeded: usize,
-    /// Exited non-zero or timed out.
-    pub failed: usize,
-    /// Could not run.
-    pub errored: usize,
-    /// Cancelled.
-    pub cancelled: usize,
-}
-
-/// A job as the API shows it (the spec's *Job*).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct JobView {
-    /// Its id.
-    pub job_id: String,
-    /// `queued`, `running`, `completed` or `cancelled`.
-    pub status: JobStatus,
-    /// The command.
-    pub command: String,
-    /// When it was accepted.
-    pub created_at: DateTime<Utc>,
-    /// When its first entry started.
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it completed or was cancelled.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Number of entries.
-    pub total: usize,
-    /// Entries by status.
-    pub counts: JobCounts,
-}
-
-/// What is kept on disk about a job besides its results.
-///
-/// Never a credential: the request is written with every repository URL's user name
-/// and password removed, and the entries that had them are listed. The credentialed
-/// URLs live in memory only, so a job that outlives its server cannot run those
-/// entries again: they end `errored` at the next start ([`CREDENTIALS_NOT_KEPT`]).
-/// Keeping them (even encrypted, with a key that would sit beside them) would put a
-/// client's token on the server's disk for as long as the job is kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct JobFile {
-    job_id: String,
-    request: JobRequest,
-    /// Indices of the entries whose URL carried credentials that were not written.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    credentials_dropped: Vec<usize>,
-    status: JobStatus,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-/// A job's changing part.
-struct Progress {
-    status: JobStatus,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-    results: Vec<Arc<JobResult>>,
-    /// Indices of finished entries, in the order they finished (the event feed).
-    finished: Vec<usize>,
-    /// Whether the outputs live only in the results file (a finished job).
-    outputs_on_disk: bool,
-}
-
-/// One job.
-pub struct Job {
-    id: String,
-    request: JobRequest,
-    created_at: DateTime<Utc>,
-    progress: Mutex<Progress>,
-    /// Bumped at every change (the event feed waits on it).
-    changed: watch::Sender<u64>,
-    /// Cancelled by a client's cancel.
-    cancel: CancellationToken,
-    /// Cancelled when the job's task has ended (its sandboxes are gone).
-    ended: CancellationToken,
-    /// The results file (JSON Lines, one per finished entry).
-    results_file: PathBuf,
-    /// Held while the results file is appended to or read.
-    results_lock: Mutex<()>,
-}
-
-impl Job {
-    /// Its id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The job as the API shows it.
-    pub fn view(&self) -> JobView {
-        let progress = self.lock();
-        let mut counts = JobCounts::default();
-        for result in &progress.results {
-            *match result.status {
-                EntryStatus::Pending => &mut counts.pending,
-                EntryStatus::Running => &mut counts.running,
-                EntryStatus::Succeeded => &mut counts.succeeded,
-                EntryStatus::Failed => &mut counts.failed,
-                EntryStatus::Errored => &mut counts.errored,
-                EntryStatus::Cancelled => &mut counts.cancelled,
-            } += 1;
-        }
-        JobView {
-            job_id: self.id.clone(),
-            status: progress.status,
-            command: self.request.command.clone(),
-            created_at: self.created_at,
-            started_at: progress.started_at,
-            finished_at: progress.finished_at,
-            total: progress.results.len(),
-            counts,
-        }
-    }
-
-    /// Every entry's result, in request order. A finished job's outputs are read
-    /// from its results file (memory keeps only the rest of each result).
-    pub async fn results(self: &Arc<Self>) -> Result<Vec<Arc<JobResult>>> {
-        let (mut results, on_disk) = {
-            let progress = self.lock();
-            (progress.results.clone(), progress.outputs_on_disk)
-        };
-        if on_disk {
-            for result in self.read_results().await? {
-                let index = result.index;
-                if index < results.len() {
-                    results[index] = Arc::new(result);
-                }
-            }
-        }
-        Ok(results)
-    }
-
-    /// The results file's lines, in the order the entries finished.
-    async fn read_results(self: &Arc<Self>) -> Result<Vec<JobResult>> {
-        let job = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _held = job.results_lock.locked();
-            read_results(&job.results_file)
-        })
-        .await
-        .map_err(|err| Error::internal(format!("reading a job's results: {err}")))?
-        .map_err(|err| Error::internal(format!("reading a job's results: {err}")))
-    }
-
-    /// Whether the job completed or was cancelled.
-    pub fn is_finished(&self) -> bool {
-        self.lock().status.is_finished()
-    }
-
-    /// The results that finished, in the order they did, except those in `sent`;
-    /// and the job's view when it is finished.
-    pub async fn finished_except(
-        self: &Arc<Self>,
-        sent: &std::collections::HashSet<usize>,
-    ) -> Result<(Vec<Arc<JobResult>>, Option<JobView>)> {
-        let (mut results, done, on_disk) = {
-            let progress = self.lock();
-            let results: Vec<Arc<JobResult>> = progress
-                .finished
-                .iter()
-                .filter(|index| !sent.contains(index))
-                .map(|&index| progress.results[index].clone())
-                .collect();
-            (
-                results,
-                progress.status.is_finished(),
-                progress.outputs_on_disk,
-            )
-        };
-        if on_disk && !results.is_empty() {
-            results = self
-                .read_results()
-                .await?
-                .into_iter()
-                .filter(|result| !sent.contains(&result.index))
-                .map(Arc::new)
-                .collect();
-        }
-        Ok((results, done.then(|| self.view())))
-    }
-
-    /// Keeps only the results file's copy of the outputs (a finished job's results
-    /// are read rarely; memory stays small however many jobs are kept).
-    fn drop_outputs(&self) {
-        let mut progress = self.lock();
-        for result in &mut progress.results {
-            if !result.stdout.is_empty() || !result.stderr.is_empty() {
-                let mut lean = (**result).clone();
-                lean.stdout = String::new();
-                lean.stderr = String::new();
-                *result = Arc::new(lean);
-            }
-        }
-        progress.outputs_on_disk = true;
-    }
-
-    /// A receiver that wakes at every change of the job.
-    pub fn watch(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
-        self.progress.locked()
-    }
-
-    fn bump(&self) {
-        self.changed.send_modify(|version| *version += 1);
-    }
-
-    fn file(&self) -> JobFile {
-        let mut request = self.request.clone();
-        let mut credentials_dropped = Vec::new();
-        for (index, repo) in request.repos.iter_mut().enumerate() {
-            let bare = without_credentials(&repo.repo_url);
-            if bare != repo.repo_url {
-                repo.repo_url = bare;
-                credentials_dropped.push(index);
-            }
-        }
-        let progress = self.lock();
-        JobFile {
-            job_id: self.id.clone(),
-            request,
-            credentials_dropped,
-            status: progress.status,
-            created_at: self.created_at,
-            started_at: progress.started_at,
-            finished_at: progress.finished_at,
-        }
-    }
-}
 
 /// Owns every job.
 pub struct Jobs {
@@ -1005,158 +512,26 @@ impl Jobs {
     }
 }
 
-/// `raw` without the user name and password of its URL (as it is when it does not
-/// parse: the policy refuses it before it could hold any).
-fn without_credentials(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.to_string()
-        }
-        _ => raw.to_owned(),
-    }
-}
-
 /// How an entry ended.
 enum Outcome {
     Ran(exec::ExecResult),
     Errored(Error),
 }
 
-#[allow(clippy::too_many_arguments)]
-fn new_job(
-    id: String,
-    request: JobRequest,
-    created_at: DateTime<Utc>,
-    dir: &Path,
-    status: JobStatus,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-    kept: Vec<JobResult>,
-) -> Job {
-    let mut results: Vec<Arc<JobResult>> = request
-        .repos
-        .iter()
-        .enumerate()
-        .map(|(index, repo)| Arc::new(JobResult::pending(index, repo)))
-        .collect();
-    let mut finished = Vec::new();
-    for result in kept {
-        let index = result.index;
-        if index < results.len() && result.status.is_finished() {
-            if !results[index].status.is_finished() {
-                finished.push(index);
-            }
-            results[index] = Arc::new(result);
-        }
-    }
-    let results_file = dir.join(format!("{id}.results.jsonl"));
-    Job {
-        id,
-        request,
-        created_at,
-        progress: Mutex::new(Progress {
-            status,
-            started_at,
-            finished_at,
-            results,
-            finished,
-            outputs_on_disk: false,
-        }),
-        changed: watch::channel(0).0,
-        cancel: CancellationToken::new(),
-        ended: CancellationToken::new(),
-        results_file,
-        results_lock: Mutex::new(()),
-    }
-}
-
-/// Why an entry whose URL had credentials ends at a restart (see [`JobFile`]).
-pub const CREDENTIALS_NOT_KEPT: &str = "the credentials in this entry's repo_url are not kept across a server restart, \
-     so the entry could not run again; resubmit it";
-
-/// Reads a job and its results. Entries not finished whose credentials were not kept
-/// end `errored` (appended to the results file, so that they read so from now on).
-fn load(path: &Path) -> anyhow::Result<Job> {
-    let file: JobFile = serde_json::from_slice(&std::fs::read(path)?)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let results_path = dir.join(format!("{}.results.jsonl", file.job_id));
-    let mut kept = read_results(&results_path)?;
-    if !file.status.is_finished() {
-        let mut ended = Vec::new();
-        for &index in &file.credentials_dropped {
-            let Some(repo) = file.request.repos.get(index) else {
-                continue;
-            };
-            if kept
-                .iter()
-                .any(|r| r.index == index && r.status.is_finished())
-            {
-                continue;
-            }
-            let mut result = JobResult::pending(index, repo);
-            result.status = EntryStatus::Errored;
-            result.error = Some(Error::Conflict(CREDENTIALS_NOT_KEPT.to_owned()).public_body());
-            result.finished_at = Some(Utc::now());
-            let mut line = serde_json::to_vec(&result)?;
-            line.push(b'\n');
-            ended.extend_from_slice(&line);
-            kept.push(result);
-        }
-        if !ended.is_empty() {
-            // After a line a crash cut short, not glued to it.
-            ended.insert(0, b'\n');
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&results_path)?
-                .write_all(&ended)?;
-        }
-    }
-    let finished = file.status.is_finished();
-    let job = new_job(
-        file.job_id,
-        file.request,
-        file.created_at,
-        dir,
-        file.status,
-        file.started_at,
-        file.finished_at,
-        kept,
-    );
-    if finished {
-        job.drop_outputs();
-    }
-    Ok(job)
-}
-
-/// The lines of a results file, in the order the entries finished. A line cut by a
-/// crash is skipped (its entry runs again).
-fn read_results(path: &Path) -> std::io::Result<Vec<JobResult>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text
-            .lines()
-            .filter_map(|line| serde_json::from_str::<JobResult>(line).ok())
-            .collect()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(err) => Err(err),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::record::*;
     #[test]
     fn result_urls_lose_their_credentials() {
         assert_eq!(
-            super::without_credentials("https://u:tok@git.example/r.git"),
+            super::record::without_credentials("https://u:tok@git.example/r.git"),
             "https://git.example/r.git"
         );
         assert_eq!(
-            super::without_credentials("https://tok@git.example/r.git"),
+            super::record::without_credentials("https://tok@git.example/r.git"),
             "https://git.example/r.git"
         );
-        assert_eq!(super::without_credentials("not a url"), "not a url");
+        assert_eq!(super::record::without_credentials("not a url"), "not a url");
     }
 
     use super::*;
