@@ -1681,6 +1681,53 @@ pub(crate) mod hostile_agent_tests {
     }
 
     #[tokio::test]
+    async fn a_tunnel_flooded_past_its_window_is_cut_off() {
+        // A port's server in the sandbox (or an agent lying for it) sends without end to
+        // a client that reads nothing: the tunnel holds its window and its pipe, and
+        // the agent that goes past the window is cut off.
+        let (client, reason, fake) = connect(limits(), |id, request| match request {
+            Request::Connect { .. } => vec![
+                Out::Frame(Frame::control(id, &Reply::Connected { peer_port: 3000 })),
+                Out::Flood(Frame::data(
+                    Tag::Data,
+                    id,
+                    Bytes::from(vec![b'x'; MAX_CHUNK]),
+                )),
+            ],
+            _ => Vec::new(),
+        })
+        .await;
+        let mut tunnel = client.connect_port(3000).await.unwrap();
+        assert_cut_off(&client, &reason, "tunnel flood").await;
+        let written = fake.await.unwrap();
+        assert!(written < 4 * WINDOW, "the server took {written} bytes");
+        // The tunnel ends: what it had taken (at most its window), then end of file.
+        let mut received = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_to_end(&mut tunnel, &mut received),
+        )
+        .await
+        .expect("the tunnel ends")
+        .unwrap();
+        assert!(received.len() as u64 <= WINDOW, "{} bytes", received.len());
+    }
+
+    #[tokio::test]
+    async fn a_tunnels_credit_for_bytes_never_sent_is_a_violation() {
+        let (client, reason, _fake) = connect(limits(), |id, request| match request {
+            Request::Connect { .. } => vec![
+                Out::Frame(Frame::control(id, &Reply::Connected { peer_port: 3000 })),
+                Out::Frame(Frame::control(id, &Reply::Credit { bytes: 1 << 40 })),
+            ],
+            _ => Vec::new(),
+        })
+        .await;
+        let _tunnel = client.connect_port(3000).await.unwrap();
+        assert_cut_off(&client, &reason, "tunnel credit").await;
+    }
+
+    #[tokio::test]
     async fn credit_for_bytes_never_sent_is_a_violation() {
         let (client, reason, _fake) = connect(limits(), |id, _| {
             vec![Out::Frame(Frame::control(
