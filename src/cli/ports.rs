@@ -74,20 +74,9 @@ pub async fn list(client: &Client, id: &str, json: bool) -> CliResult {
     Ok(0)
 }
 
-/// The TCP route's WebSocket URL: the server's own with `ws`/`wss` for `http`/`https`.
+/// The TCP route's WebSocket URL.
 fn tcp_url(base: &str, id: &str, port: u16) -> String {
-    let base = base
-        .strip_prefix("https://")
-        .map(|rest| format!("wss://{rest}"))
-        .or_else(|| {
-            base.strip_prefix("http://")
-                .map(|rest| format!("ws://{rest}"))
-        })
-        .unwrap_or_else(|| base.to_owned());
-    format!(
-        "{base}{}/containers/{id}/tcp/{port}",
-        repobox_client::API_PREFIX
-    )
+    super::shell::websocket_url(base, &format!("/containers/{id}/tcp/{port}"))
 }
 
 /// `repobox port-forward ID LOCAL:REMOTE`: runs until interrupted.

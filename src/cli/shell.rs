@@ -37,8 +37,9 @@ fn terminal_size(interactive: bool) -> (u16, u16) {
     }
 }
 
-/// The terminal's WebSocket URL: the server's own with `ws`/`wss` for `http`/`https`.
-pub fn terminal_url(base: &str, id: &str, cols: u16, rows: u16) -> String {
+/// The API's WebSocket URL for `path` (under the API prefix): the server's own with
+/// `ws`/`wss` for `http`/`https`.
+pub fn websocket_url(base: &str, path: &str) -> String {
     let base = base
         .strip_prefix("https://")
         .map(|rest| format!("wss://{rest}"))
@@ -47,9 +48,14 @@ pub fn terminal_url(base: &str, id: &str, cols: u16, rows: u16) -> String {
                 .map(|rest| format!("ws://{rest}"))
         })
         .unwrap_or_else(|| base.to_owned());
-    format!(
-        "{base}{}/containers/{id}/terminal?cols={cols}&rows={rows}",
-        repobox_client::API_PREFIX
+    format!("{base}{}{path}", repobox_client::API_PREFIX)
+}
+
+/// The terminal's WebSocket URL.
+pub fn terminal_url(base: &str, id: &str, cols: u16, rows: u16) -> String {
+    websocket_url(
+        base,
+        &format!("/containers/{id}/terminal?cols={cols}&rows={rows}"),
     )
 }
 
