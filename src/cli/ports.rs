@@ -7,13 +7,11 @@ use anyhow::Context as _;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::Message;
 
-use super::client::{Client, error_from_body};
+use super::CliResult;
+use super::client::Client;
 use super::output::{field, out, outln, print_json, table};
-use super::{CliError, CliResult};
 
 /// Arguments of `repobox port-forward`.
 #[derive(Debug, Clone, clap::Args)]
@@ -109,24 +107,8 @@ pub async fn forward(client: &Client, args: PortForwardArgs) -> CliResult {
 
 /// Carries one local connection to the sandbox's port until either side closes.
 async fn connection(client: &Client, id: &str, port: u16, stream: TcpStream) -> CliResult<()> {
-    let mut request = tcp_url(client.base(), id, port)
-        .into_client_request()
-        .context("building the connection request")?;
-    if let Some(key) = client.key() {
-        let value = HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| CliError::Usage("the API key is not a valid header value".to_owned()))?;
-        request.headers_mut().insert(header::AUTHORIZATION, value);
-    }
-    let (socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .map_err(|err| match err {
-            tungstenite::Error::Http(response) => error_from_body(
-                reqwest::StatusCode::from_u16(response.status().as_u16())
-                    .unwrap_or(reqwest::StatusCode::BAD_GATEWAY),
-                response.body().as_deref().unwrap_or_default(),
-            ),
-            other => CliError::Other(anyhow::Error::new(other).context("cannot reach the server")),
-        })?;
+    let url = tcp_url(client.base(), id, port);
+    let socket = super::shell::open_websocket(client, url, "a connection").await?;
     let (mut to_server, mut from_server) = socket.split();
     let (mut reader, mut writer) = stream.into_split();
     let upstream = async {

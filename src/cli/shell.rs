@@ -51,21 +51,18 @@ pub fn websocket_url(base: &str, path: &str) -> String {
     format!("{base}{}{path}", repobox_client::API_PREFIX)
 }
 
-/// The terminal's WebSocket URL.
-pub fn terminal_url(base: &str, id: &str, cols: u16, rows: u16) -> String {
-    websocket_url(
-        base,
-        &format!("/containers/{id}/terminal?cols={cols}&rows={rows}"),
-    )
-}
-
-/// Runs `repobox shell`; returns the shell's exit status.
-pub async fn run(client: &Client, args: ShellArgs) -> CliResult {
-    let interactive = std::io::stdin().is_terminal();
-    let (cols, rows) = terminal_size(interactive);
-    let mut request = terminal_url(client.base(), &args.id, cols, rows)
+/// A WebSocket of the API at `url`, with the client's key; the server's refusal is its
+/// JSON error, anything else says it could not open `what`.
+pub async fn open_websocket(
+    client: &Client,
+    url: String,
+    what: &str,
+) -> CliResult<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+> {
+    let mut request = url
         .into_client_request()
-        .context("building the terminal request")?;
+        .with_context(|| format!("building the request for {what}"))?;
     if let Some(key) = client.key() {
         let value = HeaderValue::from_str(&format!("Bearer {key}"))
             .map_err(|_| CliError::Usage("the API key is not a valid header value".to_owned()))?;
@@ -81,9 +78,26 @@ pub async fn run(client: &Client, args: ShellArgs) -> CliResult {
             ),
             other => CliError::Other(
                 anyhow::Error::new(other)
-                    .context(format!("cannot open a terminal at {}", client.base())),
+                    .context(format!("cannot open {what} at {}", client.base())),
             ),
         })?;
+    Ok(socket)
+}
+
+/// The terminal's WebSocket URL.
+pub fn terminal_url(base: &str, id: &str, cols: u16, rows: u16) -> String {
+    websocket_url(
+        base,
+        &format!("/containers/{id}/terminal?cols={cols}&rows={rows}"),
+    )
+}
+
+/// Runs `repobox shell`; returns the shell's exit status.
+pub async fn run(client: &Client, args: ShellArgs) -> CliResult {
+    let interactive = std::io::stdin().is_terminal();
+    let (cols, rows) = terminal_size(interactive);
+    let url = terminal_url(client.base(), &args.id, cols, rows);
+    let socket = open_websocket(client, url, "a terminal").await?;
     let raw = if interactive {
         Some(RawMode::enable()?)
     } else {
