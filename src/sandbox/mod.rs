@@ -157,8 +157,16 @@ const CLAIM_PING_BOUND: Duration = Duration::from_secs(2);
 /// Agents connected at once while adopting sandboxes after a start.
 const ADOPT_CONCURRENCY: usize = 8;
 
-/// The agent connection of one sandbox, made on first use and again after a loss.
-type AgentSlot = tokio::sync::Mutex<Option<Arc<AgentClient>>>;
+/// What the server holds for one sandbox while it runs, besides its record (the
+/// registry's): made on first use, dropped in one call by [`Sandboxes::forget`].
+#[derive(Default)]
+struct Live {
+    /// The agent connection, made on first use and again after a loss.
+    agent: tokio::sync::Mutex<Option<Arc<AgentClient>>>,
+    /// One lock per session, and one (`""`) for the session creates: a session's
+    /// commands run one at a time, in order.
+    sessions: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
 
 /// Owns every sandbox.
 pub struct Sandboxes {
@@ -169,7 +177,8 @@ pub struct Sandboxes {
     expiries: Expiries,
     metrics: Arc<Metrics>,
     reconciled: AtomicBool,
-    agents: std::sync::Mutex<HashMap<SandboxId, Arc<AgentSlot>>>,
+    /// Each sandbox's [`Live`] state.
+    live: std::sync::Mutex<HashMap<SandboxId, Arc<Live>>>,
     policy: CommandPolicy,
     disk_limits: tokio::sync::OnceCell<DiskLimits>,
     /// Held while a deadline is changed and while an expiry checks its deadline.
@@ -177,9 +186,6 @@ pub struct Sandboxes {
     pool: Pool,
     snapshots: Snapshots,
     images: Images,
-    /// One lock per session (`<sandbox>/<session>`), and per sandbox for session
-    /// creates (`<sandbox>/`): a session's commands run one at a time, in order.
-    session_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Numbers pool members' names.
     members_made: std::sync::atomic::AtomicU64,
     /// Containers (by engine id) whose agent broke the protocol, with the reason: they
@@ -229,7 +235,6 @@ impl Sandboxes {
             pool,
             snapshots,
             images,
-            session_locks: std::sync::Mutex::new(HashMap::new()),
             members_made: std::sync::atomic::AtomicU64::new(0),
             broken: Arc::default(),
             config,
@@ -239,7 +244,7 @@ impl Sandboxes {
             expiries,
             metrics,
             reconciled: AtomicBool::new(false),
-            agents: std::sync::Mutex::new(HashMap::new()),
+            live: std::sync::Mutex::new(HashMap::new()),
             policy,
             disk_limits: tokio::sync::OnceCell::new(),
             lifetimes: tokio::sync::Mutex::new(()),
@@ -414,15 +419,14 @@ impl Sandboxes {
     /// `session` empty: the sandbox's session creates). Tokio's mutex is fair: turns
     /// come in order of arrival.
     fn session_lock(&self, id: &SandboxId, session: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.session_locks.locked();
-        locks.entry(format!("{id}/{session}")).or_default().clone()
+        let live = self.live(id);
+        let mut locks = live.sessions.locked();
+        locks.entry(session.to_owned()).or_default().clone()
     }
 
     /// Drops the lock of a deleted session.
     fn forget_session(&self, id: &SandboxId, session: &str) {
-        self.session_locks
-            .locked()
-            .remove(&format!("{id}/{session}"));
+        self.live(id).sessions.locked().remove(session);
     }
 
     /// The git cache (mirrors, checkouts, credentials).
@@ -637,9 +641,10 @@ impl Sandboxes {
             .ok_or_else(|| Error::ContainerNotFound(id.to_string()))
     }
 
-    fn agent_slot(&self, id: &SandboxId) -> Arc<AgentSlot> {
-        let mut agents = self.agents.locked();
-        agents.entry(id.to_owned()).or_default().clone()
+    /// The [`Live`] state of sandbox `id`.
+    fn live(&self, id: &SandboxId) -> Arc<Live> {
+        let mut live = self.live.locked();
+        live.entry(id.to_owned()).or_default().clone()
     }
 
     /// The connection to the agent of the sandbox `id` (404 when unknown): the live
@@ -647,8 +652,8 @@ impl Sandboxes {
     /// answers 409 with the reason.
     pub async fn agent(&self, id: &SandboxId) -> Result<Arc<AgentClient>> {
         let sandbox = self.get(id)?;
-        let slot = self.agent_slot(id);
-        let mut connected = slot.lock().await;
+        let live = self.live(id);
+        let mut connected = live.agent.lock().await;
         if let Some(client) = connected.as_ref()
             && !client.is_closed()
         {
@@ -954,7 +959,7 @@ impl Sandboxes {
                 egress_log,
             };
             let sandbox = self.registry.insert(sandbox, slot).await?;
-            *self.agent_slot(&id).lock().await = Some(agent);
+            *self.live(&id).agent.lock().await = Some(agent);
             Ok::<_, Error>(sandbox)
         }
         .await;
@@ -1152,15 +1157,11 @@ impl Sandboxes {
 
     fn forget(&self, id: &SandboxId, reason: &'static str) {
         self.expiries.cancel(id);
-        let prefix = format!("{id}/");
-        self.session_locks
-            .locked()
-            .retain(|key, _| !key.starts_with(&prefix));
-        self.agents.locked().remove(id);
-        if let Some(sandbox) = self.registry.get(id) {
+        // Its agent connection (and with it the tasks attached to it, such as the
+        // egress proxy) and its sessions' locks.
+        self.live.locked().remove(id);
+        if let Some(sandbox) = self.registry.remove(id) {
             self.broken.locked().remove(&sandbox.engine_id);
-        }
-        if self.registry.remove(id).is_some() {
             Metrics::count(&self.metrics.destroys, reason);
         }
         self.metrics
