@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use serde_json::Value;
 use tower::ServiceExt as _;
 
-use repobox_client::{API_PREFIX, Client, Error as CliError, error_from_body};
+use repobox_client::{API_PREFIX, Client, Error as ApiError, error_from_body};
 
 /// One request to the API.
 #[derive(Debug, Clone)]
@@ -82,49 +82,11 @@ pub struct Caller {
     pub request_id: Option<HeaderValue>,
 }
 
-/// Why a call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// The API answered with an error.
-    #[error("{error}: {detail}")]
-    Api {
-        /// HTTP status.
-        status: u16,
-        /// The error's title (`error` of the body).
-        error: String,
-        /// What went wrong (`detail` of the body).
-        detail: String,
-    },
-    /// The arguments of a tool make no sense (caught before any call).
-    #[error("{0}")]
-    Invalid(String),
-    /// The server could not be reached, or its answer could not be read.
-    #[error("{0}")]
-    Transport(String),
-}
-
-impl From<CliError> for Failure {
-    fn from(err: CliError) -> Self {
-        match err {
-            CliError::Api {
-                status,
-                error,
-                detail,
-            } => Failure::Api {
-                status,
-                error,
-                detail,
-            },
-            other => Failure::Transport(other.to_string()),
-        }
-    }
-}
-
 /// The API, as the tools see it.
 #[async_trait]
 pub trait ApiClient: Send + Sync + 'static {
     /// Makes `call` on behalf of `caller`; the answer's JSON (`Null` when it has none).
-    async fn call(&self, call: Call, caller: &Caller) -> Result<Value, Failure>;
+    async fn call(&self, call: Call, caller: &Caller) -> Result<Value, ApiError>;
 }
 
 /// A server elsewhere, over HTTP: the CLI's client, with its URL and key.
@@ -133,7 +95,7 @@ pub struct OverHttp(pub Client);
 
 #[async_trait]
 impl ApiClient for OverHttp {
-    async fn call(&self, call: Call, _caller: &Caller) -> Result<Value, Failure> {
+    async fn call(&self, call: Call, _caller: &Caller) -> Result<Value, ApiError> {
         // The key is the client's own (REPOBOX_API_KEY): a stdio peer has no headers.
         let request = self.0.request(call.method, &call.path);
         let request = match call.body {
@@ -168,7 +130,7 @@ impl InProcess {
 
 #[async_trait]
 impl ApiClient for InProcess {
-    async fn call(&self, call: Call, caller: &Caller) -> Result<Value, Failure> {
+    async fn call(&self, call: Call, caller: &Caller) -> Result<Value, ApiError> {
         let mut request = Request::builder()
             .method(call.method)
             .uri(format!("{API_PREFIX}{}", call.path));
@@ -199,18 +161,18 @@ impl ApiClient for InProcess {
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), MAX_ANSWER_BYTES)
             .await
-            .map_err(|err| Failure::Transport(format!("reading the API's answer: {err}")))?;
+            .map_err(|err| ApiError::Other(anyhow::anyhow!("reading the API's answer: {err}")))?;
         if !status.is_success() {
-            return Err(error_from_body(status, &bytes).into());
+            return Err(error_from_body(status, &bytes));
         }
         if status == StatusCode::NO_CONTENT || bytes.is_empty() {
             return Ok(Value::Null);
         }
         serde_json::from_slice(&bytes)
-            .map_err(|err| Failure::Transport(format!("the API's answer is not JSON: {err}")))
+            .map_err(|err| ApiError::Other(anyhow::anyhow!("the API's answer is not JSON: {err}")))
     }
 }
 
-fn internal(err: impl std::fmt::Display) -> Failure {
-    Failure::Transport(format!("building the API request: {err}"))
+fn internal(err: impl std::fmt::Display) -> ApiError {
+    ApiError::Other(anyhow::anyhow!("building the API request: {err}"))
 }

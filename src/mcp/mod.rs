@@ -29,7 +29,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use client::{ApiClient, Call, Caller, Failure};
+use client::{ApiClient, Call, Caller};
+use repobox_client::Error as ApiError;
 use text::{absolute, segment};
 
 /// `list_directory` shows this many entries unless told otherwise…
@@ -156,7 +157,7 @@ fn caller(extensions: &Extensions) -> Caller {
 }
 
 /// A tool's answer: its text, or the failure's (`isError: true`).
-fn answer(result: Result<String, Failure>) -> CallToolResult {
+fn answer(result: Result<String, ApiError>) -> CallToolResult {
     match result {
         Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
         Err(failure) => CallToolResult::error(vec![ContentBlock::text(failure.to_string())]),
@@ -181,7 +182,7 @@ impl Tools {
         }
     }
 
-    async fn call(&self, call: Call, extensions: &Extensions) -> Result<Value, Failure> {
+    async fn call(&self, call: Call, extensions: &Extensions) -> Result<Value, ApiError> {
         self.api.call(call, &caller(extensions)).await
     }
 
@@ -191,7 +192,7 @@ impl Tools {
         id: &str,
         body: Value,
         extensions: &Extensions,
-    ) -> Result<Value, Failure> {
+    ) -> Result<Value, ApiError> {
         self.call(
             Call::post(format!("{}/execute", container(id)), body),
             extensions,
@@ -275,11 +276,11 @@ impl Tools {
         answer(self.read(args, &extensions).await)
     }
 
-    async fn read(&self, args: ReadFile, extensions: &Extensions) -> Result<String, Failure> {
+    async fn read(&self, args: ReadFile, extensions: &Extensions) -> Result<String, ApiError> {
         let offset = args.offset_line.unwrap_or(1);
         let limit = args.limit_lines.unwrap_or(DEFAULT_LIMIT_LINES);
         if offset == 0 || limit == 0 {
-            return Err(Failure::Invalid(
+            return Err(ApiError::Usage(
                 "offset_line and limit_lines count from 1".to_owned(),
             ));
         }
@@ -302,7 +303,7 @@ impl Tools {
         }
         let content = file.get("content").and_then(Value::as_str).unwrap_or("");
         text::numbered_lines(&path, content, offset, limit).ok_or_else(|| {
-            Failure::Invalid(format!(
+            ApiError::Usage(format!(
                 "{path} has {} lines: offset_line {offset} is past its end",
                 content.lines().count()
             ))
@@ -376,9 +377,9 @@ impl Tools {
         answer(self.search(args, &extensions).await)
     }
 
-    async fn search(&self, args: SearchFiles, extensions: &Extensions) -> Result<String, Failure> {
+    async fn search(&self, args: SearchFiles, extensions: &Extensions) -> Result<String, ApiError> {
         if args.pattern.is_empty() {
-            return Err(Failure::Invalid("the pattern is empty".to_owned()));
+            return Err(ApiError::Usage("the pattern is empty".to_owned()));
         }
         let under = absolute(args.path.as_deref().unwrap_or("."));
         // The pattern and path reach grep as variables, never as shell text; `-e` and
@@ -401,12 +402,12 @@ impl Tools {
             .unwrap_or("")
             .trim();
         if result.get("timed_out").and_then(Value::as_bool) == Some(true) {
-            return Err(Failure::Invalid(format!(
+            return Err(ApiError::Usage(format!(
                 "the search timed out after {SEARCH_TIMEOUT_SECS} s; search a smaller path"
             )));
         }
         if stdout.is_empty() && !stderr.is_empty() {
-            return Err(Failure::Invalid(format!("grep failed: {stderr}")));
+            return Err(ApiError::Usage(format!("grep failed: {stderr}")));
         }
         let mut out = text::matches(&args.pattern, &under, stdout, MAX_MATCHES);
         if !stderr.is_empty() {

@@ -30,7 +30,8 @@ pub enum Error {
         /// What went wrong (`detail` of the body).
         detail: String,
     },
-    /// The command line does not make sense (exit 2, as clap's own errors).
+    /// The command line (or an MCP tool's arguments) does not make sense, caught before
+    /// any call (exit 2, as clap's own errors).
     #[error("{0}")]
     Usage(String),
     /// Anything else: the server unreachable, a local file, a broken stream.
