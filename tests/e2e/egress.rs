@@ -431,6 +431,24 @@ print(s.recv(64).split(b"\r\n")[0].decode())'"#,
         "{made_info}"
     );
 
+    // A job's entries get the list too.
+    let (status, job) = app
+        .post(
+            "/api/v1/jobs",
+            &json!({"repos": [{"repo_url": url}], "command": "curl -sS -m 20 http://pypi.test/hello && curl -sS -m 20 -o /dev/null -w '%{http_code}' http://other.test/",
+                    "network": {"allow": ["pypi.test"]}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let job_id = job["job_id"].as_str().unwrap();
+    let job = crate::jobs::wait_finished(&app, job_id, std::time::Duration::from_secs(120)).await;
+    assert_eq!(job["counts"]["succeeded"], 1, "{job}");
+    let (_, results) = app.get(&format!("/api/v1/jobs/{job_id}/results")).await;
+    assert_eq!(
+        results["results"][0]["stdout"], "hello from pypi.test\n403",
+        "{results}"
+    );
+
     // A new server adopts the sandbox, and its proxy with it.
     server.0.kill().unwrap();
     server.0.wait().unwrap();
