@@ -185,8 +185,8 @@ pub struct Config {
     /// for `"network": {"allow": [...]}`: `host`, `*.domain`, `*` (any name), an IP
     /// address, each with an optional `:port` (default 80 and 443). A sandbox's entries
     /// must lie within these. Empty: allow-lists are refused (403).
-    #[arg(long, env = "EGRESS_ALLOW", default_value = "", value_parser = parse_egress_allow)]
-    pub egress_allow: List,
+    #[arg(long, env = "EGRESS_ALLOW", default_value = "", value_parser = EgressAllow::parse)]
+    pub egress_allow: EgressAllow,
     /// Comma-separated `name=address` pairs the egress proxy resolves itself instead of
     /// asking DNS (a package mirror on a private address): the operator naming the
     /// address lets a name reach it. Empty: DNS alone.
@@ -359,12 +359,27 @@ fn parse_list(raw: &str) -> Result<List, String> {
     ))
 }
 
-fn parse_egress_allow(raw: &str) -> Result<List, String> {
-    let list = parse_list(raw)?;
-    for entry in list.items() {
-        crate::egress::Entry::parse(entry).map_err(|why| format!("EGRESS_ALLOW: {why}"))?;
+/// `EGRESS_ALLOW`, parsed once at start.
+#[derive(Debug, Clone, Default)]
+pub struct EgressAllow(pub std::sync::Arc<Vec<crate::egress::Entry>>);
+
+impl EgressAllow {
+    /// Parses the comma-separated entries; the error names the first bad one.
+    pub fn parse(raw: &str) -> Result<EgressAllow, String> {
+        parse_list(raw)?
+            .items()
+            .iter()
+            .map(|entry| {
+                crate::egress::Entry::parse(entry).map_err(|why| format!("EGRESS_ALLOW: {why}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|entries| EgressAllow(std::sync::Arc::new(entries)))
     }
-    Ok(list)
+
+    /// The entries.
+    pub fn entries(&self) -> &[crate::egress::Entry] {
+        &self.0
+    }
 }
 
 /// `EGRESS_HOSTS`: names the egress proxy resolves itself.
@@ -378,15 +393,6 @@ fn parse_egress_hosts(raw: &str) -> Result<EgressHosts, String> {
 }
 
 impl Config {
-    /// The operator's `EGRESS_ALLOW`, parsed (checked at start).
-    pub fn egress_allow(&self) -> Vec<crate::egress::Entry> {
-        self.egress_allow
-            .items()
-            .iter()
-            .filter_map(|entry| crate::egress::Entry::parse(entry).ok())
-            .collect()
-    }
-
     /// Settings from the environment and defaults alone, ignoring the command line:
     /// what a bare `repobox` serves with.
     pub fn defaults() -> Self {

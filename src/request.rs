@@ -97,7 +97,7 @@ impl NetworkSetting {
             )),
             NetworkSetting::Mode(mode) => Ok((mode, None)),
             NetworkSetting::Allow(AllowList { allow }) => {
-                let operator = config.egress_allow();
+                let operator = config.egress_allow.entries();
                 if operator.is_empty() {
                     return Err(Error::Forbidden(
                         "network allow-lists are disabled on this server (EGRESS_ALLOW is empty)"

@@ -696,7 +696,7 @@ impl Sandboxes {
         let Some(allow) = allow else {
             return;
         };
-        let operator = self.config.egress_allow();
+        let operator = self.config.egress_allow.entries();
         let entries = allow
             .iter()
             .filter_map(|entry| crate::egress::Entry::parse(entry).ok())

@@ -76,7 +76,7 @@ pub(crate) fn config(kind: Kind, dir: &std::path::Path) -> repobox::config::Conf
     config.backend = kind;
     // For `reaches_only_its_allow_list`: any name, and two names the proxy resolves to
     // the host's loopback (where the test's server listens) as an operator's mirror.
-    config.egress_allow = repobox::config::List(vec!["*:*".to_owned()]);
+    config.egress_allow = repobox::config::EgressAllow::parse("*:*").unwrap();
     config.egress_hosts = repobox::config::EgressHosts(std::sync::Arc::new(
         [
             ("allowed.test".to_owned(), "127.0.0.1".parse().unwrap()),
