@@ -956,9 +956,9 @@ impl AgentClient {
     /// [`Error::PortClosed`] when nothing listens there.
     pub async fn connect_port(&self, port: u16) -> Result<Tunnel> {
         let mut op = self.open(&Request::Connect { port })?;
-        let peer_port = loop {
+        loop {
             match op.recv_within().await? {
-                Incoming::Reply(Reply::Connected { peer_port }) => break peer_port,
+                Incoming::Reply(Reply::Connected) => break,
                 Incoming::Reply(Reply::Error { kind, message }) => {
                     op.done = true;
                     return Err(match kind {
@@ -974,8 +974,8 @@ impl AgentClient {
                 }
                 _ => {}
             }
-        };
-        Ok(Tunnel::carry(op, peer_port))
+        }
+        Ok(Tunnel::carry(op))
     }
 
     /// Opens a wait for one connection to `127.0.0.1:port` inside the sandbox, where the
@@ -988,9 +988,9 @@ impl AgentClient {
     ) -> Result<impl std::future::Future<Output = Result<Tunnel>> + Send + 'static> {
         let mut op = self.open(&Request::Accept { port })?;
         Ok(async move {
-            let peer_port = loop {
+            loop {
                 match op.recv().await? {
-                    Incoming::Reply(Reply::Connected { peer_port }) => break peer_port,
+                    Incoming::Reply(Reply::Connected) => break,
                     Incoming::Reply(Reply::Error { kind, message }) => {
                         op.finish();
                         return Err(agent_error(kind, message));
@@ -1001,8 +1001,8 @@ impl AgentClient {
                     }
                     _ => {}
                 }
-            };
-            Ok(Tunnel::carry(op, peer_port))
+            }
+            Ok(Tunnel::carry(op))
         })
     }
 
@@ -1230,7 +1230,6 @@ const TUNNEL_LINGER: Duration = Duration::from_secs(5);
 /// is lost).
 pub struct Tunnel {
     io: tokio::io::DuplexStream,
-    peer_port: u16,
     gone: Arc<tokio::sync::Notify>,
 }
 
@@ -1242,28 +1241,16 @@ impl Drop for Tunnel {
 
 impl std::fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tunnel")
-            .field("peer_port", &self.peer_port)
-            .finish_non_exhaustive()
+        f.debug_struct("Tunnel").finish_non_exhaustive()
     }
 }
 
 impl Tunnel {
-    fn carry(op: Op, peer_port: u16) -> Self {
+    fn carry(op: Op) -> Self {
         let (io, ours) = tokio::io::duplex(TUNNEL_BUFFER);
         let gone = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(pump_tunnel(op, ours, gone.clone()));
-        Self {
-            io,
-            peer_port,
-            gone,
-        }
-    }
-
-    /// The port of the other end inside the sandbox (the connecting process's, for an
-    /// accept).
-    pub fn peer_port(&self) -> u16 {
-        self.peer_port
+        Self { io, gone }
     }
 }
 
@@ -1687,7 +1674,7 @@ pub(crate) mod hostile_agent_tests {
         // the agent that goes past the window is cut off.
         let (client, reason, fake) = connect(limits(), |id, request| match request {
             Request::Connect { .. } => vec![
-                Out::Frame(Frame::control(id, &Reply::Connected { peer_port: 3000 })),
+                Out::Frame(Frame::control(id, &Reply::Connected)),
                 Out::Flood(Frame::data(
                     Tag::Data,
                     id,
@@ -1717,7 +1704,7 @@ pub(crate) mod hostile_agent_tests {
     async fn a_tunnels_credit_for_bytes_never_sent_is_a_violation() {
         let (client, reason, _fake) = connect(limits(), |id, request| match request {
             Request::Connect { .. } => vec![
-                Out::Frame(Frame::control(id, &Reply::Connected { peer_port: 3000 })),
+                Out::Frame(Frame::control(id, &Reply::Connected)),
                 Out::Frame(Frame::control(id, &Reply::Credit { bytes: 1 << 40 })),
             ],
             _ => Vec::new(),

@@ -6,7 +6,7 @@
 //! [`Request::Accept`]: repobox_protocol::Request::Accept
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -72,8 +72,7 @@ pub(crate) async fn connect(
     };
     match connected {
         Ok(stream) => {
-            let peer_port = port;
-            if out.reply(&Reply::Connected { peer_port }).await {
+            if out.reply(&Reply::Connected).await {
                 carry(out, window, rx, stream).await;
             }
         }
@@ -112,19 +111,15 @@ pub(crate) async fn accept(
             return;
         }
     };
-    let (stream, peer) = loop {
+    let stream = loop {
         match listener.accept().await {
-            Ok(accepted) => break accepted,
+            Ok((stream, _)) => break stream,
             // A connection reset before it was taken, or out of descriptors for a
             // moment: the next one will do.
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
     };
-    let peer_port = match peer {
-        SocketAddr::V4(peer) => peer.port(),
-        SocketAddr::V6(peer) => peer.port(),
-    };
-    if out.reply(&Reply::Connected { peer_port }).await {
+    if out.reply(&Reply::Connected).await {
         carry(out, window, rx, stream).await;
     }
 }

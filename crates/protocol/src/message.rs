@@ -504,10 +504,7 @@ pub enum Reply {
     },
     /// A connection ([`Request::Connect`], [`Request::Accept`]) is open: data follows
     /// both ways.
-    Connected {
-        /// The port of the other end (the connecting process's, for an accept).
-        peer_port: u16,
-    },
+    Connected,
     /// Answer to [`Request::Ports`] (final).
     Ports {
         /// Listening ports, by port; at most [`MAX_PORTS`].
