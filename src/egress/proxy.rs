@@ -47,7 +47,8 @@ where
     let method = request.method.unwrap_or_default().to_owned();
     let target = request.path.unwrap_or_default().to_owned();
     if method.eq_ignore_ascii_case("CONNECT") {
-        let Some((host, port)) = authority(&target, None) else {
+        let named = target.parse::<axum::http::uri::Authority>().ok();
+        let Some((host, port)) = named.and_then(|named| host_and_port(&named, None)) else {
             let _ = respond(&mut client, 400, "CONNECT needs host:port").await;
             return;
         };
@@ -69,7 +70,7 @@ where
         }
         let Some((host, port)) = uri
             .authority()
-            .and_then(|authority| authority_of(authority, 80))
+            .and_then(|authority| host_and_port(authority, Some(80)))
         else {
             let _ = respond(&mut client, 400, "the URL has no host").await;
             return;
@@ -328,15 +329,13 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// `host:port` of a CONNECT (`default`: the port when none is given).
-fn authority(target: &str, default: Option<u16>) -> Option<(Host, u16)> {
-    let authority = target.parse::<axum::http::uri::Authority>().ok()?;
+/// The host and port an authority names (`default`: the port when it names none; a
+/// CONNECT has no default).
+fn host_and_port(
+    authority: &axum::http::uri::Authority,
+    default: Option<u16>,
+) -> Option<(Host, u16)> {
     let port = authority.port_u16().or(default)?;
-    Some((Host::parse(authority.host())?, port))
-}
-
-fn authority_of(authority: &axum::http::uri::Authority, default: u16) -> Option<(Host, u16)> {
-    let port = authority.port_u16().unwrap_or(default);
     Some((Host::parse(authority.host())?, port))
 }
 
